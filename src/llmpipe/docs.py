@@ -1,0 +1,133 @@
+"""The Document table: Parquet (zstd), streamed in row-group batches.
+
+Contract (every stage from ingest to dedup reads and writes it):
+    id     string, unique within a source, stable (original id, or sha256 of the text)
+    source string, the `sources` key the document came from
+    text   string, UTF-8
+    url    string, nullable
+    meta   string (JSON object), nullable
+Later stages may add columns (clean adds signals, hash and MinHash signature); readers select
+the columns they need. Writers go through `TableWriter`, which writes to a temp name and renames
+on success, so a killed stage never leaves a table that looks complete.
+
+Read it back with `read_batches(path)` (bounded memory) or `pyarrow.parquet.read_table(path)`.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+
+DOC_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("meta", pa.string()),
+])
+DOC_COLUMNS = DOC_SCHEMA.names
+ROW_GROUP_SIZE = 2048  # documents per row group: a few MB of text, cheap to stream
+
+
+def content_id(text: str) -> str:
+    """Stable id from content, for sources without ids (never Python's hash())."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class TableWriter:
+    """Stream record batches to `path` atomically.
+
+    >>> with TableWriter(out, DOC_SCHEMA) as w:
+    ...     w.write({"id": [...], "source": [...], "text": [...], "url": [...], "meta": [...]})
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema = DOC_SCHEMA,
+                 row_group_size: int = ROW_GROUP_SIZE):
+        self.path = Path(path)
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._buf: list[pa.RecordBatch] = []
+        self._buf_rows = 0
+
+    def __enter__(self) -> "TableWriter":
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        return self
+
+    def write(self, batch: dict | pa.RecordBatch | pa.Table) -> None:
+        if isinstance(batch, dict):
+            batch = pa.RecordBatch.from_pydict(batch, schema=self.schema)
+        elif isinstance(batch, pa.Table):
+            batch = batch.cast(self.schema) if batch.schema != self.schema else batch
+            for b in batch.to_batches():
+                self.write(b)
+            return
+        elif batch.schema != self.schema:
+            batch = pa.Table.from_batches([batch]).cast(self.schema).combine_chunks().to_batches()[0] \
+                if batch.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
+        if batch.num_rows == 0:
+            return
+        self._buf.append(batch)
+        self._buf_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._buf_rows >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._writer.write_table(pa.Table.from_batches(self._buf, schema=self.schema),
+                                     row_group_size=self.row_group_size)
+            self._buf, self._buf_rows = [], 0
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+        finally:
+            self._writer.close()
+            self._ctx.__exit__(exc_type, exc, tb)
+
+
+def write_docs(path: str | Path, rows: Iterable[dict], schema: pa.Schema = DOC_SCHEMA,
+               batch_rows: int = ROW_GROUP_SIZE) -> int:
+    """Write an iterable of row dicts (keys = schema names) atomically; returns rows written."""
+    names = schema.names
+    with TableWriter(path, schema) as w:
+        cols: dict[str, list] = {k: [] for k in names}
+        for row in rows:
+            for k in names:
+                cols[k].append(row.get(k))
+            if len(cols[names[0]]) >= batch_rows:
+                w.write(cols)
+                cols = {k: [] for k in names}
+        w.write(cols)
+        return w.rows
+
+
+def read_batches(path: str | Path, columns: list[str] | None = None,
+                 batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
+    """Stream a table in batches; memory stays bounded by the batch size."""
+    pf = pq.ParquetFile(path)
+    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def iter_docs(path: str | Path, columns: list[str] | None = None) -> Iterator[dict]:
+    """Row dicts, streamed (convenient for small tables and tests)."""
+    for batch in read_batches(path, columns):
+        yield from batch.to_pylist()
+
+
+def num_rows(path: str | Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def missing_input(path: str | Path, stage: str) -> FileNotFoundError:
+    """The error for an absent upstream output, saying what to run."""
+    return FileNotFoundError(f"{path}: not found; did you run `dvc repro {stage}`?")

@@ -1,0 +1,111 @@
+"""Shared fixtures: hermetic copies of this repo on which the real `dvc` runs.
+
+`built_repo` (session scope) copies the repo's files into a tmp dir, applies TEST_OVERRIDES
+(small sizes, so the whole pipeline runs in CI time), commits it to a fresh git repo and runs
+the full `dvc repro` once. Tests that edit params take `repo_copy`, a `cp -a` of that built
+repo (DVC cache and outputs included), so only the stages they touch rerun.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small sizes for the end-to-end tests (dotted key -> value). Keep the full pipeline under a
+# few minutes on 2 CPU cores.
+TEST_OVERRIDES: dict[str, object] = {}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
+        timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run a command with the test venv first on PATH and the repo copy's src importable."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
+    full_env["PYTHONPATH"] = str(Path(cwd) / "src")
+    full_env["DVC_NO_ANALYTICS"] = "1"
+    full_env["PYTHONUNBUFFERED"] = "1"
+    full_env.pop("DVC_SITE_CACHE_DIR", None)
+    if env:
+        full_env.update(env)
+    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}) in {cwd}\n"
+                             f"--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}")
+    return p
+
+
+def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], cwd=repo, check=check, env=env)
+
+
+def stages_ran(p: subprocess.CompletedProcess) -> set[str]:
+    """Names of the stages `dvc repro` / `dvc exp run` actually executed."""
+    out = p.stdout + p.stderr
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def set_params(repo: Path, overrides: dict[str, object]) -> None:
+    """Edit params.yaml in a repo copy by dotted key (`mix.weights.c4`)."""
+    path = repo / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def copy_repo_files(dst: Path) -> Path:
+    """Copy the files git would see (tracked + untracked, not ignored) into `dst`."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO_ROOT / rel
+        if not src.is_file():
+            continue
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out)
+    return dst
+
+
+def git_commit(repo: Path, message: str = "test") -> None:
+    run(["git", "add", "-A"], cwd=repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message], cwd=repo)
+
+
+def make_repo(dst: Path, overrides: dict[str, object] | None = None) -> Path:
+    """A fresh git + DVC repo holding this project's files, with TEST_OVERRIDES applied."""
+    copy_repo_files(dst)
+    run(["git", "init", "-q", "-b", "main"], cwd=dst)
+    set_params(dst, {**TEST_OVERRIDES, **(overrides or {})})
+    git_commit(dst, "init")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """A repo copy on which the full `dvc repro` has run once (shared by the session)."""
+    repo = make_repo(tmp_path_factory.mktemp("built") / "repo")
+    dvc(repo, "repro")
+    git_commit(repo, "repro")
+    return repo
+
+
+@pytest.fixture
+def repo_copy(built_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of `built_repo` (outputs and DVC cache included) to edit freely."""
+    dst = tmp_path / "repo"
+    shutil.copytree(built_repo, dst, symlinks=True)
+    return dst

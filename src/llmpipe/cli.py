@@ -1,0 +1,79 @@
+"""`llmpipe` console entry for humans: verify, stats, generate, export-hf.
+
+Each subcommand is a thin wrapper around one library function (imported lazily, so
+`llmpipe verify` does not pay for importing torch). Exit status: 0 ok, 1 a check failed,
+2 a usage or input error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from .tokens import verify_path
+    return verify_path(a.path, tokenizer=a.tokenizer)
+
+
+def _stats(a: argparse.Namespace) -> int:
+    from .tokens import stats_path
+    return stats_path(a.path, as_json=a.json)
+
+
+def _generate(a: argparse.Namespace) -> int:
+    from .generate import cli_generate
+    return cli_generate(a)
+
+
+def _export_hf(a: argparse.Namespace) -> int:
+    from .export import export_hf
+    export_hf(a.run, a.out, tokenizer=a.tokenizer)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmpipe", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    v = sub.add_parser("verify", help="check a token directory (or a .bin file with its meta.json)")
+    v.add_argument("path", help="e.g. data/mix or data/tokens/c4")
+    v.add_argument("--tokenizer", default=None,
+                   help="spm.model whose fingerprint the tokens must match (default: none checked "
+                        "beyond meta.json's own sha256s)")
+    v.set_defaults(func=_verify)
+
+    s = sub.add_parser("stats", help="token counts and per-source shares of a token directory")
+    s.add_argument("path")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_stats)
+
+    g = sub.add_parser("generate", help="stream a continuation of a prompt from a trained model")
+    g.add_argument("--model", default="runs/train", help="run directory with model.safetensors + config.json")
+    g.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    g.set_defaults(func=_generate)
+
+    e = sub.add_parser("export-hf", help="write a folder transformers' Auto* classes load directly")
+    e.add_argument("run", help="run directory, e.g. runs/train")
+    e.add_argument("out", help="output folder")
+    e.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
+    e.set_defaults(func=_export_hf)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"llmpipe {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

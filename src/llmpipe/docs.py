@@ -114,7 +114,9 @@ def write_docs(path: str | Path, rows: Iterable[dict], schema: pa.Schema = DOC_S
 def read_batches(path: str | Path, columns: list[str] | None = None,
                  batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
     """Stream a table in batches; memory stays bounded by the batch size."""
-    pf = pq.ParquetFile(path)
+    # pre_buffer=False: pyarrow otherwise reads ahead about the whole file, so memory would grow
+    # with the table instead of the batch.
+    pf = pq.ParquetFile(path, pre_buffer=False)
     yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
 

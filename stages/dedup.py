@@ -1,0 +1,53 @@
+"""Stage `dedup`: exact + MinHash near-duplicate removal across all sources.
+
+    python stages/dedup.py --in-dir data/filtered --out-dir data/dedup --report reports/dedup.json
+
+Reads `IN/SRC.parquet` for every source in params.yaml (`sources` order), writes
+`OUT/SRC.parquet` (Document columns, kept rows in input order) and the report (DVC metric).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
+    # would shadow the stdlib `tokenize` that logging imports) with the repo's src/
+    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+from llmpipe.atomic import write_json  # noqa: E402
+from llmpipe.dedup import dedup  # noqa: E402
+from llmpipe.docs import num_rows  # noqa: E402
+from llmpipe.log import Timer, get_logger, n  # noqa: E402
+from llmpipe.params import load_params  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--in-dir", type=Path, default=Path("data/filtered"))
+    ap.add_argument("--out-dir", type=Path, default=Path("data/dedup"))
+    ap.add_argument("--report", type=Path, default=Path("reports/dedup.json"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    ins = {s: args.in_dir / f"{s}.parquet" for s in params.sources}
+    outs = {s: args.out_dir / f"{s}.parquet" for s in params.sources}
+    log = get_logger("dedup")
+    total = sum(num_rows(p) for p in ins.values() if p.exists())
+    with Timer() as t, tqdm(total=total, desc="dedup write", unit="doc", file=sys.stderr) as bar:
+        report = dedup(ins, outs, params.dedup, progress=bar)
+    write_json(args.report, report)
+    d = report["dropped_by_reason"]
+    log.info("dedup: %s docs in, %s kept, %s exact + %s near duplicates removed, %s clusters "
+             "(%d bands x %d rows) in %.1fs (%s docs/s)", n(report["docs_in"]), n(report["docs_kept"]),
+             n(d["exact_duplicate"]), n(d["near_duplicate"]), n(report["clusters"]), report["bands"],
+             report["rows"], t.seconds, n(report["docs_in"] / max(t.seconds, 1e-9)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

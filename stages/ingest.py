@@ -1,0 +1,51 @@
+"""Stage `ingest@SRC`: read one source (`sources.SRC` in params.yaml) into the Document table.
+
+    python stages/ingest.py --source c4 --out data/ingested/c4.parquet --report reports/ingest/c4.json
+
+Writes the table atomically and a flat JSON report: docs_in, docs_out, skipped_by_reason, chars_out.
+A bad record with `on_bad_record: fail` (or an unreadable/empty source) exits with status 2 and a
+message naming the file, line/row and rule; nothing is written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Python puts this script's directory first on sys.path, where a stage named like a stdlib module
+# (say stages/tokenize.py) would shadow it: replace that entry with src/ before other imports.
+sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+import argparse  # noqa: E402
+
+from llmpipe.atomic import write_json  # noqa: E402
+from llmpipe.log import get_logger  # noqa: E402
+from llmpipe.params import load_params  # noqa: E402
+from llmpipe.sources import SourceError, ingest_source  # noqa: E402
+
+log = get_logger("ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", required=True, help="a key of `sources` in params.yaml")
+    ap.add_argument("--out", required=True, help="output Document table (.parquet)")
+    ap.add_argument("--report", help="output JSON report (DVC metric)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+
+    sources = load_params(a.params).sources
+    if a.source not in sources:
+        ap.error(f"--source {a.source!r} is not in params.yaml sources ({', '.join(sources)})")
+    try:
+        report = ingest_source(a.source, sources[a.source], a.out, progress=not a.no_progress)
+    except (SourceError, FileNotFoundError) as e:
+        log.error(f"ingest {a.source}: {e}")
+        return 2
+    if a.report:
+        write_json(a.report, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

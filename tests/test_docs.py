@@ -1,0 +1,89 @@
+"""The Document table and atomic outputs: an exception mid-write leaves no output behind."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from llmpipe.atomic import atomic_path, sha256_file, write_json, write_text
+from llmpipe.docs import DOC_SCHEMA, TableWriter, content_id, iter_docs, num_rows, read_batches, write_docs
+
+
+def rows(k: int, start: int = 0) -> list[dict]:
+    return [{"id": f"d{i}", "source": "s", "text": f"text {i}", "url": None, "meta": None}
+            for i in range(start, start + k)]
+
+
+def leftovers(d) -> list[str]:
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_write_and_stream_back(tmp_path):
+    out = tmp_path / "t.parquet"
+    assert write_docs(out, rows(5000), batch_rows=700) == 5000
+    assert pq.read_schema(out).equals(DOC_SCHEMA) and num_rows(out) == 5000
+    assert pq.ParquetFile(out).metadata.row_group(0).column(0).compression == "ZSTD"
+    batches = list(read_batches(out, columns=["id"], batch_size=1000))
+    assert [b.num_rows for b in batches] == [1000] * 5 and batches[0].schema.names == ["id"]
+    assert [d["id"] for d in iter_docs(out)] == [f"d{i}" for i in range(5000)]
+
+
+def test_exception_mid_write_leaves_no_output(tmp_path):
+    out = tmp_path / "t.parquet"
+
+    def failing():
+        yield from rows(3000)  # more than a row group: some data already reached the temp file
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        write_docs(out, failing())
+    assert leftovers(tmp_path) == []
+
+
+def test_exception_mid_write_keeps_the_previous_output(tmp_path):
+    out = tmp_path / "t.parquet"
+    write_docs(out, rows(3))
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        with TableWriter(out) as w:
+            w.write({k: [r[k] for r in rows(4000)] for k in DOC_SCHEMA.names})
+            raise KeyboardInterrupt
+    assert out.read_bytes() == before and leftovers(tmp_path) == ["t.parquet"]
+
+
+def test_writer_rejects_rows_that_break_the_contract(tmp_path):
+    out = tmp_path / "t.parquet"
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, TypeError)):
+        write_docs(out, [{"id": "a", "source": "s", "text": 5}])
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_json_text_and_directories(tmp_path):
+    write_json(tmp_path / "r.json", {"b": 2, "a": 1})
+    assert (tmp_path / "r.json").read_text() == '{\n  "a": 1,\n  "b": 2\n}\n'
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "r.json", {"x": object()})  # not serialisable: old file stays
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1, "b": 2}
+    write_text(tmp_path / "t.txt", "hello")
+    with pytest.raises(ValueError):
+        with atomic_path(tmp_path / "dir") as tmp:
+            tmp.mkdir()
+            (tmp / "part").write_text("half")
+            raise ValueError("interrupted")
+    assert leftovers(tmp_path) == ["r.json", "t.txt"]
+    with atomic_path(tmp_path / "dir") as tmp:
+        tmp.mkdir()
+        (tmp / "part").write_text("whole")
+    assert (tmp_path / "dir" / "part").read_text() == "whole"
+
+
+def test_content_id_is_stable():
+    # sha256("hello world") — fixed forever: ids persist in every table downstream
+    assert content_id("hello world") == "b94d27b9934d3e08a52e52d7da7dabfa"
+    assert len({content_id(t) for t in ["a", "b", "a "]}) == 3
+
+
+def test_sha256_file(tmp_path):
+    (tmp_path / "f").write_bytes(b"hello world")
+    assert sha256_file(tmp_path / "f") == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"

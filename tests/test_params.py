@@ -1,0 +1,80 @@
+"""The strict params loader: the shipped file loads; every user error names the key path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmpipe.params import ParamsError, SourceParams, SplitParams, as_dict, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}}}
+
+
+def load(tmp_path, data) -> object:
+    p = tmp_path / "params.yaml"
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return load_params(p)
+
+
+def with_source(**kw) -> dict:
+    return {"sources": {"c4": {"kind": "c4", "uri": "sample://c4", **kw}}}
+
+
+def test_shipped_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert set(params.sources) == {"c4", "wikipedia", "gutenberg", "fineweb"}
+    for name, sp in params.sources.items():
+        assert sp.kind == name and sp.uri == f"sample://{name}" and sp.on_bad_record == "fail"
+    assert isinstance(params.split, SplitParams)
+
+
+def test_defaults(tmp_path):
+    sp = load(tmp_path, BASE).sources["c4"]
+    assert as_dict(sp) == {"kind": "c4", "uri": "sample://c4", "format": "auto", "text_field": "text",
+                           "id_field": None, "url_field": None, "meta_fields": [], "txt_mode": "file",
+                           "max_docs": None, "on_bad_record": "fail", "sample_docs": 0, "sample_seed": 0}
+
+
+@pytest.mark.parametrize("data, message", [
+    (with_source(colour="red"), "sources.c4.colour: unknown key; allowed keys here: format, id_field, kind"),
+    ({**BASE, "splt": {}}, "splt: unknown key; allowed keys here:"),
+    (with_source(max_docs="ten"), "sources.c4.max_docs: expected an integer, got 'ten'"),
+    (with_source(max_docs=True), "sources.c4.max_docs: expected an integer, got True"),
+    (with_source(meta_fields="title"), "sources.c4.meta_fields: expected a list, got 'title'"),
+    (with_source(text_field=3), "sources.c4.text_field: expected a string, got 3"),
+    (with_source(on_bad_record="ignore"), "sources.c4.on_bad_record: must be one of 'fail', 'skip', got 'ignore'"),
+    (with_source(format="csv"), "sources.c4.format: must be one of 'auto', 'parquet', 'jsonl', 'txt', got 'csv'"),
+    ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'wikipedia'"),
+    (with_source(max_docs=0), "sources.c4.max_docs: must be > 0, got 0"),
+    (with_source(sample_docs=-1), "sources.c4.sample_docs: must be >= 0, got -1"),
+    (with_source(sample_seed=-2), "sources.c4.sample_seed: must be >= 0, got -2"),
+    (with_source(uri="sample://news"), "sources.c4.uri: sample corpora are sample://c4|wikipedia|gutenberg|fineweb"),
+    (with_source(uri=""), "sources.c4.uri: must be a non-empty string"),
+    ({"sources": {"c4": {"kind": "c4"}}}, "sources.c4: missing required key(s): uri"),
+    ({"sources": {}}, "sources: must name at least one source"),
+    ({**BASE, "split": {"val_fraction": 1.5}}, "split.val_fraction: must be in (0, 1), got 1.5"),
+    ({**BASE, "split": {"seed": "zero"}}, "split.seed: expected an integer, got 'zero'"),
+    ({**BASE, "mix": {"weights": {"c4": -0.1}}}, "mix.weights.c4: must be >= 0, got -0.1"),
+    ({**BASE, "tokenizer": {"sample_weights": {"c4": -1}}}, "tokenizer.sample_weights.c4: must be >= 0, got -1"),
+    ({**BASE, "mix": {"weights": {"news": 1.0}}}, "mix.weights.news: is not a source; sources are ['c4']"),
+    ({"sources": ["c4"]}, "sources: expected a mapping, got ['c4']"),
+])
+def test_errors_name_key_and_allowed_values(tmp_path, data, message):
+    with pytest.raises(ParamsError) as e:
+        load(tmp_path, data)
+    assert message in str(e.value)
+    assert str(e.value).startswith(str(tmp_path / "params.yaml") + ": ")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match=r"nothere\.yaml: not found \(run from the repo root, or pass --params\)"):
+        load_params(tmp_path / "nothere.yaml")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load(tmp_path, "sources: [unclosed\n")
+
+
+def test_source_params_direct_construction_checks():
+    with pytest.raises(ValueError, match="max_docs: must be > 0"):
+        SourceParams(kind="c4", uri="x", max_docs=-5)

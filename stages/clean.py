@@ -1,0 +1,50 @@
+"""clean@SRC: run the source kind's cleaners, compute every quality signal, exact hash and MinHash
+signature, once (expensive, cached by DVC). Thresholds are applied later by `filter@SRC`.
+
+    python stages/clean.py --source c4 --in data/ingested/c4.parquet --out data/clean/c4.parquet
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
+    # would shadow the stdlib `tokenize` that logging and inspect import) with the package source
+    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from llmpipe.clean.pipeline import clean_table, resolve_jobs  # noqa: E402
+from llmpipe.docs import missing_input  # noqa: E402
+from llmpipe.log import Timer, get_logger, n  # noqa: E402
+from llmpipe.params import load_params  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
+    ap.add_argument("--in", dest="src", required=True, help="ingested Document table")
+    ap.add_argument("--out", required=True, help="clean table to write")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--jobs", type=int, default=None, help="override clean.jobs (0 = all cores)")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    if args.source not in params.sources:
+        ap.error(f"--source {args.source!r} is not in {args.params} sources: {sorted(params.sources)}")
+    if not Path(args.src).exists():
+        raise missing_input(args.src, f"ingest@{args.source}")
+    kind = params.sources[args.source].kind
+    jobs = resolve_jobs(params.clean.jobs if args.jobs is None else args.jobs)
+    with Timer() as t:
+        stats = clean_table(args.src, args.out, kind, params.clean, params.dedup.ngram,
+                            params.dedup.num_perm, params.dedup.seed, jobs=jobs)
+    get_logger("clean").info(
+        "clean@%s (%s): %s docs, %s -> %s chars in %.1fs (%s docs/s, %d jobs) -> %s", args.source, kind,
+        n(stats["docs"]), n(stats["chars_raw"]), n(stats["chars"]), t.seconds,
+        n(stats["docs"] / max(t.seconds, 1e-9)), jobs, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

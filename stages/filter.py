@@ -1,0 +1,54 @@
+"""filter@SRC: apply the `filter.*` thresholds to the signals stored by `clean@SRC` (cheap).
+
+    python stages/filter.py --source c4 --in data/clean/c4.parquet --out data/filtered/c4.parquet \
+        --report reports/filter/c4.json --rejects data/rejects/c4.parquet
+`--rejects` is always written; it holds rows only when `filter.keep_rejects` is true.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
+    # would shadow the stdlib `tokenize` that logging and inspect import) with the package source
+    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from llmpipe.atomic import write_json  # noqa: E402
+from llmpipe.clean.rules import filter_table  # noqa: E402
+from llmpipe.docs import missing_input  # noqa: E402
+from llmpipe.log import Timer, get_logger, n  # noqa: E402
+from llmpipe.params import load_params  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
+    ap.add_argument("--in", dest="src", required=True, help="clean table (signals)")
+    ap.add_argument("--out", required=True, help="filtered Document table to write")
+    ap.add_argument("--report", required=True, help="JSON metrics to write")
+    ap.add_argument("--rejects", default=None,
+                    help="rejected documents + reason (rows only if filter.keep_rejects)")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    if args.source not in params.sources:
+        ap.error(f"--source {args.source!r} is not in {args.params} sources: {sorted(params.sources)}")
+    if not Path(args.src).exists():
+        raise missing_input(args.src, f"clean@{args.source}")
+    kind = params.sources[args.source].kind
+    with Timer() as t:
+        report = filter_table(args.src, args.out, args.rejects, kind, params.filter)
+    write_json(args.report, report)
+    top = sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+    get_logger("filter").info(
+        "filter@%s (%s): kept %s of %s docs, %s of %s chars in %.2fs; top drops %s", args.source, kind,
+        n(report["docs_kept"]), n(report["docs_in"]), n(report["chars_kept"]), n(report["chars_in"]),
+        t.seconds, ", ".join(f"{k}={n(v)}" for k, v in top if v) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The clean pass over a table: schema, accounting, determinism across worker counts, the stage
+scripts in-process, and the built-in sample corpus through ingest -> clean -> filter."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from _cleankit import BASE
+from llmpipe import minhash
+from llmpipe.atomic import sha256_file
+from llmpipe.clean import rules, signals
+from llmpipe.clean.pipeline import clean_table, cleaner_names
+from llmpipe.docs import write_docs
+from llmpipe.params import CleanParams, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _docs(tmp_path: Path, texts: list[str]) -> Path:
+    src = tmp_path / "in.parquet"
+    write_docs(src, [{"id": f"d{i}", "source": "s", "text": t, "url": f"u{i}", "meta": "{}"}
+                     for i, t in enumerate(texts)])
+    return src
+
+
+def test_clean_table_schema_and_contents(tmp_path):
+    texts = [BASE, "Home\n" + BASE + "\r\n", ""]
+    out = tmp_path / "clean.parquet"
+    stats = clean_table(_docs(tmp_path, texts), out, "c4", CleanParams(batch_docs=2), 5, 32, 7, jobs=1)
+    t = pq.read_table(out)
+    expected = ["id", "source", "text", "url", "meta", "chars_raw"]
+    expected += [f"removed_{c}" for c in cleaner_names("c4")] + list(signals.signal_types("c4"))
+    assert t.column_names == expected + ["exact_hash", "minhash"]
+    assert t.column("id").to_pylist() == ["d0", "d1", "d2"]
+    assert t.column("text").to_pylist() == [BASE, BASE, ""]
+    assert t.column("chars_raw").to_pylist() == [len(x) for x in texts]
+    assert stats == {"docs": 3, "chars_raw": sum(map(len, texts)), "chars": 2 * len(BASE)}
+    assert t.column("exact_hash").to_pylist() == [minhash.exact_hash(x) for x in (BASE, BASE, "")]
+    sig = np.array(t.column("minhash").to_pylist(), dtype=np.uint32)
+    assert np.array_equal(sig, minhash.signatures([BASE, BASE, ""], 5, 32, 7))
+    assert t.schema.field("minhash").type == pa.list_(pa.uint32(), 32)
+    for c in cleaner_names("c4"):
+        assert t.schema.field(f"removed_{c}").type == pa.int64()
+
+
+def test_output_bytes_do_not_depend_on_jobs_or_batching(tmp_path):
+    texts = [BASE[i:] + f" Line {i}." for i in range(0, 700, 50)] + ["Lorem ipsum.", ""]
+    src = _docs(tmp_path, texts)
+    a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
+    clean_table(src, a, "wikipedia", CleanParams(batch_docs=3), 5, 16, 1, jobs=1)
+    clean_table(src, b, "wikipedia", CleanParams(batch_docs=3), 5, 16, 1, jobs=2)
+    clean_table(src, c, "wikipedia", CleanParams(batch_docs=3), 5, 16, 1, jobs=1)
+    assert sha256_file(a) == sha256_file(b) == sha256_file(c)
+    assert pq.read_table(a).equals(pq.read_table(b))
+
+
+def test_clean_stage_refuses_missing_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="did you run `dvc repro ingest@c4`"):
+        stage("clean").main(["--source", "c4", "--in", str(tmp_path / "nope.parquet"),
+                             "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")])
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.slow
+def test_sample_pipeline_drops_in_every_rule_family(tmp_path):
+    """ingest -> clean -> filter on the built-in sample (sample://KIND), stage scripts in-process:
+    every rule family removes something, and every report balances."""
+    params = REPO / "params.yaml"
+    sources = load_params(params).sources
+    fp = load_params(params).filter
+    families: dict[str, int] = {}
+    for src, sp in sources.items():
+        ing, cln, flt = (tmp_path / d / f"{src}.parquet" for d in ("ingested", "clean", "filtered"))
+        assert stage("ingest").main(["--source", src, "--out", str(ing), "--params", str(params),
+                                     "--no-progress"]) == 0
+        assert stage("clean").main(["--source", src, "--in", str(ing), "--out", str(cln),
+                                    "--params", str(params), "--jobs", "1"]) == 0
+        report = tmp_path / f"{src}.json"
+        assert stage("filter").main(["--source", src, "--in", str(cln), "--out", str(flt),
+                                     "--report", str(report), "--params", str(params)]) == 0
+        rep = json.loads(report.read_text())
+        assert rep["docs_in"] == pq.ParquetFile(ing).metadata.num_rows
+        assert rep["docs_in"] == rep["docs_kept"] + sum(rep["dropped_by_reason"].values())
+        assert rep["docs_kept"] == pq.ParquetFile(flt).metadata.num_rows > rep["docs_in"] // 2
+        assert sum(rep["chars_removed_by_cleaner"].values()) > 0 or sp.kind == "fineweb"
+        for r in rules.rules_for(fp, sp.kind):
+            families[rules.family(r)] = families.get(rules.family(r), 0) + rep["dropped_by_reason"][r.reason]
+    assert set(families) == {"length", "quality", "english", "repetition",
+                             "c4", "wikipedia", "gutenberg", "fineweb"}
+    assert all(families.values()), families

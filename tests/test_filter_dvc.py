@@ -1,0 +1,59 @@
+"""DVC wiring, with the real `dvc` on a tmp copy of the repo: a filter threshold change reruns
+`filter@SRC` and `dedup` but never `clean@SRC`; a dedup threshold change reruns only `dedup`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import dvc, git_commit, make_repo, set_params, stages_ran
+
+SOURCES = ("c4", "wikipedia", "gutenberg", "fineweb")
+
+
+@pytest.mark.slow
+def test_threshold_change_reruns_filter_and_dedup_not_clean(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    first = stages_ran(dvc(repo, "repro", "dedup"))
+    assert {f"clean@{s}" for s in SOURCES} <= first and "dedup" in first
+    git_commit(repo, "repro")
+    before = json.loads((repo / "reports/filter/c4.json").read_text())
+
+    # a threshold that drops about half of the kept c4 documents, whatever the sample holds
+    words = pq.read_table(repo / "data/filtered/c4.parquet", columns=["text"]).column("text").to_pylist()
+    median = int(np.median([len(t.split()) for t in words]))
+    set_params(repo, {"filter.global.min_words": median + 1})
+    ran = stages_ran(dvc(repo, "repro", "dedup"))
+    assert ran == {*(f"filter@{s}" for s in SOURCES), "dedup"}
+    after = json.loads((repo / "reports/filter/c4.json").read_text())
+    assert after["docs_kept"] < before["docs_kept"]
+    assert after["docs_in"] == after["docs_kept"] + sum(after["dropped_by_reason"].values())
+    git_commit(repo, "min_words")
+
+    set_params(repo, {"dedup.threshold": 0.9})
+    assert stages_ran(dvc(repo, "repro", "dedup")) == {"dedup"}
+
+
+def test_declared_params_and_deps_are_exact():
+    """clean@SRC tracks no threshold and only the 3 dedup keys that shape signatures; each stage
+    depends on exactly the modules it imports."""
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    clean, filt = stages["clean"]["do"], stages["filter"]["do"]
+    assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
+    assert filt["params"] == ["filter", "sources.${key}.kind"]
+    pkg = sorted(p.name for p in (repo / "src/llmpipe/clean").glob("*.py"))
+    clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/clean/"))
+    assert clean_mods == [p for p in pkg if p != "rules.py"]          # rules.py is filter's
+    assert sorted(Path(d).name for d in filt["deps"] if d.startswith("src/llmpipe/clean/")) == \
+        ["__init__.py", "rules.py"]
+    for stage in (clean, filt):
+        assert {"src/llmpipe/docs.py", "src/llmpipe/params.py", "src/llmpipe/atomic.py",
+                "src/llmpipe/log.py"} <= set(stage["deps"])
+    assert "src/llmpipe/minhash.py" in clean["deps"]

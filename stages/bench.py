@@ -1,0 +1,49 @@
+"""Stage `bench`: training throughput of the configured model on this device.
+
+    python stages/bench.py --tokenizer artifacts/tokenizer --out runs/throughput.json --env runs/env.json
+
+Measures exactly what `train` will run (model.*, train.micro_batch, train.precision,
+train.compile, train.device) and writes the record the cost gate reads, plus the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
+    # would shadow the stdlib `tokenize` that torch imports) with the repo's src/
+    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+from llmpipe.atomic import write_json
+from llmpipe.bench import env_info, model_config, run_bench, tokenizer_info
+from llmpipe.device import resolve_device, resolve_precision
+from llmpipe.log import get_logger, n
+from llmpipe.params import load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer"))
+    ap.add_argument("--out", type=Path, default=Path("runs/throughput.json"))
+    ap.add_argument("--env", type=Path, default=Path("runs/env.json"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+    p = load_params(args.params)
+    cfg = model_config(p.model, tokenizer_info(args.tokenizer)["vocab_size"])
+    device = resolve_device(p.train.device)
+    precision = resolve_precision(p.train.precision, device)
+    rec = run_bench(cfg, p.train.micro_batch, precision, p.train.compile, device, p.bench,
+                    seed=p.train.seed, tp=p.train)
+    write_json(args.out, rec)
+    write_json(args.env, env_info(device))
+    get_logger("bench").info("bench: %s on %s (%s): %s tokens/s, %.3f s/step, MFU %.1f%% of %.1f GFLOP/s (%s)",
+                             p.model.preset, rec["signature"]["device_name"], precision,
+                             n(round(rec["tokens_per_s"])), rec["step_time_s"], 100 * rec["mfu"],
+                             rec["peak_flops"] / 1e9, rec["peak_source"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The `eval` stage: held-out bits per byte (overall, per source), samples, MC accuracy, gate.
+
+    python stages/eval.py --model runs/train --tokenizer artifacts/tokenizer/spm.model \
+        --tokens data/tokens --metrics metrics/eval.json --samples reports/samples.md \
+        --plot reports/eval/per_source.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # as a script, stages/ leads sys.path and stages/tokenize.py would
+    # shadow the stdlib `tokenize` that torch imports: put the repo's src/ there instead
+    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+from llmpipe.evaluate import RegressionError, run_eval
+from llmpipe.params import load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", default="runs/train")
+    ap.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
+    ap.add_argument("--tokens", default="data/tokens", help="holds one token directory per source")
+    ap.add_argument("--metrics", default="metrics/eval.json")
+    ap.add_argument("--samples", default="reports/samples.md")
+    ap.add_argument("--plot", default="reports/eval/per_source.json")
+    a = ap.parse_args(argv)
+    params = load_params(a.params)
+    token_dirs = {src: Path(a.tokens) / src for src in params.sources}
+    try:
+        run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
+                 samples_path=a.samples, plot_path=a.plot)
+    except RegressionError as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""HF export round trip: transformers loads the folder offline, logits, greedy text and tokens match."""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers/huggingface_hub read it
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest
+import torch
+
+from _evalkit import EXTRA, save_tiny_run, sentences, train_tokenizer
+from llmpipe.export import export_hf
+from llmpipe.generate import generate
+
+transformers = pytest.importorskip("transformers")  # the dev extra
+
+
+@pytest.fixture(scope="module")
+def spm(tmp_path_factory):
+    return train_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def vocab(spm):
+    from llmpipe.tokenizer import load
+    return load(spm).vocab_size
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(tie_embeddings=True, n_kv_heads=4),
+                                   dict(n_kv_heads=1, rope_theta=500.0)], ids=["gqa", "tied", "mqa-theta"])
+def test_hf_logits_and_greedy_continuation_match(tmp_path, spm, vocab, shape):
+    ours = save_tiny_run(tmp_path / "run", vocab, seed=7, **shape)
+    out = export_hf(tmp_path / "run", tmp_path / "hf", tokenizer=spm)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    assert hf.config.tie_word_embeddings == ours.cfg.tie_embeddings
+    x = torch.randint(0, vocab, (2, 50), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, _ = ours(x)
+        b = hf(x).logits
+    torch.testing.assert_close(b.float(), a, atol=1e-4, rtol=0)
+    prompt = [3] + list(x[0, :10].tolist())
+    mine = generate(ours, prompt, 20)
+    theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, eos_token_id=None,
+                         pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    assert theirs[0, len(prompt):].tolist() == mine
+
+
+def test_hf_tokenizer_encodes_and_decodes_like_sentencepiece(tmp_path, spm, vocab):
+    from llmpipe.tokenizer import load
+    tok = load(spm)
+    save_tiny_run(tmp_path / "run", vocab)
+    out = export_hf(tmp_path / "run", tmp_path / "hf", tokenizer=spm)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    texts = [" ".join(sentences(5)), EXTRA, "a\nb\n\nc", "\n\nleading newlines", "  leading spaces",
+             "trailing  ", "tabs\tand 1234567 digits", "Übermäßig 日本語 emoji 🦊", "x</s>y <s> <unk>", ""]
+    for t in texts:
+        assert hf_tok.encode(t) == tok.sp.encode(t), t
+        assert hf_tok.decode(tok.sp.encode(t)) == tok.sp.decode(tok.sp.encode(t)), t
+    assert (hf_tok.eos_token_id, hf_tok.bos_token_id, hf_tok.unk_token_id, hf_tok.pad_token_id) == (3, 2, 1, 0)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["eos_token_id"], cfg["bos_token_id"], cfg["pad_token_id"]) == (3, 2, 0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
+
+
+def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
+    from llmpipe.cli import main
+    save_tiny_run(tmp_path / "run", vocab + 1)  # a model that does not fit this tokenizer
+    assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 2
+    assert "vocab size" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+    assert main(["export-hf", str(tmp_path / "nope"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 2
+    assert "config.json: not found" in capsys.readouterr().err
+    from llmpipe.atomic import sha256_file
+    from llmpipe.model import save_model
+    model = save_tiny_run(tmp_path / "run", vocab)
+    save_model(tmp_path / "run", model, model.cfg, extra={"tokenizer_fingerprint": "0" * 64})
+    assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 2
+    assert "not the tokenizer" in capsys.readouterr().err
+    save_model(tmp_path / "run", model, model.cfg, extra={"tokenizer_fingerprint": sha256_file(spm)})
+    assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").exists()

@@ -1,0 +1,141 @@
+"""Tokenizer: deterministic sample, training, fixed special ids, round trip, stats.
+
+Tiny tokenizers (vocab 400) trained here on a few hundred KB of stdlib docstrings; the helpers
+(`stdlib_docs`, `write_corpus`, `train_tiny`) are shared with test_tokens.py and test_mix.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+
+from llmpipe.docs import DOC_SCHEMA, TableWriter
+from llmpipe.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer, iter_sample,
+                               load, sample_budgets, unit_hash)
+
+MODULES = ["json", "re", "collections", "argparse", "textwrap", "typing", "dataclasses", "pathlib",
+           "subprocess", "functools", "itertools", "string", "random", "logging", "decimal", "fractions"]
+
+
+@lru_cache(maxsize=1)
+def stdlib_docs() -> tuple[str, ...]:
+    """Distinct docstrings (>= 200 chars) of some stdlib modules: real English prose with code."""
+    out = []
+    for m in MODULES:
+        for _, obj in inspect.getmembers(importlib.import_module(m)):
+            d = inspect.getdoc(obj)
+            if d and len(d) >= 200:
+                out.append(d)
+    return tuple(dict.fromkeys(out))
+
+
+def write_corpus(root: Path, sources=("a", "b"), batch_rows: int = 40) -> dict[str, Path]:
+    """One Document table per source (docs dealt round-robin), small row groups."""
+    docs = stdlib_docs()
+    paths = {}
+    for i, src in enumerate(sources):
+        rows = [{"id": f"{src}-{j}", "source": src, "text": t} for j, t in enumerate(docs[i::len(sources)])]
+        paths[src] = root / "dedup" / f"{src}.parquet"
+        with TableWriter(paths[src], DOC_SCHEMA, row_group_size=batch_rows) as w:  # many row groups
+            for lo in range(0, len(rows), batch_rows):
+                w.write({k: [r.get(k) for r in rows[lo:lo + batch_rows]] for k in DOC_SCHEMA.names})
+    return paths
+
+
+def train_tiny(root: Path, vocab_size: int = 400, **kw) -> Path:
+    paths = write_corpus(root)
+    args = dict(vocab_size=vocab_size, sample_chars=150_000, sample_weights={}, seed=0,
+                character_coverage=0.9995)
+    args.update(kw)
+    build_tokenizer(paths, root / "tok", **args)
+    return root / "tok" / "spm.model"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("tok"))
+
+
+def test_round_trip_on_the_sample(tiny):
+    tok = load(tiny)
+    tricky = "  two  spaces,\ttab\n\nblank line\r\n digits 12345 — é 日本語 🙂 trailing  "
+    for text in [*stdlib_docs(), tricky]:
+        assert tok.decode(tok.encode(text)) == text
+    ids = tok.encode("x 2024")
+    assert [tok.piece(i) for i in ids[-4:]] == ["2", "0", "2", "4"]  # split_digits
+    assert tok.decode(tok.encode("abc", bos=True, eos=True)) == "abc"
+    assert tok.encode("a\nb")[1] == tok.sp.piece_to_id("\n")  # newline is its own piece, not a byte
+
+
+def test_special_ids_and_tokenizer_json(tiny):
+    tok = load(tiny)
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
+    assert tok.vocab_size == 400
+    info = json.loads((tiny.parent / "tokenizer.json").read_text())
+    assert info["special_ids"] == SPECIAL_IDS == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert info["fingerprint"] == hashlib.sha256(tiny.read_bytes()).hexdigest() == tok.fingerprint
+    assert info["vocab_size"] == 400 and set(info["sources"]) == {"a", "b"}
+    for s in info["sources"].values():
+        assert s["tokens"] > s["words"] > 0
+        assert s["fertility"] == round(s["tokens"] / s["words"], 4)
+        assert s["bytes_per_token"] == round(s["utf8_bytes"] / s["tokens"], 4)
+        assert 0 <= s["byte_fallback_share"] < 0.05
+    assert info["sample"]["sentences_skipped"] == 0 and info["sample"]["docs"] > 0
+    assert (tiny.parent / "spm.vocab").read_text(encoding="utf-8").splitlines()[3].startswith("</s>")
+
+
+def test_training_is_deterministic(tmp_path, tiny):
+    again = train_tiny(tmp_path)
+    assert again.read_bytes() == tiny.read_bytes()
+    other = train_tiny(tmp_path / "s1", seed=1, sample_chars=60_000)
+    assert other.read_bytes() != tiny.read_bytes()  # a different sample gives another model
+
+
+def test_sample_budgets_follow_tokenizer_weights():
+    assert sample_budgets(["a", "b"], {}, 1000) == {"a": 500, "b": 500}
+    assert sample_budgets(["a", "b", "c"], {"a": 3, "b": 1}, 1000) == {"a": 750, "b": 250}
+    with pytest.raises(ValueError, match="sample_weights"):
+        sample_budgets(["a"], {"a": 0}, 1000)
+
+
+def test_iter_sample_is_deterministic_and_bounded(tmp_path):
+    path = write_corpus(tmp_path)["a"]
+    first = list(iter_sample(path, 20_000, seed=0))
+    assert first == list(iter_sample(path, 20_000, seed=0))
+    assert first != list(iter_sample(path, 20_000, seed=1))
+    assert 20_000 <= sum(map(len, first)) < 20_000 + max(map(len, first))
+    everything = list(iter_sample(path, 10**9, seed=0))
+    assert len(everything) == len(stdlib_docs()[0::2])  # budget above the corpus: all of it
+
+
+def test_sentence_feed_cuts_long_lines_and_counts_them():
+    feed = SentenceFeed(max_bytes=400)  # 100 characters
+    long = " ".join(["word"] * 100)     # 499 characters
+    out = list(feed(["short line\n\n" + long + "\n", "x" * 250]))
+    assert out[0] == "short line"
+    assert "".join(out[1:-3]) == long and "".join(out[-3:]) == "x" * 250
+    assert all(len(s.encode()) <= 400 for s in out)
+    assert feed.cut_lines == 2 and feed.sentences == len(out) and feed.docs == 2
+    assert MAX_SENTENCE_BYTES > 4192  # above SentencePiece's silent-skip default
+
+
+def test_load_refuses_other_special_ids(tmp_path):
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(stdlib_docs()[:50]), model_prefix=str(tmp_path / "m"),
+                                   vocab_size=300, model_type="bpe", minloglevel=2)  # default ids: unk=0
+    with pytest.raises(ValueError, match="special ids"):
+        load(tmp_path / "m.model")
+    with pytest.raises(FileNotFoundError, match="dvc repro tokenizer"):
+        load(tmp_path / "nope.model")
+
+
+def test_unit_hash_is_stable():
+    # sha256("0:doc-1") read big-endian: pinned so a refactor cannot silently move documents
+    digest = hashlib.sha256(b"0:doc-1").digest()
+    assert unit_hash(0, "doc-1") == int.from_bytes(digest[:8], "big") / 2.0**64
+    assert 0 <= unit_hash(7, "x") < 1 and unit_hash(7, "x") != unit_hash(8, "x")

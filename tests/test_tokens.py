@@ -1,0 +1,183 @@
+"""Token files: tokenize@SRC output, dtype choice, split, reader, verify and stats."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from llmpipe.cli import main as cli_main
+from llmpipe.encode import tokenize_source
+from llmpipe.tokenizer import load, unit_hash
+from llmpipe.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
+                            verify_dir)
+from test_tokenizer import train_tiny
+
+VAL = 0.3
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """root/tok/spm.model, root/dedup/{a,b}.parquet, root/tokens/a (2 workers)."""
+    root = tmp_path_factory.mktemp("tokens")
+    train_tiny(root)
+    tokenize_source(root / "dedup/a.parquet", root / "tok/spm.model", root / "tokens/a",
+                    source="a", val_fraction=VAL, seed=0, jobs=2)
+    return root
+
+
+def texts_of(root: Path, src: str) -> dict[str, str]:
+    return {r["id"]: r["text"] for r in pq.read_table(root / "dedup" / f"{src}.parquet").to_pylist()}
+
+
+def test_dtype_boundary():
+    assert token_dtype(400) == np.uint16
+    assert token_dtype(65536) == np.uint16   # ids 0..65535 fit
+    assert token_dtype(65537) == np.uint32
+    assert token_dtype(100_000) == np.uint32
+
+
+def test_uint32_files_round_trip(tmp_path):
+    w = SplitWriter(tmp_path, "train", token_dtype(70_000))
+    toks = np.array([65535, 65536, 69_999, 3, 7, 3], dtype=np.uint32)
+    w.add(toks, np.array([4, 2]), np.array([10, 2]), ["x", "y"], ["s", "s"])
+    info = w.close()
+    assert (tmp_path / "train.bin").stat().st_size == 6 * 4 == info["files"]["bin"]["bytes"]
+    back = np.fromfile(tmp_path / "train.bin", dtype=np.uint32)
+    assert back.tolist() == toks.tolist()
+    assert np.fromfile(tmp_path / "train.idx", dtype=np.uint64).tolist() == [0, 4, 6]
+
+
+def test_split_is_disjoint_complete_and_by_id_hash(built):
+    texts = texts_of(built, "a")
+    tr = open_tokens(built / "tokens/a", "train").doc_table().column("id").to_pylist()
+    va = open_tokens(built / "tokens/a", "val").doc_table().column("id").to_pylist()
+    assert not set(tr) & set(va)
+    assert sorted(tr + va) == sorted(texts)
+    assert all(unit_hash(0, i) < VAL for i in va) and all(unit_hash(0, i) >= VAL for i in tr)
+    assert 0.15 < len(va) / len(texts) < 0.45
+
+
+def test_min_val_docs_forces_the_lowest_hashes_into_val(built, tmp_path):
+    from llmpipe.docs import write_docs
+    for n_docs, expect_val in ((4, 2), (2, 1), (1, 0)):
+        ids = [f"book-{k}" for k in range(n_docs)]
+        write_docs(tmp_path / f"{n_docs}.parquet", [{"id": i, "source": "g", "text": f"text of {i}"} for i in ids])
+        meta = tokenize_source(tmp_path / f"{n_docs}.parquet", built / "tok/spm.model", tmp_path / f"t{n_docs}",
+                               source="g", val_fraction=1e-9, seed=0, min_val_docs=2, jobs=1)
+        val = open_tokens(tmp_path / f"t{n_docs}", "val").doc_table().column("id").to_pylist()
+        lowest = sorted(ids, key=lambda i: unit_hash(0, i))[:expect_val]
+        assert sorted(val) == sorted(lowest) == meta["split"]["forced_val_ids"]
+        assert meta["splits"]["train"]["docs"] == n_docs - expect_val
+
+
+def test_documents_decode_back_and_meta_counts(built):
+    texts, tok = texts_of(built, "a"), load(built / "tok/spm.model")
+    meta = json.loads((built / "tokens/a/meta.json").read_text())
+    for split in ("train", "val"):
+        tf = open_tokens(built / "tokens/a", split, tokenizer=tok)
+        ids = tf.doc_table().column("id").to_pylist()
+        for i, doc_id in enumerate(ids):
+            toks = tf.doc(i)
+            assert toks[-1] == tok.eos_id and tok.eos_id not in toks[:-1].tolist()
+            assert tok.decode(toks) == texts[doc_id]
+        assert tf.doc_bytes().tolist() == [len(texts[i].encode()) for i in ids]
+        assert meta["splits"][split]["utf8_bytes"] == tf.utf8_bytes == int(tf.doc_bytes().sum())
+        assert meta["splits"][split]["docs"] == len(tf) == len(ids)
+        assert meta["splits"][split]["tokens"] == len(tf.tokens) == int(tf.offsets[-1])
+    assert meta["dtype"] == "uint16" and meta["tokenizer_fingerprint"] == tok.fingerprint
+    assert meta["rerun"] == "dvc repro tokenize@a"
+
+
+def test_output_does_not_depend_on_worker_count(built, tmp_path):
+    assert pq.ParquetFile(built / "dedup/a.parquet").num_row_groups > 2  # so 2 workers did share it
+    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "a1",
+                    source="a", val_fraction=VAL, seed=0, jobs=1)
+    for name in ("train.bin", "train.idx", "val.bin", "val.idx", "meta.json"):
+        assert (tmp_path / "a1" / name).read_bytes() == (built / "tokens/a" / name).read_bytes()
+
+
+def test_empty_source_gives_valid_empty_files(built, tmp_path):
+    from llmpipe.docs import write_docs
+    write_docs(tmp_path / "empty.parquet", [])
+    meta = tokenize_source(tmp_path / "empty.parquet", built / "tok/spm.model", tmp_path / "e",
+                           source="e", val_fraction=VAL, seed=0, min_val_docs=1, jobs=2)
+    assert {s: (v["docs"], v["tokens"]) for s, v in meta["splits"].items()} == {"train": (0, 0), "val": (0, 0)}
+    verify_dir(tmp_path / "e", built / "tok/spm.model")
+    tf = open_tokens(tmp_path / "e", "val")
+    assert len(tf) == 0 and len(tf.tokens) == 0 and tf.offsets.tolist() == [0]
+
+
+def test_missing_input_names_the_stage(built, tmp_path):
+    with pytest.raises(FileNotFoundError, match="dvc repro dedup"):
+        tokenize_source(tmp_path / "none.parquet", built / "tok/spm.model", tmp_path / "x",
+                        source="x", val_fraction=VAL, seed=0, jobs=1)
+    assert not (tmp_path / "x").exists()
+
+
+def copy_dir(built: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built / "tokens/a", tmp_path / "a"))
+
+
+def test_verify_ok(built, capsys):
+    assert cli_main(["verify", str(built / "tokens/a"), "--tokenizer", str(built / "tok/spm.model")]) == 0
+    assert capsys.readouterr().out.startswith(f"OK {built / 'tokens/a'}: uint16, vocab 400")
+
+
+def test_verify_catches_a_flipped_byte(built, tmp_path, capsys):
+    d = copy_dir(built, tmp_path)
+    data = bytearray((d / "train.bin").read_bytes())
+    data[101] ^= 0x01
+    (d / "train.bin").write_bytes(bytes(data))
+    assert cli_main(["verify", str(d)]) == 1
+    assert f"{d / 'train.bin'}: sha256 differs" in capsys.readouterr().err
+
+
+def test_verify_catches_a_truncated_file(built, tmp_path, capsys):
+    d = copy_dir(built, tmp_path)
+    data = (d / "val.bin").read_bytes()
+    (d / "val.bin").write_bytes(data[:-2])
+    assert cli_main(["verify", str(d / "val.bin")]) == 1
+    assert f"{d / 'val.bin'}: {len(data) - 2} bytes, meta says {len(data)}" in capsys.readouterr().err
+
+
+def test_verify_catches_a_missing_eos(built, tmp_path):
+    """A consistent-looking file (sha256 updated) whose last document lost its EOS."""
+    d = copy_dir(built, tmp_path)
+    toks = np.fromfile(d / "train.bin", dtype=np.uint16)
+    toks[-1] = 5
+    toks.tofile(d / "train.bin")
+    meta = json.loads((d / "meta.json").read_text())
+    from llmpipe.atomic import sha256_file
+    meta["splits"]["train"]["files"]["bin"]["sha256"] = sha256_file(d / "train.bin")
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(VerifyError, match="does not end with EOS"):
+        verify_dir(d)
+
+
+def test_foreign_tokenizer_is_refused(built, tmp_path, capsys):
+    other = train_tiny(tmp_path / "other", vocab_size=420)
+    assert cli_main(["verify", str(built / "tokens/a"), "--tokenizer", str(other)]) == 1
+    assert "rerun `dvc repro tokenize@a`" in capsys.readouterr().err
+    with pytest.raises(TokenizerMismatch, match=r"dvc repro tokenize@a"):
+        open_tokens(built / "tokens/a", "train", tokenizer=other)
+    open_tokens(built / "tokens/a", "train", tokenizer=built / "tok")  # the right one: fine
+
+
+def test_stats_json(built, capsys):
+    assert cli_main(["stats", str(built / "tokens/a"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    meta = json.loads((built / "tokens/a/meta.json").read_text())
+    for split in ("train", "val"):
+        assert s["splits"][split]["tokens"] == meta["splits"][split]["tokens"]
+        assert s["splits"][split]["sources"] == {"a": {"tokens": meta["splits"][split]["tokens"], "share": 1.0}}
+    assert cli_main(["stats", str(built / "tokens/a")]) == 0
+    assert "train  (all)" in capsys.readouterr().out
+
+
+def test_not_a_token_dir(tmp_path, capsys):
+    assert cli_main(["verify", str(tmp_path)]) == 2
+    assert "no meta.json" in capsys.readouterr().err

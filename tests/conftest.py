@@ -22,7 +22,40 @@ BIN = Path(sys.executable).parent
 
 # Small sizes for the end-to-end tests (dotted key -> value). Keep the full pipeline under a
 # few minutes on 2 CPU cores.
-TEST_OVERRIDES: dict[str, object] = {}
+TEST_OVERRIDES: dict[str, object] = {
+    # ingest (sample corpus sizes; generation is ~3 s per source whatever the size)
+    "sources.c4.sample_docs": 100,
+    "sources.wikipedia.sample_docs": 60,
+    "sources.gutenberg.sample_docs": 6,
+    "sources.fineweb.sample_docs": 100,
+    # clean: one process (spawning workers costs more than these tiny tables take)
+    "clean.jobs": 1,
+    # bench + train: tiny preset at context 64, 8 steps of 1,024 tokens, short bench windows
+    "model.context": 64,
+    "train.tokens": 8192,
+    "train.batch_tokens": 1024,
+    "train.eval_every": 4,
+    "train.ckpt_every": 4,
+    "train.log_every": 2,
+    "train.warmup": 2,
+    "train.sample_tokens": 8,
+    "bench.warmup_steps": 1,
+    "bench.steps": 2,
+    "bench.windows": 2,
+    "bench.matmul_size": 512,
+    # tokenizer + mix: a small vocab; a mix the tiny corpus can fill (2 gutenberg books left
+    # after filtering, ~18k tokens each, so a source share can miss its target by half a book)
+    "tokenizer.vocab_size": 1000,
+    "tokenizer.sample_chars": 400000,
+    "mix.train_tokens": 200000,
+    "mix.val_tokens": 20000,
+    "mix.tolerance": 0.5,
+    # eval: a few val documents, two short prompts, a small built-in MC task
+    "eval.max_tokens": 20000,
+    "eval.prompts": ["The history of the", "Once upon a time"],
+    "eval.max_new_tokens": 16,
+    "eval.builtin_mc.n": 20,
+}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,

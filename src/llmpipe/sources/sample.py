@@ -1,8 +1,8 @@
 """The built-in offline sample corpus: `uri: sample://c4|wikipedia|gutenberg|fineweb`.
 
-Real English prose that ships with Python (`prose.passages()`: stdlib docstrings and the help
-topics) wrapped in each source's real-world record format and noise, so every cleaning, filter
-and dedup rule has work to do on a fresh clone without network:
+Real English prose that ships with Python (`prose.passages()`: stdlib docstrings, the help
+topics and comments) wrapped in each source's real-world record format and noise, so every
+cleaning, filter and dedup rule has work to do on a fresh clone without network:
 
 * c4: web pages (`text`, `url`, `timestamp`) with nav/cookie/javascript/"click here" lines, short
   unpunctuated lines, citation markers, lorem-ipsum pages and curly-brace code pages.
@@ -20,41 +20,97 @@ pages (exact copies and near copies). Nothing in the text marks a planted docume
 find it by content); the record's `planted` field says what it is, for tests only, and ingest
 keeps it in `meta`.
 
+No reuse: every prose paragraph is used by at most one document of one source, as in a real
+corpus; only the planted duplicates (exact, near, the c4/fineweb shared pages) and the
+deliberately repeated boilerplate lines and duplicated-line pages repeat text. The pool is cut
+once, whatever the seed or the document counts, into disjoint slices in `SHARES` proportions
+(passages ordered by the sha256 of their text, cut by cumulative characters); a kind consumes its
+own slice once, in an order seeded by (kind, seed). When a kind's slice runs out it generates
+fewer documents than asked and logs how many; it never starts over.
+
 Deterministic: `random.Random` seeded from (kind, seed) strings (never `hash()`), so two runs or
 two processes give identical records. The prose differs between Python versions.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 import re
 import textwrap
 
+from ..log import get_logger
 from . import sample_text as T
 from .prose import passages
 
+log = get_logger("sample")
 DEFAULT_DOCS = {"c4": 300, "wikipedia": 200, "gutenberg": 10, "fineweb": 300}
 KINDS = tuple(DEFAULT_DOCS)
 N_SHARED = 4  # pages c4 and fineweb share: the first half copied exactly, the rest near-copied
+# Share of the prose pool (characters) each kind may use; "shared" feeds the c4/fineweb pages.
+# Sized so the default document counts fit on CPython 3.11 with ~10% to spare.
+SHARES = {"shared": 0.01, "c4": 0.25, "fineweb": 0.26, "wikipedia": 0.26, "gutenberg": 0.22}
+
+
+class Exhausted(Exception):
+    """A kind's slice of the prose pool is used up (passages are never reused)."""
+
+
+@functools.lru_cache(maxsize=1)
+def pool_slices() -> dict[str, tuple[tuple[str, ...], ...]]:
+    """The prose pool cut into disjoint per-kind slices: passages ordered by the sha256 of their
+    text (a fixed pseudo-random order, independent of seeds and counts), then cut into contiguous
+    runs by cumulative characters in SHARES proportions."""
+    pool = sorted(passages(), key=lambda ps: hashlib.sha256("\n".join(ps).encode()).hexdigest())
+    total = sum(len(p) for ps in pool for p in ps)
+    out: dict[str, list] = {k: [] for k in SHARES}
+    names, bounds, acc = list(SHARES), [], 0.0
+    for k in names:
+        acc += SHARES[k]
+        bounds.append(acc * total)
+    i, done = 0, 0
+    for ps in pool:
+        mid = done + sum(len(p) for p in ps) / 2  # a passage goes where its middle falls
+        while i < len(names) - 1 and mid > bounds[i]:
+            i += 1
+        out[names[i]].append(ps)
+        done += sum(len(p) for p in ps)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 class Prose:
-    """An endless stream of paragraphs: passages in a seeded order, reshuffled each round."""
+    """One kind's slice of the pool as a stream of paragraphs, each handed out once.
 
-    def __init__(self, tag: str):
-        self.tag, self.round, self.buf = tag, 0, []
+    The slice's passages come in an order seeded by `tag`; `take` raises `Exhausted` when nothing
+    is left (never wraps around).
+    """
+
+    def __init__(self, kind: str, tag: str):
+        order = list(pool_slices()[kind])
+        random.Random(tag).shuffle(order)
+        self.buf = [p for ps in reversed(order) for p in reversed(ps)]
 
     def take(self, chars: int) -> list[str]:
-        """Consecutive paragraphs totalling at least `chars` characters (at least one)."""
+        """Consecutive paragraphs totalling at least `chars` characters (at least one; fewer at
+        the end of the slice)."""
+        if not self.buf:
+            raise Exhausted
         out, total = [], 0
-        while total < chars or not out:
-            if not self.buf:
-                order = list(passages())
-                random.Random(f"{self.tag}:round{self.round}").shuffle(order)
-                self.buf = [p for ps in reversed(order) for p in reversed(ps)]
-                self.round += 1
+        while self.buf and (total < chars or not out):
             out.append(self.buf.pop())
             total += len(out[-1]) + 1
         return out
+
+
+def upto(count: int, make) -> list:
+    """Up to `count` results of `make()`, fewer if the prose runs out."""
+    out = []
+    try:
+        while len(out) < count:
+            out.append(make())
+    except Exhausted:
+        pass
+    return out
 
 
 def near_dup(text: str, rng: random.Random) -> str:
@@ -140,8 +196,8 @@ def web_page(paras: list[str], rng: random.Random, noisy: bool = True) -> str:
 
 def shared_pages() -> list[str]:
     """Clean prose pages that appear in both c4 and fineweb (so they survive both cleaners)."""
-    prose, rng = Prose("shared"), random.Random("shared")
-    return [web_page(prose.take(rng.randint(1500, 4000)), rng, noisy=False) for _ in range(N_SHARED)]
+    prose, rng = Prose("shared", "shared"), random.Random("shared")
+    return upto(N_SHARED, lambda: web_page(prose.take(rng.randint(1500, 4000)), rng, noisy=False))
 
 
 def sample_records(kind: str, n_docs: int = 0, seed: int = 0) -> list[dict]:
@@ -156,7 +212,12 @@ def sample_records(kind: str, n_docs: int = 0, seed: int = 0) -> list[dict]:
     from .sample_web import c4_pages, fineweb_rows
     build = {"c4": c4_pages, "fineweb": fineweb_rows, "wikipedia": wikipedia_articles,
              "gutenberg": gutenberg_books}[kind]
-    return build(n, seed)
+    out = build(n, seed)
+    if len(out) < n:
+        chars = sum(len(p) for ps in pool_slices()[kind] for p in ps)
+        log.warning("sample://%s: generated %d of %d documents: its share of the stdlib prose pool "
+                    "(%s chars) ran out, and passages are never reused", kind, len(out), n, f"{chars:,}")
+    return out
 
 
 def hard_wrap(paras: list[str], width: int = 70) -> str:

@@ -5,9 +5,10 @@ import random
 import re
 
 from . import sample_text as T
-from .sample import Prose, counts, hard_wrap, junk, near_dup, non_english, plant
+from .sample import Exhausted, Prose, counts, hard_wrap, junk, near_dup, non_english, plant, upto
 
 _WORD = re.compile(r"\b[a-z]{6,}\b")
+BOOK_CHARS = (30_000, 60_000)  # body length of a book, before the Gutenberg header and footer
 
 
 # ------------------------------------------------------------------------------- wikipedia
@@ -55,18 +56,18 @@ def _tails(title: str, rng: random.Random) -> str:
 
 
 def _article(prose: Prose, rng: random.Random, title_set: set[str]) -> tuple[str, str]:
-    lead = prose.take(rng.randint(200, 600))
+    lead = prose.take(rng.randint(150, 400))
     title = _title(" ".join(lead), rng, title_set)
     first = title.split(" (")[0]
     parts = [f"'''{first}''' — " + " ".join(lead)]
     if rng.random() < 0.2:
         parts.insert(0, f"{{{{Infobox software\n| name = {first}\n| released = {rng.randint(1990, 2020)}\n}}}}")
-    for h in rng.sample(T.WIKI_HEADINGS, rng.randint(2, 5)):
+    for h in rng.sample(T.WIKI_HEADINGS, rng.randint(2, 4)):
         parts.append(f"== {h} ==")
-        parts += [_markup(p, rng) for p in prose.take(rng.randint(300, 1200))]
+        parts += [_markup(p, rng) for p in prose.take(rng.randint(200, 700))]
         if rng.random() < 0.2:
             parts.append(f"=== {rng.choice(T.WIKI_HEADINGS)} ===")
-            parts += [_markup(p, rng) for p in prose.take(rng.randint(200, 600))]
+            parts += [_markup(p, rng) for p in prose.take(rng.randint(150, 400))]
     if rng.random() < 0.2:
         parts.insert(rng.randint(2, len(parts)), _table(rng))
     parts.append(_tails(first, rng))
@@ -80,7 +81,7 @@ def _stub(prose: Prose, rng: random.Random, title_set: set[str]) -> tuple[str, s
 
 
 def _list_article(prose: Prose, rng: random.Random, title_set: set[str]) -> tuple[str, str]:
-    items = prose.take(rng.randint(1500, 3000))
+    items = prose.take(rng.randint(1000, 2000))
     title = "List of " + _title(" ".join(items), rng, title_set).lower()
     lines = [f"This is a list of {title[8:]}.", ""]
     lines += [f"* [[{' '.join(p.split()[:rng.randint(2, 4)])}]] – {' '.join(p.split()[4:10])}" for p in items]
@@ -88,7 +89,7 @@ def _list_article(prose: Prose, rng: random.Random, title_set: set[str]) -> tupl
 
 
 def wikipedia_articles(n: int, seed: int) -> list[dict]:
-    rng, prose, titles = random.Random(f"wikipedia:{seed}"), Prose(f"wikipedia:{seed}"), set()
+    rng, prose, titles = random.Random(f"wikipedia:{seed}"), Prose("wikipedia", f"wikipedia:{seed}"), set()
     next_id = iter(range(1000 + seed * 100_000, 10**9, 7))
 
     def rec(title: str, text: str, planted: str | None = None) -> dict:
@@ -97,14 +98,15 @@ def wikipedia_articles(n: int, seed: int) -> list[dict]:
         return {**r, "planted": planted} if planted else r
 
     c = counts(n)
-    special = [rec(*_stub(prose, rng, titles), "stub") for _ in range(2 * c)]
-    special += [rec(*_list_article(prose, rng, titles), "list_heavy") for _ in range(c)]
+    special = upto(2 * c, lambda: rec(*_stub(prose, rng, titles), "stub"))
+    special += upto(c, lambda: rec(*_list_article(prose, rng, titles), "list_heavy"))
     special += [rec(_title(t, rng, titles), t, "non_english") for t in non_english(rng, c)]
     special += [rec(f"Table {i}", junk(rng), "junk") for i in range(c)]
     n_base = max(1, n - len(special) - 2 * c)
-    docs = [rec(*_article(prose, rng, titles)) for _ in range(n_base)]
+    docs = upto(n_base, lambda: rec(*_article(prose, rng, titles)))
+    n_base = len(docs)
     extra = [(s, -1) for s in special]
-    for _ in range(c):
+    for _ in range(c if docs else 0):
         i, j = rng.randrange(n_base), rng.randrange(n_base)
         extra.append((rec(docs[i]["title"] + " (mirror)", docs[i]["text"], "exact_dup"), i))
         extra.append((rec(docs[j]["title"] + " (revision)", near_dup(docs[j]["text"], rng), "near_dup"), j))
@@ -148,12 +150,17 @@ def _wrap_book(body: str, title: str, author: str, book_id: int, variant: int, r
 
 
 def _book_body(prose: Prose, rng: random.Random, chars: int) -> str:
+    """Chapters of hard-wrapped prose up to `chars`; a shorter book if the prose runs out."""
     chapters, total, k = [], 0, 1
-    while total < chars:
-        paras = prose.take(rng.randint(4000, 12000))
-        chapters.append(f"CHAPTER {_roman(k)}.\n\n\n" + hard_wrap(paras))
-        total += len(chapters[-1])
-        k += 1
+    try:
+        while total < chars:
+            paras = prose.take(rng.randint(3000, 9000))
+            chapters.append(f"CHAPTER {_roman(k)}.\n\n\n" + hard_wrap(paras))
+            total += len(chapters[-1])
+            k += 1
+    except Exhausted:
+        if not chapters:
+            raise
     return "\n\n\n\n".join(chapters)
 
 
@@ -166,7 +173,7 @@ def _roman(k: int) -> str:
 
 
 def gutenberg_books(n: int, seed: int) -> list[dict]:
-    rng, prose = random.Random(f"gutenberg:{seed}"), Prose(f"gutenberg:{seed}")
+    rng, prose = random.Random(f"gutenberg:{seed}"), Prose("gutenberg", f"gutenberg:{seed}")
     taken: set[str] = set()
 
     def rec(body: str, variant: int, planted: str | None = None) -> dict:
@@ -182,10 +189,10 @@ def gutenberg_books(n: int, seed: int) -> list[dict]:
         return {**r, "planted": planted} if planted else r
 
     n_planted = (n >= 2) + 3 * (n >= 5)  # no_body from 2 books on; non_english, exact and near dup from 5
-    bodies = [_book_body(prose, rng, rng.randint(50_000, 150_000)) for _ in range(n - n_planted)]
+    bodies = upto(n - n_planted, lambda: _book_body(prose, rng, rng.randint(*BOOK_CHARS)))
     docs = [rec(b, i % 5) for i, b in enumerate(bodies)]  # book 0 uses variant 0: no "Produced by"
     extra = [(rec("", 0, "no_body"), -1)] if n >= 2 else []
-    if n >= 5:
+    if n >= 5 and bodies:
         extra.append((rec(hard_wrap(non_english(rng, 1)[0].split("\n")), 2, "non_english"), -1))
         # the same body in another edition: identical once header and footer are stripped
         extra.append((rec(bodies[0], 4, "exact_dup"), 0))

@@ -5,12 +5,14 @@ import random
 import uuid
 
 from . import sample_text as T
-from .sample import (N_SHARED, Prose, counts, junk, near_dup, non_english, plant, shared_pages, url,
-                     web_page)
+from .sample import (N_SHARED, Prose, counts, junk, near_dup, non_english, plant, shared_pages, upto,
+                     url, web_page)
+
+PAGE_CHARS = (400, 2200)  # prose per base page (C4's median document is ~2 KB)
 
 
 def c4_pages(n: int, seed: int) -> list[dict]:
-    rng, prose = random.Random(f"c4:{seed}"), Prose(f"c4:{seed}")
+    rng, prose = random.Random(f"c4:{seed}"), Prose("c4", f"c4:{seed}")
 
     def rec(text: str, planted: str | None = None) -> dict:
         r = {"text": text, "url": url(rng, text.split()),
@@ -20,16 +22,17 @@ def c4_pages(n: int, seed: int) -> list[dict]:
 
     c = counts(n)
     shared = shared_pages()[: min(N_SHARED, n // 4)]
-    special = [rec(T.LOREM + "\n" + " ".join(prose.take(300)), "lorem_ipsum")]
-    special += [rec(" ".join(prose.take(400)) + "\n" + T.CODE_PAGE + "\n" + " ".join(prose.take(200)),
-                    "curly_braces") for _ in range(c)]
+    special = upto(1, lambda: rec(T.LOREM + "\n" + " ".join(prose.take(300)), "lorem_ipsum"))
+    special += upto(c, lambda: rec(" ".join(prose.take(400)) + "\n" + T.CODE_PAGE + "\n"
+                                   + " ".join(prose.take(200)), "curly_braces"))
     special += [rec(t, "non_english") for t in non_english(rng, c)]
     special += [rec(junk(rng), "junk") for _ in range(c)]
     special += [rec(t, "cross_source") for t in shared]
     n_base = max(1, n - len(special) - 2 * c)
-    docs = [rec(web_page(prose.take(rng.randint(1000, 5000)), rng)) for _ in range(n_base)]
+    docs = upto(n_base, lambda: rec(web_page(prose.take(rng.randint(*PAGE_CHARS)), rng)))
+    n_base = len(docs)
     extra = [(s, -1) for s in special]
-    for _ in range(c):
+    for _ in range(c if docs else 0):
         i = rng.randrange(n_base)
         extra.append(({**rec(docs[i]["text"], "exact_dup")}, i))
         j = rng.randrange(n_base)
@@ -38,7 +41,7 @@ def c4_pages(n: int, seed: int) -> list[dict]:
 
 
 def fineweb_rows(n: int, seed: int) -> list[dict]:
-    rng, prose = random.Random(f"fineweb:{seed}"), Prose(f"fineweb:{seed}")
+    rng, prose = random.Random(f"fineweb:{seed}"), Prose("fineweb", f"fineweb:{seed}")
     dumps = ["CC-MAIN-2013-20", "CC-MAIN-2017-09", "CC-MAIN-2019-35", "CC-MAIN-2021-04", "CC-MAIN-2023-50"]
 
     def rec(text: str, planted: str | None = None, score: float | None = None) -> dict:
@@ -70,16 +73,17 @@ def fineweb_rows(n: int, seed: int) -> list[dict]:
     shared = shared_pages()[: min(N_SHARED, n // 4)]
     special = [rec(t, "non_english", rng.uniform(0.65, 0.7)) for t in non_english(rng, c)]
     special += [rec(junk(rng), "junk") for _ in range(c)]
-    special += [rec(short_lines(), "short_lines") for _ in range(c)]
-    special += [rec(dup_lines(), "duplicated_lines") for _ in range(c)]
-    special += [rec(no_punct(), "no_terminal_punctuation") for _ in range(c)]
+    special += upto(c, lambda: rec(short_lines(), "short_lines"))
+    special += upto(c, lambda: rec(dup_lines(), "duplicated_lines"))
+    special += upto(c, lambda: rec(no_punct(), "no_terminal_punctuation"))
     special += [rec(t if i < N_SHARED // 2 else near_dup(t, rng),
                     "cross_exact_dup" if i < N_SHARED // 2 else "cross_near_dup") for i, t in enumerate(shared)]
     n_base = max(1, n - len(special) - 2 * c)
-    docs = [rec(web_page(prose.take(rng.randint(1000, 5000)), rng, noisy=rng.random() < 0.3))
-            for _ in range(n_base)]
+    docs = upto(n_base, lambda: rec(web_page(prose.take(rng.randint(*PAGE_CHARS)), rng,
+                                             noisy=rng.random() < 0.3)))
+    n_base = len(docs)
     extra = [(s, -1) for s in special]
-    for _ in range(c):
+    for _ in range(c if docs else 0):
         i = rng.randrange(n_base)
         extra.append((rec(docs[i]["text"], "exact_dup"), i))
         j = rng.randrange(n_base)

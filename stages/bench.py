@@ -1,6 +1,6 @@
 """Stage `bench`: training throughput of the configured model on this device.
 
-    python stages/bench.py --tokenizer artifacts/tokenizer --out runs/throughput.json --env runs/env.json
+    python -m stages.bench --tokenizer artifacts/tokenizer --out runs/throughput.json --env runs/env.json
 
 Measures exactly what `train` will run (model.*, train.micro_batch, train.precision,
 train.compile, train.device) and writes the record the cost gate reads, plus the environment.
@@ -8,13 +8,8 @@ train.compile, train.device) and writes the record the cost gate reads, plus the
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
-    # would shadow the stdlib `tokenize` that torch imports) with the repo's src/
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 from llmpipe.atomic import write_json
 from llmpipe.bench import env_info, model_config, run_bench, tokenizer_info
@@ -34,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model_config(p.model, tokenizer_info(args.tokenizer)["vocab_size"])
     device = resolve_device(p.train.device)
     precision = resolve_precision(p.train.precision, device)
+    # The optimizer's hyperparameters (lr, betas, ...) do not change a step's cost: the bench uses
+    # defaults, so an lr sweep never reruns it (tests/test_pipeline_contract.py checks this).
     rec = run_bench(cfg, p.train.micro_batch, precision, p.train.compile, device, p.bench,
-                    seed=p.train.seed, tp=p.train)
+                    seed=p.train.seed)
     write_json(args.out, rec)
     write_json(args.env, env_info(device))
     get_logger("bench").info("bench: %s on %s (%s): %s tokens/s, %.3f s/step, MFU %.1f%% of %.1f GFLOP/s (%s)",

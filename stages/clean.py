@@ -1,24 +1,18 @@
 """clean@SRC: run the source kind's cleaners, compute every quality signal, exact hash and MinHash
 signature, once (expensive, cached by DVC). Thresholds are applied later by `filter@SRC`.
 
-    python stages/clean.py --source c4 --in data/ingested/c4.parquet --out data/clean/c4.parquet
+    python -m stages.clean --source c4 --in data/ingested/c4.parquet --out data/clean/c4.parquet
 """
 from __future__ import annotations
 
-import os
 import sys
+import argparse
+from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
-    # would shadow the stdlib `tokenize` that logging and inspect import) with the package source
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from llmpipe.clean.pipeline import clean_table, resolve_jobs  # noqa: E402
-from llmpipe.docs import missing_input  # noqa: E402
-from llmpipe.log import Timer, get_logger, n  # noqa: E402
-from llmpipe.params import load_params  # noqa: E402
+from llmpipe.clean.pipeline import clean_table, resolve_jobs
+from llmpipe.docs import missing_input
+from llmpipe.log import Timer, get_logger, n
+from llmpipe.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

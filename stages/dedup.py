@@ -1,29 +1,23 @@
 """Stage `dedup`: exact + MinHash near-duplicate removal across all sources.
 
-    python stages/dedup.py --in-dir data/filtered --out-dir data/dedup --report reports/dedup.json
+    python -m stages.dedup --in-dir data/filtered --out-dir data/dedup --report reports/dedup.json
 
 Reads `IN/SRC.parquet` for every source in params.yaml (`sources` order), writes
 `OUT/SRC.parquet` (Document columns, kept rows in input order) and the report (DVC metric).
 """
 from __future__ import annotations
 
-import os
 import sys
+import argparse
+from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
-    # would shadow the stdlib `tokenize` that logging imports) with the repo's src/
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from tqdm import tqdm  # noqa: E402
-
-from llmpipe.atomic import write_json  # noqa: E402
-from llmpipe.dedup import dedup  # noqa: E402
-from llmpipe.docs import num_rows  # noqa: E402
-from llmpipe.log import Timer, get_logger, n  # noqa: E402
-from llmpipe.params import load_params  # noqa: E402
+from llmpipe.atomic import write_json
+from llmpipe.dedup import dedup
+from llmpipe.docs import num_rows
+from llmpipe.log import Timer, get_logger, n
+from llmpipe.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,15 @@
 """The `eval` stage: held-out bits per byte (overall, per source), samples, MC accuracy, gate.
 
-    python stages/eval.py --model runs/train --tokenizer artifacts/tokenizer/spm.model \
+    python -m stages.eval --model runs/train --tokenizer artifacts/tokenizer/spm.model \
         --tokens data/tokens --metrics metrics/eval.json --samples reports/samples.md \
         --plot reports/eval/per_source.json
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # as a script, stages/ leads sys.path and stages/tokenize.py would
-    # shadow the stdlib `tokenize` that torch imports: put the repo's src/ there instead
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 from llmpipe.evaluate import RegressionError, run_eval
 from llmpipe.params import load_params

@@ -1,26 +1,20 @@
 """filter@SRC: apply the `filter.*` thresholds to the signals stored by `clean@SRC` (cheap).
 
-    python stages/filter.py --source c4 --in data/clean/c4.parquet --out data/filtered/c4.parquet \
+    python -m stages.filter --source c4 --in data/clean/c4.parquet --out data/filtered/c4.parquet \
         --report reports/filter/c4.json --rejects data/rejects/c4.parquet
 `--rejects` is always written; it holds rows only when `filter.keep_rejects` is true.
 """
 from __future__ import annotations
 
-import os
 import sys
+import argparse
+from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
-    # would shadow the stdlib `tokenize` that logging and inspect import) with the package source
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from llmpipe.atomic import write_json  # noqa: E402
-from llmpipe.clean.rules import filter_table  # noqa: E402
-from llmpipe.docs import missing_input  # noqa: E402
-from llmpipe.log import Timer, get_logger, n  # noqa: E402
-from llmpipe.params import load_params  # noqa: E402
+from llmpipe.atomic import write_json
+from llmpipe.clean.rules import filter_table
+from llmpipe.docs import missing_input
+from llmpipe.log import Timer, get_logger, n
+from llmpipe.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

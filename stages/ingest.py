@@ -1,6 +1,6 @@
 """Stage `ingest@SRC`: read one source (`sources.SRC` in params.yaml) into the Document table.
 
-    python stages/ingest.py --source c4 --out data/ingested/c4.parquet --report reports/ingest/c4.json
+    python -m stages.ingest --source c4 --out data/ingested/c4.parquet --report reports/ingest/c4.json
 
 Writes the table atomically and a flat JSON report: docs_in, docs_out, skipped_by_reason, chars_out.
 A bad record with `on_bad_record: fail` (or an unreadable/empty source) exits with status 2 and a
@@ -8,19 +8,13 @@ message naming the file, line/row and rule; nothing is written.
 """
 from __future__ import annotations
 
-import os
 import sys
+import argparse
 
-# Python puts this script's directory first on sys.path, where a stage named like a stdlib module
-# (say stages/tokenize.py) would shadow it: replace that entry with src/ before other imports.
-sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-import argparse  # noqa: E402
-
-from llmpipe.atomic import write_json  # noqa: E402
-from llmpipe.log import get_logger  # noqa: E402
-from llmpipe.params import load_params  # noqa: E402
-from llmpipe.sources import SourceError, ingest_source  # noqa: E402
+from llmpipe.atomic import write_json
+from llmpipe.log import get_logger
+from llmpipe.params import load_params
+from llmpipe.sources import SourceError, ingest_source
 
 log = get_logger("ingest")
 

@@ -1,6 +1,6 @@
 """Stage `mix`: weighted whole-document mix of the per-source token files into train/val.
 
-    python stages/mix.py --tokens data/tokens --tokenizer artifacts/tokenizer/spm.model \
+    python -m stages.mix --tokens data/tokens --tokenizer artifacts/tokenizer/spm.model \
         --out data/mix --report reports/mix.json
 
 Writes OUT/{train,val}.{bin,idx,docs.parquet} + OUT/data_meta.json (per-source targets vs

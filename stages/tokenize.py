@@ -1,12 +1,9 @@
 """Stage `tokenize@SRC`: split one source into train/val by id hash and encode it in parallel.
 
-    python stages/tokenize_source.py --source c4 --dedup data/dedup/c4.parquet \
+    python -m stages.tokenize --source c4 --dedup data/dedup/c4.parquet \
         --tokenizer artifacts/tokenizer/spm.model --out data/tokens/c4
 
 Writes OUT/{train,val}.{bin,idx,docs.parquet} and OUT/meta.json (last), atomically.
-Not named stages/tokenize.py: Python puts a script's directory first on sys.path, and a
-`tokenize.py` there would shadow the stdlib module (logging -> linecache -> tokenize) for every
-stage script.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Stage `tokenizer`: train the SentencePiece BPE model on a sample of the deduplicated sources.
 
-    python stages/tokenizer.py --dedup data/dedup --out artifacts/tokenizer
+    python -m stages.tokenizer --dedup data/dedup --out artifacts/tokenizer
 
 Reads `DEDUP/SRC.parquet` for every source in params.yaml, samples `tokenizer.sample_chars`
 characters by `tokenizer.sample_weights` (never `mix.weights`), writes spm.model, spm.vocab and

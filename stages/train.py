@@ -1,6 +1,6 @@
 """Stage `train`: cost-gated, resumable training on the mixed token memmaps.
 
-    python stages/train.py --data data/mix --tokenizer artifacts/tokenizer \
+    python -m stages.train --data data/mix --tokenizer artifacts/tokenizer \
         --throughput runs/throughput.json --out runs/train
     accelerate launch --num_processes 2 stages/train.py ...      (DDP, same global batch)
 
@@ -12,13 +12,8 @@ refuses, the overfit check fails or the loss goes non-finite.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: replace stages/ on sys.path (stages/tokenize.py
-    # would shadow the stdlib `tokenize` that torch imports) with the repo's src/
-    sys.path[0] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 from llmpipe.cost import CostGateError
 from llmpipe.log import get_logger

@@ -97,10 +97,6 @@ def constant_logits_model(vocab_size: int, logits: dict[int, float]) -> Transfor
 
 
 def load_stage(name: str):
-    """Import stages/<name>.py (not a package) so a test can call its main(argv)."""
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "stages" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import `stages.<name>` so a test can call its main(argv)."""
+    import importlib
+    return importlib.import_module(f"stages.{name}")

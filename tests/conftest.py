@@ -19,6 +19,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+if str(REPO_ROOT) not in sys.path:  # so tests can `import stages.NAME` and call its main(argv)
+    sys.path.insert(0, str(REPO_ROOT))
 
 # Small sizes for the end-to-end tests (dotted key -> value). Keep the full pipeline under a
 # few minutes on 2 CPU cores.
@@ -63,7 +65,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
     """Run a command with the test venv first on PATH and the repo copy's src importable."""
     full_env = dict(os.environ)
     full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
-    full_env["PYTHONPATH"] = str(Path(cwd) / "src")
+    full_env["PYTHONPATH"] = f"{Path(cwd) / 'src'}{os.pathsep}{cwd}"
     full_env["DVC_NO_ANALYTICS"] = "1"
     full_env["PYTHONUNBUFFERED"] = "1"
     full_env.pop("DVC_SITE_CACHE_DIR", None)
@@ -127,11 +129,17 @@ def make_repo(dst: Path, overrides: dict[str, object] | None = None) -> Path:
     return dst
 
 
+def audit_dir(repo: Path) -> Path:
+    return repo.parent / "audit"
+
+
 @pytest.fixture(scope="session")
 def built_repo(tmp_path_factory) -> Path:
     """A repo copy on which the full `dvc repro` has run once (shared by the session)."""
     repo = make_repo(tmp_path_factory.mktemp("built") / "repo")
-    dvc(repo, "repro")
+    # Every stage records the params it reads and the modules it imports (params.Section), for
+    # tests/test_pipeline_contract.py; the audit lives beside the repo, outside DVC's view.
+    dvc(repo, "repro", env={"LLMPIPE_AUDIT_DIR": str(audit_dir(repo))})
     git_commit(repo, "repro")
     return repo
 

@@ -2,7 +2,7 @@
 scripts in-process, and the built-in sample corpus through ingest -> clean -> filter."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -23,10 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"stages.{name}")
 
 
 def _docs(tmp_path: Path, texts: list[str]) -> Path:

@@ -212,14 +212,12 @@ def test_components_label_is_smallest_member():
 
 
 def test_stage_script_writes_outputs_and_report(tmp_path, monkeypatch):
-    import importlib.util
+    import importlib
     ins, outs = setup(tmp_path, TABLES)
     (tmp_path / "params.yaml").write_text(
         "sources:\n  c4: {kind: c4, uri: sample://c4}\n  wikipedia: {kind: wikipedia, uri: sample://wikipedia}\n"
         "dedup: {num_perm: 64, priority: [wikipedia, c4]}\n")
-    spec = importlib.util.spec_from_file_location("dedup_stage", REPO / "stages" / "dedup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("stages.dedup")
     monkeypatch.chdir(tmp_path)
     assert mod.main(["--in-dir", "filtered", "--out-dir", "out", "--report", "rep/dedup.json"]) == 0
     rep = json.loads((tmp_path / "rep" / "dedup.json").read_text())

@@ -125,7 +125,7 @@ def test_clean_params_errors_name_the_key(tmp_path):
 
 
 def test_filter_stage_main_writes_report_and_tables(tmp_path, monkeypatch):
-    import importlib.util
+    import importlib
     src = _clean(tmp_path, [BASE, "Too short."])
     params = _params_file(tmp_path, "filter", {"keep_rejects": True})
     data = yaml.safe_load(params.read_text())
@@ -134,9 +134,7 @@ def test_filter_stage_main_writes_report_and_tables(tmp_path, monkeypatch):
     data["tokenizer"]["sample_weights"] = {}
     data["dedup"]["priority"] = []
     params.write_text(yaml.safe_dump(data))
-    spec = importlib.util.spec_from_file_location("filter_stage", "stages/filter.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("stages.filter")
     rc = mod.main(["--source", "web", "--in", str(src), "--out", str(tmp_path / "f.parquet"),
                    "--report", str(tmp_path / "r.json"), "--rejects", str(tmp_path / "rej.parquet"),
                    "--params", str(params)])

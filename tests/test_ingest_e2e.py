@@ -68,7 +68,7 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
         f"for src in ('s', 'f'):\n"
         f"    sys.argv = ['ingest.py', '--source', src, '--out', '{tmp_path}/' + src + '.parquet', "
         f"'--params', '{tmp_path}/params.yaml', '--no-progress']\n"
-        f"    try:\n        runpy.run_path('{repo}/stages/ingest.py', run_name='__main__')\n"
+        f"    try:\n        runpy.run_module('stages.ingest', run_name='__main__')\n"
         "    except SystemExit as e:\n        assert e.code == 0, e.code\n"
         "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items() if n.startswith('llmpipe.'))))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)

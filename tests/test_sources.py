@@ -297,18 +297,18 @@ def test_failure_keeps_previous_output_intact(tmp_path):
 def test_stage_script_exit_status_and_message(tmp_path):
     import subprocess
     import sys
-    script = Path(__file__).parents[1] / "stages" / "ingest.py"
+    repo = Path(__file__).parents[1]
     write_jsonl(tmp_path / "a.jsonl", ['{"text": "ok"}', "{bad"])
     params = tmp_path / "params.yaml"
     params.write_text(f"sources:\n  web:\n    kind: c4\n    uri: {tmp_path / 'a.jsonl'}\n")
     out, rep = tmp_path / "o.parquet", tmp_path / "r.json"
-    cmd = [sys.executable, str(script), "--source", "web", "--out", str(out), "--report", str(rep),
+    cmd = [sys.executable, "-m", "stages.ingest", "--source", "web", "--out", str(out), "--report", str(rep),
            "--params", str(params), "--no-progress"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     assert p.returncode == 2 and "a.jsonl:2: malformed_json" in p.stderr, p.stderr
     assert not out.exists() and not rep.exists()
     params.write_text(params.read_text() + "    on_bad_record: skip\n")
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
     assert p.returncode == 0, p.stderr
     report = json.loads(rep.read_text())
     assert (report["docs_in"], report["docs_out"], report["skipped_by_reason"]) == (2, 1, {"malformed_json": 1})

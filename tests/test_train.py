@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(root: Path, name: str, *args: str, wait: bool = True, launcher: list[str] | None = None):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = (launcher or [sys.executable]) + [str(REPO / "stages" / f"{name}.py"), *args]
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1"}
+    cmd = (launcher or [sys.executable]) + ["-m", f"stages.{name}", *args]
     if not wait:
         return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)

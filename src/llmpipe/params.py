@@ -10,7 +10,11 @@ its error message is prefixed with the key path by the loader.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import json
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +26,53 @@ import yaml
 
 class ParamsError(ValueError):
     """A params.yaml problem; the message starts with the key path."""
+
+
+# --------------------------------------------------------------------------- read audit
+
+_AUDIT_ENV = "LLMPIPE_AUDIT_DIR"
+_accessed: set[str] | None = None  # dotted keys read, when auditing (tests/test_pipeline_contract.py)
+
+
+class Section:
+    """Base of every params section. When `LLMPIPE_AUDIT_DIR` is set, leaf reads are recorded
+    (`filter.c4.min_alpha_ratio`), and at exit the process writes them with the llmpipe modules
+    it imported, so a test can compare what each stage reads with what dvc.yaml declares."""
+
+    _path: str = ""
+    _live: bool = False  # set once the whole file is validated: validation reads are not audited
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if (_accessed is not None and not name.startswith("_") and name in type(self).__dataclass_fields__
+                and object.__getattribute__(self, "_live")):
+            key = _join(object.__getattribute__(self, "_path"), _public(name))
+            if isinstance(value, dict) and any(isinstance(v, Section) for v in value.values()):
+                _accessed.add(key + "[]")  # the set of names (e.g. which sources exist)
+            elif not isinstance(value, Section):
+                _accessed.add(key)
+        return value
+
+
+def _public(name: str) -> str:
+    return {v: k for k, v in _KEYWORD_KEYS.items()}.get(name, name)
+
+
+def _start_audit() -> None:
+    global _accessed
+    if _accessed is not None or not os.environ.get(_AUDIT_ENV):
+        return
+    _accessed = set()
+
+    def dump() -> None:
+        out = Path(os.environ[_AUDIT_ENV])
+        out.mkdir(parents=True, exist_ok=True)
+        mods = sorted(m.__file__ for k, m in list(sys.modules.items())
+                      if k.startswith("llmpipe") and getattr(m, "__file__", None))
+        rec = {"argv": sys.argv, "params": sorted(_accessed or ()), "modules": mods}
+        (out / f"{os.getpid()}.json").write_text(json.dumps(rec, indent=1))
+
+    atexit.register(dump)
 
 
 # --------------------------------------------------------------------------- helpers for sections
@@ -55,7 +106,7 @@ SourceKind = Literal["c4", "wikipedia", "gutenberg", "fineweb"]
 
 
 @dataclass
-class SourceParams:
+class SourceParams(Section):
     """One input corpus (`sources.SRC`)."""
 
     kind: SourceKind
@@ -93,7 +144,7 @@ class SourceParams:
 
 
 @dataclass
-class SplitParams:
+class SplitParams(Section):
     """Train/val split by a hash of the document id, decided once in `tokenize`."""
 
     val_fraction: float = 0.05
@@ -130,7 +181,7 @@ _UNBOUNDED_RATIOS = {"symbol_ratio", "newline_word_ratio"}
 
 
 @dataclass
-class C4CleanParams:
+class C4CleanParams(Section):
     """C4 line cleaners (Raffel et al. 2020); each `true` removes the lines it matches."""
 
     citations: bool = True
@@ -149,7 +200,7 @@ class C4CleanParams:
 
 
 @dataclass
-class WikipediaCleanParams:
+class WikipediaCleanParams(Section):
     tables: bool = True
     """Strip `{| ... |}` wikitables and stray table rows."""
     tails: bool = True
@@ -159,7 +210,7 @@ class WikipediaCleanParams:
 
 
 @dataclass
-class GutenbergCleanParams:
+class GutenbergCleanParams(Section):
     header: bool = True
     """Cut the Project Gutenberg header (every START / SMALL PRINT marker variant) and credits."""
     footer: bool = True
@@ -169,7 +220,7 @@ class GutenbergCleanParams:
 
 
 @dataclass
-class CleanParams:
+class CleanParams(Section):
     """Cleaner switches and batching for `clean@SRC` (expensive, cached). No thresholds here."""
 
     jobs: int = 0
@@ -188,7 +239,7 @@ class CleanParams:
 
 
 @dataclass
-class GlobalFilter:
+class GlobalFilter(Section):
     """`filter.global`: rules for every source kind. Field order = rule order (first failing
     rule is the drop reason, `global_<field>`). Each threshold compares the signal named by the
     rest of the field: `min_X` keeps X >= value, `max_X` keeps X <= value; null = rule off."""
@@ -249,7 +300,7 @@ def _check_skip(section) -> None:
 
 
 @dataclass
-class C4Filter:
+class C4Filter(Section):
     """`filter.c4`: checked before the global rules for kind c4 (reason `c4_<field>`)."""
 
     skip_global: list[str] = field(default_factory=list)
@@ -273,7 +324,7 @@ class C4Filter:
 
 
 @dataclass
-class WikipediaFilter:
+class WikipediaFilter(Section):
     skip_global: list[str] = field(default_factory=list)
     min_words: Optional[int] = 50
     """Stub articles (checked before global, so stubs are counted as `wikipedia_min_words`)."""
@@ -285,7 +336,7 @@ class WikipediaFilter:
 
 
 @dataclass
-class GutenbergFilter:
+class GutenbergFilter(Section):
     skip_global: list[str] = field(default_factory=lambda: ["max_words"])
     min_body_chars: Optional[int] = 1000
     """A book whose header/footer markers leave less than this is dropped."""
@@ -295,7 +346,7 @@ class GutenbergFilter:
 
 
 @dataclass
-class FinewebFilter:
+class FinewebFilter(Section):
     """FineWeb's custom rules (Penedo et al. 2024)."""
 
     skip_global: list[str] = field(default_factory=list)
@@ -309,7 +360,7 @@ class FinewebFilter:
 
 
 @dataclass
-class FilterParams:
+class FilterParams(Section):
     """Thresholds applied by `filter@SRC` to stored signals. `null` switches a rule off."""
 
     keep_rejects: bool = False
@@ -322,7 +373,7 @@ class FilterParams:
 
 
 @dataclass
-class DedupParams:
+class DedupParams(Section):
     """MinHash settings (signatures are computed in `clean@SRC`) and the `dedup` stage's choices."""
 
     ngram: int = 5
@@ -361,7 +412,7 @@ class DedupParams:
 
 
 @dataclass
-class TokenizerParams:
+class TokenizerParams(Section):
     """SentencePiece training (`tokenizer` stage). Never reads `mix.weights`: a mix sweep keeps
     one tokenizer and one tokenization."""
 
@@ -391,7 +442,7 @@ class TokenizerParams:
 
 
 @dataclass
-class MixParams:
+class MixParams(Section):
     """Weighted mixing of per-source token files (`mix` stage)."""
 
     weights: dict[str, float] = field(default_factory=dict)
@@ -418,7 +469,7 @@ class MixParams:
 
 
 @dataclass
-class ModelParams:
+class ModelParams(Section):
     """Model shape (`model.*`): a named preset (see llmpipe.model.PRESETS) plus overrides.
 
     Any override left null keeps the preset's value; `vocab_size: null` takes the tokenizer's."""
@@ -443,7 +494,7 @@ class ModelParams:
 
 
 @dataclass
-class TrainParams:
+class TrainParams(Section):
     """Training run (`train.*`). Steps are optimizer steps of `batch_tokens` tokens each."""
 
     tokens: int = 1_000_000
@@ -506,7 +557,7 @@ class TrainParams:
 
 
 @dataclass
-class CostParams:
+class CostParams(Section):
     """The cost gate (`cost.*`): measured throughput -> projected hours and dollars."""
 
     hourly_rate: float = 0.10
@@ -524,7 +575,7 @@ class CostParams:
 
 
 @dataclass
-class BenchParams:
+class BenchParams(Section):
     """Throughput benchmark (`bench.*`) of the configured model, micro-batch and precision."""
 
     warmup_steps: int = 3
@@ -542,7 +593,7 @@ class BenchParams:
 
 
 @dataclass
-class McTaskParams:
+class McTaskParams(Section):
     """One multiple-choice task file (`eval.mc_tasks[i]` as a mapping; a bare string is `path`)."""
 
     path: str
@@ -560,7 +611,7 @@ class McTaskParams:
 
 
 @dataclass
-class BuiltinMcParams:
+class BuiltinMcParams(Section):
     """The offline multiple-choice task built from held-out val documents (`eval.builtin_mc`):
     the first `context_words` words of a document, then its true next `continuation_words`
     words among the same-position words of other val documents."""
@@ -579,7 +630,7 @@ class BuiltinMcParams:
 
 
 @dataclass
-class EvalParams:
+class EvalParams(Section):
     """The `eval` stage: held-out loss and bits per byte, samples, multiple choice, the gate."""
 
     max_tokens: int = 0
@@ -621,7 +672,7 @@ _KEYWORD_KEYS = {"global": "global_"}
 
 
 @dataclass
-class Params:
+class Params(Section):
     sources: dict[str, SourceParams]
     split: SplitParams = field(default_factory=SplitParams)
     clean: CleanParams = field(default_factory=CleanParams)
@@ -732,9 +783,11 @@ def from_dict(cls: type, data: Any, path: str = ""):
     if missing:
         raise ParamsError(f"{where}: missing required key(s): {', '.join(m.rstrip('_') for m in missing)}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except ParamsError as e:
         raise ParamsError(f"{_join(path, str(e))}" if path else str(e)) from None
+    object.__setattr__(obj, "_path", path)
+    return obj
 
 
 def _join(path: str, key: str) -> str:
@@ -751,9 +804,23 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     try:
-        return from_dict(Params, data, "")
+        params = from_dict(Params, data, "")
     except ParamsError as e:
         raise ParamsError(f"{path}: {e}") from None
+    _start_audit()
+    if _accessed is not None:
+        _set_live(params)
+    return params
+
+
+def _set_live(obj: Any) -> None:
+    if isinstance(obj, Section):
+        object.__setattr__(obj, "_live", True)
+        for f in dataclasses.fields(obj):
+            _set_live(object.__getattribute__(obj, f.name))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _set_live(v)
 
 
 def as_dict(obj: Any) -> Any:

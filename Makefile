@@ -1,22 +1,20 @@
 # Two commands a new user needs: `make repro` (set up + run the pipeline on the built-in sample)
 # and `make test` (set up + run the test suite). Both are idempotent.
+# dvc.yaml's commands call `python`, so the venv's bin/ goes first on PATH (as `source
+# .venv/bin/activate` would do for a shell).
 VENV := .venv
-BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test clean-venv
 
 setup:
 	bash scripts/setup.sh
 
 repro: setup
-	$(BIN)/dvc repro
+	dvc repro
 
 test: setup
-	$(BIN)/python -m pytest -q
-
-bench: setup
-	$(BIN)/pip install -q -e ".[dev,bench]"
-	$(BIN)/python bench/run_all.py
+	python -m pytest -q
 
 clean-venv:
 	rm -rf $(VENV)

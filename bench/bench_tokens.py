@@ -1,6 +1,6 @@
 """Benchmark tokenize@SRC and mix -> bench/results/tokens.json.
 
-    .venv/bin/python bench/bench_tokens.py [--corpus /work/shared/corpus] [--scales 1,4]
+    .venv/bin/python bench/bench_tokens.py [--corpus /work/shared/corpus] [--out FILE]  (corpus scales 1x and 4x)
 
 On real text (the shared corpus samples: c4, wikipedia, fineweb rows; a benchmark, not a test):
   * SentencePiece's own `encode` of the same texts in one thread (the peer),
@@ -70,15 +70,16 @@ def tree_rss(proc: psutil.Process) -> int:
 
 
 def run_tokenize(tmp: Path, src: str, jobs: int) -> tuple[float, int, int]:
-    """(seconds, tokens, peak summed RSS of the process tree) of stages/tokenize_source.py."""
+    """(seconds, tokens, peak summed RSS of the process tree) of `python -m stages.tokenize`."""
     params = tmp / "params.yaml"
     params.write_text("sources:\n  x:\n    kind: c4\n    uri: sample://c4\nsplit:\n  val_fraction: 0.05\n")
     out = tmp / f"tokens-{src}-{jobs}"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages/tokenize_source.py"), "--source", src,
+    proc = subprocess.Popen([sys.executable, "-m", "stages.tokenize", "--source", src,
                              "--dedup", str(tmp / f"{src}.parquet"), "--tokenizer", str(tmp / "tok/spm.model"),
                              "--out", str(out), "--jobs", str(jobs), "--params", str(params)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
+                            stderr=subprocess.DEVNULL)
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:  # poll every 20 ms: parent + workers together
         peak = max(peak, tree_rss(ps))

@@ -30,6 +30,16 @@ def test_c4_line_cleaners_remove_the_line_and_count_it(line, cleaner):
     assert sum(removed.values()) == len(line) + 1
 
 
+@pytest.mark.parametrize("line", [
+    # real C4 (c4-train.00000, a banking article): a 806-char paragraph of prose, not a policy line
+    "Only 18 percent of credit union customers do, a disadvantage in terms of service costs.",
+    "The survey ranks the tools in terms of use cases and price.",
+])
+def test_c4_policy_keeps_prose_saying_in_terms_of(line):
+    assert c4.clean(f"{GOOD}\n{line}", C4CleanParams())[0] == f"{GOOD}\n{line}"
+    assert c4.clean("Read our Terms of Service before you order.", C4CleanParams())[0] == ""
+
+
 def test_c4_citation_markers_are_cut_not_lines():
     line = "The river floods every spring.[3] Farmers plant late.[citation needed]"
     text, removed = c4.clean(line + ".", C4CleanParams())
@@ -98,6 +108,18 @@ def test_gutenberg_strips_every_marker_variant(header, footer):
     assert removed["gutenberg_footer"] == len(footer) - 1  # from the marker line on
     assert removed["gutenberg_header"] + removed["gutenberg_footer"] + removed["gutenberg_unwrap"] \
         == len(raw) - len(text)
+
+
+def test_gutenberg_header_marker_wrapped_over_two_lines():
+    # gutenberg.org #148 (Franklin): the START line wraps before its closing stars; the title's
+    # second half is part of the marker, not the body's first line
+    header = ("*** START OF THIS PROJECT GUTENBERG EBOOK THE AUTOBIOGRAPHY OF BENJAMIN\n"
+              "FRANKLIN ***\n")
+    text, removed = gutenberg.clean(header + "\n" + BODY + "\n" + FOOTERS[0], GutenbergCleanParams())
+    assert text == UNWRAPPED
+    # a marker that closes on its own line never eats the next non-empty line
+    closed = "*** START OF THE PROJECT GUTENBERG EBOOK TALES ***\nCHAPTER I ***\n"
+    assert gutenberg.body_span(closed)[0] == closed.index("\nCHAPTER")
 
 
 def test_gutenberg_without_markers_is_left_whole():

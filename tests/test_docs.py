@@ -87,3 +87,23 @@ def test_content_id_is_stable():
 def test_sha256_file(tmp_path):
     (tmp_path / "f").write_bytes(b"hello world")
     assert sha256_file(tmp_path / "f") == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+
+
+def test_atomic_path_gives_files_the_umask_mode(tmp_path):
+    """A writer that creates 0600 files (safetensors' save_file does) still yields files the
+    umask allows others to read, so a shared DVC cache stays readable by the team."""
+    import os
+    from llmpipe.atomic import atomic_path
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+            tmp.chmod(0o600)
+        with atomic_path(tmp_path / "d") as tmp:
+            tmp.mkdir()
+            (tmp / "w.safetensors").write_bytes(b"y")
+            (tmp / "w.safetensors").chmod(0o600)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d/w.safetensors").stat().st_mode & 0o777 == 0o644

@@ -34,6 +34,12 @@ def test_threshold_change_reruns_filter_and_dedup_not_clean(tmp_path):
 
     set_params(repo, {"dedup.threshold": 0.9})
     assert stages_ran(dvc(repo, "repro", "dedup")) == {"dedup"}
+    git_commit(repo, "dedup threshold")
+
+    # a C4-only rule reruns filter@c4 alone (and dedup only if its output changed)
+    set_params(repo, {"filter.c4.min_alpha_ratio": 0.95})
+    ran = stages_ran(dvc(repo, "repro", "dedup"))
+    assert "filter@c4" in ran and ran <= {"filter@c4", "dedup"}
 
 
 def test_declared_params_and_deps_are_exact():
@@ -47,7 +53,8 @@ def test_declared_params_and_deps_are_exact():
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     clean, filt = stages["clean"]["do"], stages["filter"]["do"]
     assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
-    assert filt["params"] == ["filter", "sources.${key}.kind"]
+    assert filt["params"] == ["filter.global", "filter.keep_rejects", "filter.${item.kind}",
+                              "sources.${key}.kind"]
     pkg = sorted(p.name for p in (repo / "src/llmpipe/clean").glob("*.py"))
     clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/clean/"))
     assert clean_mods == [p for p in pkg if p != "rules.py"]          # rules.py is filter's

@@ -153,6 +153,20 @@ def test_spike_rule_and_ema():
 
 # --------------------------------------------------------------------------- the stage
 
+def test_checkpoint_weights_get_the_umask_mode_of_every_other_file(tmp_path):
+    # safetensors' save_file creates 0600 whatever the umask; checkpoints on shared storage
+    # must be readable like meta.json and state.pt next to them
+    from llmpipe.checkpoint import save_checkpoint
+    old = os.umask(0o022)
+    try:
+        ck = save_checkpoint(tmp_path / "ckpt", 1, {"w": torch.zeros(2)}, {"step": 1}, {},
+                             ema_state={"w": torch.ones(2)})
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in ck.iterdir()}
+    assert modes == dict.fromkeys(["model.safetensors", "ema.safetensors", "state.pt", "meta.json"], 0o644)
+
+
 def test_run_writes_outputs_with_exact_token_accounting(reference):
     out = reference / "runs/train"
     cost = json.loads((out / "cost.json").read_text())

@@ -23,12 +23,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
+        _umask_modes(tmp)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _umask_modes(p: Path) -> None:
+    """Give files the mode the umask gives any new file: some writers (safetensors' save_file)
+    create 0600 files, which a teammate reading the shared DVC cache could not open."""
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []
+    for f in files:
+        f.chmod(0o666 & ~mask)
 
 
 def _remove(p: Path) -> None:

@@ -20,7 +20,8 @@ import re
 
 _CITATION = re.compile(r"\[(?:\d+(?:[,–-]\d+)*|citation needed|edit|clarification needed|"
                        r"when\?|who\?|dead link|verification needed)\]", re.I)
-_POLICY = re.compile(r"terms of use|terms of service|privacy policy|cookie policy|"
+# "in terms of use/service ..." is ordinary prose (real C4 has "in terms of service costs")
+_POLICY = re.compile(r"(?<!\bin )terms of (?:use|service)|privacy policy|cookie policy|"
                      r"uses cookies|use of cookies|use cookies", re.I)
 _TERMINAL = (".", "!", "?", '"', "”")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")

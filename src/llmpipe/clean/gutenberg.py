@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 
 _EBOOK = r"(?:E-?BOOK|E-?TEXT|ETEXT)"
-_HEADER = re.compile(
-    r"^[ \t]*\**[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG " + _EBOOK + r"[^\n]*$"
+_HEADER = re.compile(  # a START line that does not close with stars may wrap onto one more line
+    r"^[ \t]*\**[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG " + _EBOOK
+    + r"(?:[^\n]*\*[ \t]*$|[^\n]*\n[^\n*]{1,120}\*{3}[ \t]*$|[^\n]*$)"
     r"|^[ \t]*\*END\*[ \t]*THE SMALL PRINT![^\n]*$", re.M | re.I)
 _FOOTER = re.compile(
     r"^[ \t]*\**[ \t]*END OF (?:THE |THIS )?PROJECT GUTENBERG(?:'S)? [^\n]*$"

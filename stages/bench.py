@@ -1,9 +1,12 @@
 """Stage `bench`: training throughput of the configured model on this device.
 
-    python -m stages.bench --tokenizer artifacts/tokenizer --out runs/throughput.json --env runs/env.json
+    python -m stages.bench --out runs/throughput.json --env runs/env.json
 
-Measures exactly what `train` will run (model.*, train.micro_batch, train.precision,
-train.compile, train.device) and writes the record the cost gate reads, plus the environment.
+Measures exactly what `train` will run (model.*, tokenizer.vocab_size, train.micro_batch,
+train.precision, train.compile, train.device) and writes the record the cost gate reads, plus the
+environment. It reads the vocab size from params, not from the trained tokenizer, so a data change
+that retrains the tokenizer at the same size does not rerun it (the gate in `train` still compares
+the real config and fails closed on a mismatch).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 
 from llmpipe.atomic import write_json
-from llmpipe.bench import env_info, model_config, run_bench, tokenizer_info
+from llmpipe.bench import env_info, model_config, run_bench
 from llmpipe.device import resolve_device, resolve_precision
 from llmpipe.log import get_logger, n
 from llmpipe.params import load_params
@@ -20,13 +23,12 @@ from llmpipe.params import load_params
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer"))
     ap.add_argument("--out", type=Path, default=Path("runs/throughput.json"))
     ap.add_argument("--env", type=Path, default=Path("runs/env.json"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    cfg = model_config(p.model, tokenizer_info(args.tokenizer)["vocab_size"])
+    cfg = model_config(p.model, p.tokenizer.vocab_size)
     device = resolve_device(p.train.device)
     precision = resolve_precision(p.train.precision, device)
     # The optimizer's hyperparameters (lr, betas, ...) do not change a step's cost: the bench uses

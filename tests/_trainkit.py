@@ -56,7 +56,7 @@ def make_inputs(root: Path) -> Path:
 
 def write_params(root: Path, model: dict | None = None, train: dict | None = None,
                  cost: dict | None = None, bench: dict | None = None) -> Path:
-    p = {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}},
+    p = {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}}, "tokenizer": {"vocab_size": 400},
          "model": {**TINY_MODEL, **(model or {})}, "train": {**TINY_TRAIN, **(train or {})},
          "cost": {"hourly_rate": 1.0, "max_cost": 100.0, **(cost or {})},
          "bench": {"warmup_steps": 1, "steps": 2, "windows": 1, "matmul_size": 256, **(bench or {})}}

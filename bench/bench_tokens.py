@@ -7,8 +7,10 @@ On real text (the shared corpus samples: c4, wikipedia, fineweb rows; a benchmar
   * `tokenize_source` with 1 worker and with all cores: tokens/s, parallel efficiency
     = rate / (cores x single-thread rate) (target >= 0.8),
   * SentencePiece's own multi-threaded batch encode on all cores (the same machine load),
-  * peak summed RSS of the tokenize process tree (polled) at corpus scale 1x and 4x (documents
-    repeated with new ids; memory should not grow with the corpus),
+  * peak summed RSS of the tokenize process tree (polled; counts pages shared by the forked
+    workers once per process, so an upper bound) and peak summed PSS (shared pages split between
+    the processes sharing them) at corpus scale 1x and 4x (documents repeated with new ids;
+    memory should not grow with the corpus),
   * mix: the gather of whole documents from the memmaps (MB/s written, target >= 300) and the
     whole `build_mix` (gather + leakage check + hashing).
 """
@@ -58,19 +60,20 @@ def write_source(path: Path, src: str, texts: list[str], copies: int) -> int:
     return sum(len(t.encode()) for t in texts) * copies
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants now."""
-    total = 0
+def tree_mem(proc: psutil.Process) -> tuple[int, int]:
+    """(RSS, PSS) bytes of a process and all its descendants now, each summed."""
+    rss = pss = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            m = p.memory_full_info()
+            rss, pss = rss + m.rss, pss + m.pss
         except psutil.Error:
             pass
-    return total
+    return rss, pss
 
 
-def run_tokenize(tmp: Path, src: str, jobs: int) -> tuple[float, int, int]:
-    """(seconds, tokens, peak summed RSS of the process tree) of `python -m stages.tokenize`."""
+def run_tokenize(tmp: Path, src: str, jobs: int) -> tuple[float, int, int, int]:
+    """(seconds, tokens, peak summed RSS, PSS of the process tree) of `python -m stages.tokenize`."""
     params = tmp / "params.yaml"
     params.write_text("sources:\n  x:\n    kind: c4\n    uri: sample://c4\nsplit:\n  val_fraction: 0.05\n")
     out = tmp / f"tokens-{src}-{jobs}"
@@ -80,16 +83,17 @@ def run_tokenize(tmp: Path, src: str, jobs: int) -> tuple[float, int, int]:
                              "--out", str(out), "--jobs", str(jobs), "--params", str(params)],
                             env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
                             stderr=subprocess.DEVNULL)
-    ps, peak = psutil.Process(proc.pid), 0
+    ps, peak, peak_pss = psutil.Process(proc.pid), 0, 0
     while proc.poll() is None:  # poll every 20 ms: parent + workers together
-        peak = max(peak, tree_rss(ps))
+        rss, pss = tree_mem(ps)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         time.sleep(0.02)
     seconds = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"tokenize failed ({proc.returncode})")
     meta = json.loads((out / "meta.json").read_text())
     tokens = sum(v["tokens"] for v in meta["splits"].values())
-    return seconds, tokens, peak
+    return seconds, tokens, peak, peak_pss
 
 
 def main() -> int:
@@ -124,14 +128,14 @@ def main() -> int:
             for jobs in sorted({1, cores}):
                 if scale > 1 and jobs == 1:
                     continue
-                sec, toks, rss = run_tokenize(tmp, f"all{scale}", jobs)
+                sec, toks, rss, pss = run_tokenize(tmp, f"all{scale}", jobs)
                 rate = toks / sec
                 rows.append({"scale": scale, "mb": round(nbytes / 1e6, 1), "jobs": jobs, "seconds": round(sec, 2),
                              "tokens": toks, "tokens_per_s": round(rate),
                              "vs_single_thread_spm": round(rate / single, 3),
                              "vs_spm_own_threads": round(rate / (n_tok / best_n), 3) if jobs == cores else None,
                              "parallel_efficiency": round(rate / (jobs * single), 3),
-                             "peak_rss_mb": round(rss / 2**20, 1)})
+                             "peak_rss_mb": round(rss / 2**20, 1), "peak_pss_mb": round(pss / 2**20, 1)})
                 print(rows[-1], file=sys.stderr)
         res["tokenize"] = rows
         # mix: gather speed on the 4x token file, then the whole stage

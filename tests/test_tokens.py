@@ -100,6 +100,19 @@ def test_output_does_not_depend_on_worker_count(built, tmp_path):
         assert (tmp_path / "a1" / name).read_bytes() == (built / "tokens/a" / name).read_bytes()
 
 
+def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
+    import llmpipe.encode as enc
+    monkeypatch.setattr(enc, "TASK_BYTES_MIN", 1)
+    monkeypatch.setattr(enc, "TASK_BYTES_MAX", 1500)  # a few docs per task, tasks cross write blocks
+    monkeypatch.setattr(enc, "IN_FLIGHT", 1)
+    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "small",
+                    source="a", val_fraction=VAL, seed=0, jobs=2)
+    names = sorted(p.name for p in (built / "tokens/a").iterdir())
+    assert len(names) == 7 and sorted(p.name for p in (tmp_path / "small").iterdir()) == names
+    for name in names:  # the .docs.parquet tables too: their sha256 is in meta.json
+        assert (tmp_path / "small" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
+
+
 def test_empty_source_gives_valid_empty_files(built, tmp_path):
     from llmpipe.docs import write_docs
     write_docs(tmp_path / "empty.parquet", [])

@@ -1,6 +1,6 @@
 """Benchmark tokenize@SRC and mix -> bench/results/tokens.json.
 
-    .venv/bin/python bench/bench_tokens.py [--corpus /work/shared/corpus] [--out FILE]  (corpus scales 1x and 4x)
+    .venv/bin/python bench/bench_tokens.py [--corpus /work/shared/corpus] [--out FILE] [--scales 1,4]
 
 On real text (the shared corpus samples: c4, wikipedia, fineweb rows; a benchmark, not a test):
   * SentencePiece's own `encode` of the same texts in one thread (the peer),
@@ -100,6 +100,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus"))
     ap.add_argument("--vocab", type=int, default=8000)
+    ap.add_argument("--scales", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4],
+                    help="corpus sizes as multiples of the real sample (documents repeated with new ids)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/tokens.json")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -123,7 +125,7 @@ def main() -> int:
         res[f"spm_encode_{cores}threads_tokens_per_s"] = round(n_tok / best_n)
         # ours, on one concatenated source of everything at scale 1x and 4x
         rows = []
-        for scale in (1, 4):
+        for scale in args.scales:
             nbytes = write_source(tmp / f"all{scale}.parquet", "all", allt, scale)
             for jobs in sorted({1, cores}):
                 if scale > 1 and jobs == 1:

@@ -2,7 +2,7 @@
 
     python -m stages.train --data data/mix --tokenizer artifacts/tokenizer \
         --throughput runs/throughput.json --out runs/train
-    accelerate launch --num_processes 2 stages/train.py ...      (DDP, same global batch)
+    accelerate launch --multi_gpu --num_processes 2 -m stages.train ...   (DDP, same global batch)
 
 Writes OUT/model.safetensors + config.json, OUT/cost.json (projection, then actual spend),
 OUT/samples.txt; checkpoints in OUT/ckpt and DVCLive logs in OUT/live (both persist, so a

@@ -83,3 +83,14 @@ def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
     save_model(tmp_path / "run", model, model.cfg, extra={"tokenizer_fingerprint": sha256_file(spm)})
     assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 0
     assert (tmp_path / "hf" / "model.safetensors").exists()
+    # the export replaces OUT whole: a second export over it is fine, the run or a stray folder not
+    assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 0
+    for target in (tmp_path / "run", tmp_path):
+        assert main(["export-hf", str(tmp_path / "run"), str(target), "--tokenizer", str(spm)]) == 2
+        assert "run directory" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "notes"), "--tokenizer", str(spm)]) == 2
+    assert "not an earlier llmpipe export" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "run" / "model.safetensors").exists()

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from llmpipe.device import autocast, device_name, peak_flops, synchronize
+from llmpipe.device import autocast, configure_matmul, device_name, peak_flops, synchronize
 from llmpipe.model import ModelConfig, Transformer, config_from_preset, param_counts
 from llmpipe.params import BenchParams, ModelParams, TrainParams, as_dict
 from llmpipe.optim import make_optimizer
@@ -63,8 +63,8 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
               tp: TrainParams | None = None) -> dict[str, Any]:
     """Measure training throughput; returns the throughput record (see module docstring)."""
     torch.manual_seed(seed)
+    configure_matmul(device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     model = Transformer(cfg).to(device)
     opt = make_optimizer(model, tp or TrainParams(), device)

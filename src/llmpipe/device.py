@@ -30,6 +30,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def configure_matmul(device: torch.device) -> None:
+    """TF32 for fp32 matmuls on CUDA. Called by both bench and train, so the throughput the cost
+    gate projects from is measured with the same kernels training runs."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> 'bf16' on a CUDA device with bf16 support, else 'fp32'."""
     if precision == "auto":

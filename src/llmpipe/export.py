@@ -72,6 +72,20 @@ def _expected_names(cfg: dict[str, Any]) -> set[str]:
     return names
 
 
+def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
+    """The export replaces OUT whole, so OUT must be new, empty or an earlier export: never the
+    run itself, a folder holding it, or some other folder a typo pointed at."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or out in run.parents:
+        raise ValueError(f"{out_dir}: is (or holds) the run directory {run_dir}; export to a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        cfg = out / "config.json"
+        is_export = cfg.is_file() and '"LlamaForCausalLM"' in cfg.read_text(encoding="utf-8", errors="replace")
+        if not is_export:
+            raise ValueError(f"{out_dir}: exists and is not an earlier llmpipe export; choose a new or "
+                             "empty folder (the export replaces OUT whole)")
+
+
 def export_hf(run_dir: str | Path, out_dir: str | Path, tokenizer: str | Path) -> Path:
     """Write the HF folder `out_dir` (atomically: a temp dir renamed at the end)."""
     from safetensors.torch import load_file, save_file
@@ -80,6 +94,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tokenizer: str | Path) -
     from llmpipe.hf_tokenizer import spm_special_ids, write_hf_tokenizer
 
     run_dir, out_dir, tokenizer = Path(run_dir), Path(out_dir), Path(tokenizer)
+    _check_out_dir(run_dir, out_dir)
     for p in (run_dir / "config.json", run_dir / "model.safetensors", tokenizer):
         if not p.exists():
             raise FileNotFoundError(f"{p}: not found (did `dvc repro train` run? is --tokenizer right?)")

@@ -52,7 +52,8 @@ class TokenWindows:
     def offsets(self, stream: int, count: int) -> np.ndarray:
         """`count` window starts, uniform over the file, from the generator keyed (seed, stream)."""
         rng = np.random.default_rng([self.seed, stream])
-        return rng.integers(0, len(self.data) - self.context - 1, size=count, dtype=np.int64)
+        # a window spans context + 1 tokens, so starts run 0 .. len - context - 1 inclusive
+        return rng.integers(0, len(self.data) - self.context, size=count, dtype=np.int64)
 
     def gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y (len(starts), context) int64, y shifted by one token."""

@@ -32,7 +32,7 @@ from llmpipe import checkpoint as ckpt
 from llmpipe.atomic import write_json, write_text
 from llmpipe.bench import model_config, signature, tokenizer_info
 from llmpipe.cost import gate, spent
-from llmpipe.device import autocast, resolve_device, resolve_precision
+from llmpipe.device import autocast, configure_matmul, resolve_device, resolve_precision
 from llmpipe.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.log import get_logger, n
 from llmpipe.model import KVCache, ModelConfig, Transformer, flops_per_token, param_counts, save_model
@@ -82,10 +82,24 @@ def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
             "world": world, "total_steps": math.ceil(tp.tokens / tp.batch_tokens)}
 
 
-def fingerprint(data_meta: dict, cfg: ModelConfig, tp: TrainParams, world: int) -> tuple[str, dict]:
-    parts = {"data": hashlib.sha256(json.dumps(data_meta, sort_keys=True).encode()).hexdigest(),
+def data_identity(data_meta: dict) -> dict:
+    """What the weights depend on: the train token files themselves, not the mix's check params
+    (a `mix.tolerance` change rewrites data_meta.json but must not restart training)."""
+    files = data_meta.get("splits", {}).get("train", {}).get("files")
+    if not files:
+        return data_meta
+    return {"dtype": data_meta.get("dtype"), "vocab_size": data_meta.get("vocab_size"),
+            "train_sha256": {k: f.get("sha256") for k, f in sorted(files.items())}}
+
+
+def fingerprint(data_meta: dict, cfg: ModelConfig, tp: TrainParams, world: int,
+                precision: str, device_type: str) -> tuple[str, dict]:
+    """Resume only when everything that shapes the weights' trajectory is the same; the resolved
+    precision and device type count (`precision: auto` is fp32 on CPU but bf16 on CUDA)."""
+    ident = json.dumps(data_identity(data_meta), sort_keys=True).encode()
+    parts = {"data": hashlib.sha256(ident).hexdigest(),
              "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
-             "world": world}
+             "world": world, "precision": precision, "device_type": device_type}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 
 
@@ -174,6 +188,7 @@ class Trainer:
         self.t_start = time.perf_counter()  # measured spend includes setup time
         self.paths, self.tp, self.cp = paths, tp, cp
         self.device = resolve_device(tp.device)
+        configure_matmul(self.device)  # the same kernels bench measured
         self.acc = Accelerator(cpu=self.device.type == "cpu")
         self.main = self.acc.is_main_process
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
@@ -191,7 +206,8 @@ class Trainer:
                              f"{paths.tokenizer}; rerun `dvc repro mix`")
         self.cfg = model_config(mp, tok["vocab_size"])
         self.plan = batch_plan(tp, self.cfg.context, self.world)
-        self.fp, self.fp_parts = fingerprint(self.meta, self.cfg, tp, self.world)
+        self.fp, self.fp_parts = fingerprint(self.meta, self.cfg, tp, self.world, self.precision,
+                                             self.device.type)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -304,7 +320,9 @@ class Trainer:
         tok = load(self.paths.tokenizer)
         lines = [f"## step {self.step}\n"]
         for p in self.tp.sample_prompts:
-            ids = greedy(self.model, tok.encode(p) or [tok.eos_id], self.tp.sample_tokens, tok.eos_id, self.device)
+            # documents start after EOS (token files, eval and `llmpipe generate` prompt the same way)
+            ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id,
+                         self.device)
             lines.append(f"{p!r} -> {tok.decode(ids)!r}\n")
         with open(self.paths.out / "samples.txt", "a", encoding="utf-8") as f:
             f.write("".join(lines) + "\n")

@@ -40,12 +40,12 @@ def exp_run(repo, *overrides: str, target: str | None = None) -> set[str]:
 def locked_param(repo, stage: str, key: str):
     """The value of `key` that dvc.lock recorded for `stage`'s last run."""
     params = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["params"]["params.yaml"]
-    node = params
-    if key in node:
-        return node[key]
-    section, _, rest = key.partition(".")  # a whole section is tracked: walk into it
-    node = node[section]
-    for part in rest.split("."):
+    if key in params:
+        return params[key]
+    # a whole section (`filter.global`) is tracked: walk into it from the declared prefix
+    prefix = max((k for k in params if key.startswith(k + ".")), key=len)
+    node = params[prefix]
+    for part in key[len(prefix) + 1:].split("."):
         node = node[part]
     return node
 

@@ -81,8 +81,8 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
             cols[f"removed_{c}"].append(v)
         for k, v in signals.compute(raw, text, kind).items():
             cols[k].append(v)
-    cols["exact_hash"] = [minhash.exact_hash(t) for t in cols["text"]]
-    cols["minhash"] = minhash.signatures(cols["text"], ngram, num_perm, seed)  # (N, num_perm)
+    # one normalisation per text for both the exact hash and the signature (N, num_perm)
+    cols["exact_hash"], cols["minhash"] = minhash.hashes_and_signatures(cols["text"], ngram, num_perm, seed)
     return cols
 
 

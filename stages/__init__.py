@@ -3,3 +3,12 @@
 Run as modules (not `python stages/NAME.py`), so that the repo root, not this folder, leads
 sys.path and `stages/tokenize.py` cannot shadow the stdlib `tokenize` module.
 """
+
+import argparse
+
+
+def source_params(ap: argparse.ArgumentParser, params, name: str):
+    """`params.sources[name]`, or a usage error (exit 2) naming the sources params.yaml has."""
+    if name not in params.sources:
+        ap.error(f"--source {name!r} is not in params.yaml sources ({', '.join(params.sources)})")
+    return params.sources[name]

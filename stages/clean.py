@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llmpipe.clean.pipeline import clean_table, resolve_jobs
 from llmpipe.docs import missing_input
+from stages import source_params
 from llmpipe.log import Timer, get_logger, n
 from llmpipe.params import load_params
 
@@ -24,11 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=None, help="override clean.jobs (0 = all cores)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    if args.source not in params.sources:
-        ap.error(f"--source {args.source!r} is not in {args.params} sources: {sorted(params.sources)}")
+    kind = source_params(ap, params, args.source).kind
     if not Path(args.src).exists():
         raise missing_input(args.src, f"ingest@{args.source}")
-    kind = params.sources[args.source].kind
     jobs = resolve_jobs(params.clean.jobs if args.jobs is None else args.jobs)
     with Timer() as t:
         stats = clean_table(args.src, args.out, kind, params.clean, params.dedup.ngram,

@@ -13,6 +13,7 @@ from pathlib import Path
 from llmpipe.atomic import write_json
 from llmpipe.clean.rules import filter_table
 from llmpipe.docs import missing_input
+from stages import source_params
 from llmpipe.log import Timer, get_logger, n
 from llmpipe.params import load_params
 
@@ -28,11 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    if args.source not in params.sources:
-        ap.error(f"--source {args.source!r} is not in {args.params} sources: {sorted(params.sources)}")
+    kind = source_params(ap, params, args.source).kind
     if not Path(args.src).exists():
         raise missing_input(args.src, f"clean@{args.source}")
-    kind = params.sources[args.source].kind
     with Timer() as t:
         report = filter_table(args.src, args.out, args.rejects, kind, params.filter)
     write_json(args.report, report)

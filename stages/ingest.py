@@ -15,6 +15,7 @@ from llmpipe.atomic import write_json
 from llmpipe.log import get_logger
 from llmpipe.params import load_params
 from llmpipe.sources import SourceError, ingest_source
+from stages import source_params
 
 log = get_logger("ingest")
 
@@ -28,11 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
-    sources = load_params(a.params).sources
-    if a.source not in sources:
-        ap.error(f"--source {a.source!r} is not in params.yaml sources ({', '.join(sources)})")
+    source = source_params(ap, load_params(a.params), a.source)
     try:
-        report = ingest_source(a.source, sources[a.source], a.out, progress=not a.no_progress)
+        report = ingest_source(a.source, source, a.out, progress=not a.no_progress)
     except (SourceError, FileNotFoundError) as e:
         log.error(f"ingest {a.source}: {e}")
         return 2

@@ -37,6 +37,24 @@ def test_defaults(tmp_path):
                            "max_docs": None, "on_bad_record": "fail", "sample_docs": 0, "sample_seed": 0}
 
 
+def test_code_defaults_equal_the_shipped_params_yaml():
+    """Deleting a key from params.yaml must not change behaviour: the loader's default for every
+    key is the shipped value, except the ones that name sources (no sensible default for them)."""
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    full = as_dict(load_params(REPO / "params.yaml"))
+    with_defaults = as_dict(load_params_from(shipped["sources"]))
+    source_named = {"dedup": ["priority"], "mix": ["weights"]}
+    for section, keys in source_named.items():
+        for k in keys:
+            full[section].pop(k), with_defaults[section].pop(k)
+    assert with_defaults == full
+
+
+def load_params_from(sources: dict):
+    from llmpipe.params import Params, from_dict
+    return from_dict(Params, {"sources": sources}, "")
+
+
 @pytest.mark.parametrize("data, message", [
     (with_source(colour="red"), "sources.c4.colour: unknown key; allowed keys here: format, id_field, kind"),
     ({**BASE, "splt": {}}, "splt: unknown key; allowed keys here:"),

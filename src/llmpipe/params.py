@@ -102,6 +102,9 @@ def check_nonneg(value: float | int | None, key: str) -> None:
 
 # --------------------------------------------------------------------------- sections
 
+DEFAULT_PROMPTS = ("The history of the", "In the beginning", "Once upon a time, there was",
+                   "The most important thing about science is")
+
 SourceKind = Literal["c4", "wikipedia", "gutenberg", "fineweb"]
 
 
@@ -454,9 +457,9 @@ class MixParams(Section):
     on_short: Literal["repeat", "renormalize", "fail"] = "repeat"
     """A source with fewer train tokens than its share: repeat it, give its shortfall to the
     others, or fail."""
-    tolerance: float = 0.01
+    tolerance: float = 0.05
     """Largest allowed relative miss |realised - target| / target of a source's train tokens."""
-    max_val_overlap: float = 0.01
+    max_val_overlap: float = 0.05
     """Largest allowed share of val documents sharing a 13-word n-gram with train."""
 
     def __post_init__(self) -> None:
@@ -497,16 +500,16 @@ class ModelParams(Section):
 class TrainParams(Section):
     """Training run (`train.*`). Steps are optimizer steps of `batch_tokens` tokens each."""
 
-    tokens: int = 1_000_000
+    tokens: int = 409_600
     """Training tokens; steps = ceil(tokens / batch_tokens); the tokens actually seen are counted."""
     lr: float = 3e-3
-    batch_tokens: int = 8192
+    batch_tokens: int = 4096
     """Global batch in tokens (all devices, all accumulation micro-steps): a multiple of
     micro_batch * context * num_processes."""
     micro_batch: int = 8
     """Sequences per forward/backward per device."""
     seed: int = 0
-    warmup: int = 20
+    warmup: int = 10
     """Linear warmup steps."""
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     decay_fraction: float = 0.2
@@ -523,11 +526,11 @@ class TrainParams(Section):
     ema: float = 0.0
     """EMA decay of the weights (e.g. 0.999); 0 -> off. With EMA the final model is the EMA."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_every: int = 50
+    eval_every: int = 25
     eval_batches: int = 4
-    ckpt_every: int = 50
+    ckpt_every: int = 25
     keep_ckpts: int = 2
-    log_every: int = 10
+    log_every: int = 5
     spike_sigma: float = 6.0
     """Skip an update whose loss exceeds mean + spike_sigma * std of the last spike_window
     losses; 0 -> off."""
@@ -639,7 +642,7 @@ class EvalParams(Section):
     batch_size: int = 16
     """Windows of `model.context` tokens per forward pass."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    prompts: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     """Prompt suite for reports/samples.md (greedy and sampled continuation of each)."""
     prompts_file: Optional[str] = None
     """Extra prompts, one per line (blank lines and lines starting with # skipped)."""

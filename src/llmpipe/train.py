@@ -35,7 +35,8 @@ from llmpipe.cost import gate, spent
 from llmpipe.device import autocast, configure_matmul, resolve_device, resolve_precision
 from llmpipe.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.log import get_logger, n
-from llmpipe.model import KVCache, ModelConfig, Transformer, flops_per_token, param_counts, save_model
+from llmpipe.generate import generate
+from llmpipe.model import ModelConfig, Transformer, flops_per_token, param_counts, save_model
 from llmpipe.optim import EMA, lr_at, make_optimizer
 from llmpipe.params import CostParams, ModelParams, TrainParams
 
@@ -137,24 +138,14 @@ def evaluate(model: Transformer, batches: list, device: torch.device, precision:
     return total / len(batches)
 
 
-@torch.no_grad()
-def greedy(model: Transformer, ids: list[int], new_tokens: int, eos: int, device: torch.device) -> list[int]:
-    """Greedy continuation with a KV cache (prompt truncated to fit the context)."""
+def greedy(model: Transformer, ids: list[int], new_tokens: int, eos: int) -> list[int]:
+    """Greedy continuation (KV cache; the prompt is cut to fit the context), EOS not included."""
     model.eval()
-    ids = ids[-(model.cfg.context - new_tokens):] if new_tokens < model.cfg.context else ids[-1:]
-    cache = KVCache(model.cfg, 1, min(model.cfg.context, len(ids) + new_tokens), device)
-    logits, _ = model(torch.tensor([ids], device=device), cache=cache)
-    out = []
-    while len(out) < new_tokens and cache.pos < cache.max_len:
-        nxt = int(logits[0, -1].argmax())
-        if nxt == eos:
-            break
-        out.append(nxt)
-        if cache.pos >= cache.max_len:
-            break
-        logits, _ = model(torch.tensor([[nxt]], device=device), cache=cache)
-    model.train()
-    return out
+    try:
+        out = generate(model, ids, min(new_tokens, model.cfg.context - 1), stop_id=eos)
+    finally:
+        model.train()
+    return out[:-1] if out and out[-1] == eos else out
 
 
 def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
@@ -321,8 +312,7 @@ class Trainer:
         lines = [f"## step {self.step}\n"]
         for p in self.tp.sample_prompts:
             # documents start after EOS (token files, eval and `llmpipe generate` prompt the same way)
-            ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id,
-                         self.device)
+            ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id)
             lines.append(f"{p!r} -> {tok.decode(ids)!r}\n")
         with open(self.paths.out / "samples.txt", "a", encoding="utf-8") as f:
             f.write("".join(lines) + "\n")

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup", type=Path, required=True)
     ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer/spm.model"))
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--jobs", type=int, default=0, help="worker processes; 0 -> all cores (output is the same)")
+    ap.add_argument("--jobs", type=int, default=0, help="worker processes; 0 -> all cores, one per 4 MiB of text at most (output is the same)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     split = load_params(args.params).split

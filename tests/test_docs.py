@@ -26,8 +26,24 @@ def test_write_and_stream_back(tmp_path):
     assert pq.read_schema(out).equals(DOC_SCHEMA) and num_rows(out) == 5000
     assert pq.ParquetFile(out).metadata.row_group(0).column(0).compression == "ZSTD"
     batches = list(read_batches(out, columns=["id"], batch_size=1000))
-    assert [b.num_rows for b in batches] == [1000] * 5 and batches[0].schema.names == ["id"]
+    # row groups of 2048 rows, read 1000 at a time, one row group at a time
+    assert [b.num_rows for b in batches] == [1000, 1000, 48] * 2 + [904] and batches[0].schema.names == ["id"]
     assert [d["id"] for d in iter_docs(out)] == [f"d{i}" for i in range(5000)]
+
+
+def test_row_groups_are_capped_by_bytes_and_batches_stay_inside_them(tmp_path, monkeypatch):
+    import llmpipe.docs as docs
+    monkeypatch.setattr(docs, "ROW_GROUP_BYTES", 50_000)  # stands in for 64 MiB: "books" of 10 kB
+    texts = [f"{i} " + "x" * 10_000 for i in range(40)]
+    with TableWriter(tmp_path / "t.parquet") as w:
+        w.write({"id": [str(i) for i in range(40)], "source": ["s"] * 40, "text": texts,
+                 "url": [None] * 40, "meta": [None] * 40})  # one 400 kB batch
+    md = pq.ParquetFile(tmp_path / "t.parquet").metadata
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    assert sum(sizes) == 40 and md.num_row_groups >= 8 and max(sizes) <= 5
+    batches = list(read_batches(tmp_path / "t.parquet", ["text"]))
+    assert [b.num_rows for b in batches] == sizes  # none spans two row groups
+    assert [t for b in batches for t in b.column(0).to_pylist()] == texts
 
 
 def test_exception_mid_write_leaves_no_output(tmp_path):

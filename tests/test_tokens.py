@@ -113,6 +113,15 @@ def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
         assert (tmp_path / "small" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
 
 
+def test_output_does_not_depend_on_encode_call_size(built, tmp_path, monkeypatch):
+    import llmpipe.encode as enc
+    monkeypatch.setattr(enc, "ENCODE_CHARS", 1)  # one SentencePiece call per document (jobs=1: in this process)
+    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "one",
+                    source="a", val_fraction=VAL, seed=0, jobs=1)
+    for name in sorted(p.name for p in (built / "tokens/a").iterdir()):
+        assert (tmp_path / "one" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
+
+
 def test_empty_source_gives_valid_empty_files(built, tmp_path):
     from llmpipe.docs import write_docs
     write_docs(tmp_path / "empty.parquet", [])

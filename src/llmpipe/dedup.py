@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .docs import DOC_COLUMNS, DOC_SCHEMA, ROW_GROUP_SIZE, TableWriter, missing_input
+from .docs import DOC_COLUMNS, DOC_SCHEMA, TableWriter, missing_input, read_batches
 from .minhash import mix64
 from .params import DedupParams
 
@@ -35,13 +35,6 @@ KEPT, EXACT, NEAR = 0, 1, 2
 REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate"}
 REPORT_AT = (0.7, 0.8, 0.9)   # Jaccard levels whose detection probability the report gives
 _PAIR_CHUNK = 1 << 16         # candidate pairs verified per step: 64k x num_perm bytes of bools
-
-
-def _batches(path: Path, columns: list[str]):
-    """Stream record batches without read-ahead: pyarrow's default pre-buffering holds about
-    the whole file in memory while iterating, which would defeat streaming here."""
-    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    yield from pf.iter_batches(batch_size=ROW_GROUP_SIZE, columns=columns)
 
 
 def detection_probability(s, bands: int, rows: int):
@@ -128,7 +121,7 @@ def load_index(paths: dict[str, Path], num_perm: int, priority: list[str]) -> In
     sig = np.empty((n_docs, num_perm), np.uint32)       # filled in place: no second copy
     for k, path in enumerate(paths.values()):
         row = 0
-        for batch in _batches(path, ["id", "exact_hash", "minhash"]):
+        for batch in read_batches(path, ["id", "exact_hash", "minhash"]):
             lo = int(offsets[k]) + row
             sig[lo: lo + batch.num_rows] = _signature_block(batch.column("minhash"), num_perm,
                                                             Path(path), row)
@@ -280,7 +273,7 @@ def write_kept(index: Index, dec: Decision, in_paths: dict[str, Path],
         chars_in = chars_kept = 0
         row = 0
         with TableWriter(out_paths[src], DOC_SCHEMA) as w:
-            for batch in _batches(in_paths[src], DOC_COLUMNS):
+            for batch in read_batches(in_paths[src], DOC_COLUMNS):
                 keep = status[row: row + batch.num_rows] == KEPT
                 lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
                 chars_in += int(lengths.sum())

@@ -31,7 +31,9 @@ DOC_SCHEMA = pa.schema([
     pa.field("meta", pa.string()),
 ])
 DOC_COLUMNS = DOC_SCHEMA.names
-ROW_GROUP_SIZE = 2048  # documents per row group: a few MB of text, cheap to stream
+ROW_GROUP_SIZE = 2048  # documents per row group: a few MB of web text, cheap to stream
+ROW_GROUP_BYTES = 64 << 20  # ... or fewer, so that a row group holds at most ~64 MiB: 2048 books
+                            # would be ~800 MB, and readers hold one row group in memory
 
 
 def content_id(text: str) -> str:
@@ -40,7 +42,8 @@ def content_id(text: str) -> str:
 
 
 class TableWriter:
-    """Stream record batches to `path` atomically.
+    """Stream record batches to `path` atomically, in row groups of `row_group_size` rows or
+    ROW_GROUP_BYTES (whichever is reached first; a single larger row is a row group of its own).
 
     >>> with TableWriter(out, DOC_SCHEMA) as w:
     ...     w.write({"id": [...], "source": [...], "text": [...], "url": [...], "meta": [...]})
@@ -53,7 +56,7 @@ class TableWriter:
         self.row_group_size = row_group_size
         self.rows = 0
         self._buf: list[pa.RecordBatch] = []
-        self._buf_rows = 0
+        self._buf_rows = self._buf_bytes = 0
 
     def __enter__(self) -> "TableWriter":
         self._ctx = atomic_path(self.path)
@@ -74,22 +77,32 @@ class TableWriter:
                 if batch.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
         if batch.num_rows == 0:
             return
-        self._buf.append(batch)
-        self._buf_rows += batch.num_rows
-        self.rows += batch.num_rows
-        if self._buf_rows >= self.row_group_size:
-            self._flush()
+        step = max(1, batch.num_rows * ROW_GROUP_BYTES // max(batch.nbytes, 1))
+        for lo in range(0, batch.num_rows, step):  # one piece unless the batch is over ROW_GROUP_BYTES
+            piece = batch.slice(lo, step)
+            if self._buf and self._buf_bytes + piece.nbytes > ROW_GROUP_BYTES:
+                self._flush(everything=True)
+            self._buf.append(piece)
+            self._buf_rows += piece.num_rows
+            self._buf_bytes += piece.nbytes
+            self.rows += piece.num_rows
+            if self._buf_rows >= self.row_group_size:
+                self._flush()
 
-    def _flush(self) -> None:
-        if self._buf:
-            self._writer.write_table(pa.Table.from_batches(self._buf, schema=self.schema),
-                                     row_group_size=self.row_group_size)
-            self._buf, self._buf_rows = [], 0
+    def _flush(self, everything: bool = False) -> None:
+        """Write full row groups of `row_group_size` rows and keep the rest buffered, or write it all."""
+        if not self._buf:
+            return
+        table = pa.Table.from_batches(self._buf, schema=self.schema)
+        keep = 0 if everything else table.num_rows % self.row_group_size
+        self._writer.write_table(table.slice(0, table.num_rows - keep), row_group_size=self.row_group_size)
+        rest = table.slice(table.num_rows - keep)
+        self._buf, self._buf_rows, self._buf_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self._flush()
+                self._flush(everything=True)
         finally:
             self._writer.close()
             self._ctx.__exit__(exc_type, exc, tb)
@@ -113,11 +126,13 @@ def write_docs(path: str | Path, rows: Iterable[dict], schema: pa.Schema = DOC_S
 
 def read_batches(path: str | Path, columns: list[str] | None = None,
                  batch_size: int = ROW_GROUP_SIZE) -> Iterator[pa.RecordBatch]:
-    """Stream a table in batches; memory stays bounded by the batch size."""
+    """Stream a table in batches; memory stays bounded by the batch size and the row group size."""
     # pre_buffer=False: pyarrow otherwise reads ahead about the whole file, so memory would grow
-    # with the table instead of the batch.
-    pf = pq.ParquetFile(path, pre_buffer=False)
-    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+    # with the table instead of the batch. One row group at a time: a batch never spans two, so
+    # ROW_GROUP_BYTES bounds it for tables we wrote, even when 2048 rows are 2048 books.
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    for rg in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[rg])
 
 
 def iter_docs(path: str | Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -16,7 +16,8 @@ fixed blocks of WRITE_DOCS documents, so the output bytes depend neither on the 
 nor on the task sizes. Workers are forked from a fork server that imported this module once,
 instead of each starting an interpreter and importing numpy/pyarrow itself (spawn), and they never
 touch pyarrow. Memory: at most IN_FLIGHT x workers tasks in flight (each <= TASK_BYTES_MAX of
-text) plus one row group in the parent, whatever the corpus size.
+text), one row group in the parent (<= docs.ROW_GROUP_BYTES) and, per worker, the Python ints of
+one SentencePiece call (ENCODE_CHARS of text), whatever the corpus size.
 """
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ log = get_logger("tokenize")
 _W: dict = {}  # per-worker state: the SentencePiece processor, EOS id and token dtype
 TASKS_PER_WORKER = 8  # tasks per worker: enough that the uneven last tasks balance out
 TASK_BYTES_MIN = 1 << 18  # 256 KiB of text (~70k tokens, ~0.1 s): amortises the per-task overhead
-TASK_BYTES_MAX = 1 << 22  # 4 MiB of text: bounds worker and in-flight memory on any corpus size
+TASK_BYTES_MAX = 1 << 20  # 1 MiB of text: bounds worker and in-flight memory on any corpus size
+ENCODE_CHARS = 1 << 17  # characters per SentencePiece call in a worker: its list of Python ints
+                        # (~40 bytes per token) stays ~5 MB instead of growing with the task
+WORKER_BYTES_MIN = 4 << 20  # with jobs=0 (all cores), one worker per 4 MiB of text at most: starting
+                            # the pool costs ~0.4 s, which a smaller source does not win back
 IN_FLIGHT = 4  # tasks per worker submitted ahead: workers stay busy while the parent waits, in
                # order, for a slow task (a long book); bounds memory to 4 x workers x task size
 WRITE_DOCS = 256  # documents per SplitWriter.add, aligned to row groups: fixes the .docs.parquet
@@ -85,8 +90,19 @@ def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.nd
 
 
 def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Worker: encode one task's texts in one thread (parallelism = the processes)."""
-    return _flatten(_W["sp"].encode(texts, num_threads=1), _W["eos"], _W["dtype"])
+    """Worker: encode one task's texts in one thread (parallelism = the processes), ENCODE_CHARS at a time."""
+    sp, eos, dtype = _W["sp"], _W["eos"], _W["dtype"]
+    parts, lo = [], 0
+    while lo < len(texts):
+        hi, chars = lo + 1, len(texts[lo])
+        while hi < len(texts) and chars < ENCODE_CHARS:
+            chars += len(texts[hi])
+            hi += 1
+        parts.append(_flatten(sp.encode(texts[lo:hi], num_threads=1), eos, dtype))
+        lo = hi
+    if len(parts) <= 1:
+        return parts[0] if parts else _flatten([], eos, dtype)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _tasks(path: Path, task_bytes: int, is_val_doc) -> Iterator[tuple]:
@@ -166,10 +182,12 @@ def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir:
     tok = load(tokenizer_path)
     dtype = token_dtype(tok.vocab_size)
     meta_pq = pq.ParquetFile(dedup_path).metadata
-    jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), meta_pq.num_rows))
     text_col = [meta_pq.schema.column(i).path for i in range(len(meta_pq.schema))].index("text")
     text_bytes = sum(meta_pq.row_group(rg).column(text_col).total_uncompressed_size
-                     for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes tasks
+                     for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes the work
+    if not jobs:  # all cores, but no worker for less than WORKER_BYTES_MIN of text
+        jobs = min(len(os.sched_getaffinity(0)), int(text_bytes // WORKER_BYTES_MIN))
+    jobs = max(1, min(jobs, meta_pq.num_rows))
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     forced = forced_val_ids(dedup_path, seed, min_val_docs) if min_val_docs else frozenset()
     log.info("tokenize %s: %d docs, ~%.1f MB of text in tasks of ~%.2f MB on %d workers; "

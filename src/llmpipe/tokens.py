@@ -53,15 +53,21 @@ def token_dtype(vocab_size: int) -> np.dtype:
 # --------------------------------------------------------------------------- writer
 
 class SplitWriter:
-    """Append documents to SPLIT.bin/.idx/.docs.parquet in `out_dir`, hashing as it goes."""
+    """Append documents to SPLIT.bin/.idx/.docs.parquet in `out_dir`, hashing as it goes (memory
+    stays constant: the .idx offsets are written as the documents arrive, not kept)."""
 
     def __init__(self, out_dir: Path, split: str, dtype: np.dtype):
         self.dir, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
         self.bin = open(self.dir / f"{split}.bin", "wb")
-        self.bin_sha = hashlib.sha256()
-        self.lengths: list[np.ndarray] = []
+        self.idx = open(self.dir / f"{split}.idx", "wb")
+        self.bin_sha, self.idx_sha = hashlib.sha256(), hashlib.sha256()
         self.docs = self.tokens = self.utf8_bytes = 0
+        self._write_idx(np.zeros(1, np.uint64))
         self.table = TableWriter(self.dir / f"{split}.docs.parquet", DOCS_SCHEMA).__enter__()
+
+    def _write_idx(self, offsets: np.ndarray) -> None:
+        self.idx.write(offsets.data)
+        self.idx_sha.update(offsets.data)
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray, utf8_bytes: np.ndarray,
             ids: list[str], sources: list[str]) -> None:
@@ -70,7 +76,7 @@ class SplitWriter:
         assert len(tokens) == int(lengths.sum()) and len(ids) == len(lengths) == len(utf8_bytes)
         self.bin.write(tokens.data)
         self.bin_sha.update(tokens.data)
-        self.lengths.append(np.asarray(lengths, dtype=np.uint64))
+        self._write_idx(self.tokens + np.cumsum(lengths, dtype=np.uint64))
         self.docs += len(ids)
         self.tokens += len(tokens)
         self.utf8_bytes += int(np.sum(utf8_bytes))
@@ -78,13 +84,10 @@ class SplitWriter:
 
     def close(self) -> dict:
         self.bin.close()
+        self.idx.close()
         self.table.__exit__(None, None, None)
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.uint64)
-        idx = np.zeros(len(lengths) + 1, dtype=np.uint64)
-        np.cumsum(lengths, out=idx[1:])
-        idx.tofile(self.dir / f"{self.split}.idx")
         files = {"bin": (f"{self.split}.bin", self.bin_sha.hexdigest()),
-                 "idx": (f"{self.split}.idx", hashlib.sha256(idx.data).hexdigest()),
+                 "idx": (f"{self.split}.idx", self.idx_sha.hexdigest()),
                  "docs": (f"{self.split}.docs.parquet", sha256_file(self.dir / f"{self.split}.docs.parquet"))}
         return {"docs": self.docs, "tokens": self.tokens, "utf8_bytes": self.utf8_bytes,
                 "files": {k: {"name": name, "bytes": (self.dir / name).stat().st_size, "sha256": sha}

@@ -122,6 +122,15 @@ def test_output_does_not_depend_on_encode_call_size(built, tmp_path, monkeypatch
         assert (tmp_path / "one" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
 
 
+def test_worker_count():
+    from llmpipe.encode import WORKER_BYTES_MIN, worker_count
+    assert worker_count(0, 0.5e6, 100, cores=16) == 1          # the sample: in-process, no pool start
+    assert worker_count(0, 3 * WORKER_BYTES_MIN, 10_000, cores=16) == 3
+    assert worker_count(0, 1e12, 10_000, cores=16) == 16       # big corpus: every core
+    assert worker_count(2, 100, 10, cores=16) == 2             # an explicit count is kept ...
+    assert worker_count(8, 1e9, 3, cores=16) == 3              # ... up to one worker per document
+
+
 def test_empty_source_gives_valid_empty_files(built, tmp_path):
     from llmpipe.docs import write_docs
     write_docs(tmp_path / "empty.parquet", [])

@@ -77,6 +77,14 @@ def forced_val_ids(path: Path, seed: int, min_val_docs: int) -> frozenset:
     return frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
 
 
+def worker_count(jobs: int, text_bytes: float, docs: int, cores: int | None = None) -> int:
+    """`jobs` workers (never more than documents); 0 -> all cores, but at most one per
+    WORKER_BYTES_MIN of text (1 = encode in this process)."""
+    if not jobs:
+        jobs = min(cores or len(os.sched_getaffinity(0)), int(text_bytes // WORKER_BYTES_MIN))
+    return max(1, min(jobs, docs))
+
+
 def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate documents, each closed by EOS: (tokens, lengths incl. EOS)."""
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1
@@ -185,9 +193,7 @@ def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir:
     text_col = [meta_pq.schema.column(i).path for i in range(len(meta_pq.schema))].index("text")
     text_bytes = sum(meta_pq.row_group(rg).column(text_col).total_uncompressed_size
                      for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes the work
-    if not jobs:  # all cores, but no worker for less than WORKER_BYTES_MIN of text
-        jobs = min(len(os.sched_getaffinity(0)), int(text_bytes // WORKER_BYTES_MIN))
-    jobs = max(1, min(jobs, meta_pq.num_rows))
+    jobs = worker_count(jobs, text_bytes, meta_pq.num_rows)
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     forced = forced_val_ids(dedup_path, seed, min_val_docs) if min_val_docs else frozenset()
     log.info("tokenize %s: %d docs, ~%.1f MB of text in tasks of ~%.2f MB on %d workers; "

@@ -7,7 +7,8 @@ pieces, "\\n", whitespace bytes, control ids). SentencePiece never lets a piece 
 boundary, so identical text gives identical words; re-wrapped whitespace ("a\\nb" vs "a b") can
 tokenize a word differently and hide an overlap (an approximation we accept).
 
-word hash   = sum over its tokens of mix64(token * K1 + position)          (uint64, wraps)
+word hash   = sum over its tokens of mix64(token * K1 + position)          (uint64, wraps;
+              mix64 = the MurmurHash3 finaliser of llmpipe.minhash)
 n-gram hash = sum over j < n of mix64(word_hash[i + j] + j * K2)            (only within one doc)
 Train n-gram hashes go into a sorted unique numpy array (the "set"; lookups by binary search).
 Memory is bounded: when train has more than MAX_TRAIN_NGRAMS n-grams we keep only hashes with h % 2^k == 0 for both
@@ -18,23 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .minhash import mix64  # in place: every call here passes a fresh temporary
 from .tokenizer import Tokenizer
 from .tokens import TokenFile
 
 MAX_TRAIN_NGRAMS = 1 << 26  # 64M hashes = 512 MiB at most for the train set
 K1, K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 DOC_CHUNK = 1 << 22  # tokens per processing chunk
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def sorted_unique(h: np.ndarray) -> np.ndarray:

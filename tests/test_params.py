@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmpipe.params import ParamsError, SourceParams, SplitParams, as_dict, load_params
+from llmpipe.params import Params, ParamsError, SourceParams, SplitParams, as_dict, from_dict, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}}}
@@ -42,17 +42,12 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     key is the shipped value, except the ones that name sources (no sensible default for them)."""
     shipped = yaml.safe_load((REPO / "params.yaml").read_text())
     full = as_dict(load_params(REPO / "params.yaml"))
-    with_defaults = as_dict(load_params_from(shipped["sources"]))
+    with_defaults = as_dict(from_dict(Params, {"sources": shipped["sources"]}, ""))
     source_named = {"dedup": ["priority"], "mix": ["weights"]}
     for section, keys in source_named.items():
         for k in keys:
             full[section].pop(k), with_defaults[section].pop(k)
     assert with_defaults == full
-
-
-def load_params_from(sources: dict):
-    from llmpipe.params import Params, from_dict
-    return from_dict(Params, {"sources": sources}, "")
 
 
 @pytest.mark.parametrize("data, message", [

@@ -18,9 +18,11 @@ from llmpipe.atomic import write_json
 from llmpipe.bench import env_info, model_config, run_bench
 from llmpipe.device import resolve_device, resolve_precision
 from llmpipe.log import get_logger, n
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 
 
+@entry("bench")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/throughput.json"))

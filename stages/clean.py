@@ -13,9 +13,11 @@ from llmpipe.clean.pipeline import clean_table, resolve_jobs
 from llmpipe.docs import missing_input
 from stages import source_params
 from llmpipe.log import Timer, get_logger, n
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 
 
+@entry("clean")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")

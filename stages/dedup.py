@@ -17,9 +17,11 @@ from llmpipe.atomic import write_json
 from llmpipe.dedup import dedup
 from llmpipe.docs import num_rows
 from llmpipe.log import Timer, get_logger, n
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 
 
+@entry("dedup")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--in-dir", type=Path, default=Path("data/filtered"))

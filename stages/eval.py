@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 
-from llmpipe.evaluate import RegressionError, run_eval
+from llmpipe.evaluate import run_eval
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 
 
+@entry("eval")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -27,12 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     params = load_params(a.params)
     token_dirs = {src: Path(a.tokens) / src for src in params.sources}
-    try:
-        run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
-                 samples_path=a.samples, plot_path=a.plot)
-    except RegressionError as e:
-        print(f"eval: {e}", file=sys.stderr)
-        return 1
+    run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
+             samples_path=a.samples, plot_path=a.plot)
     return 0
 
 

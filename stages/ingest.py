@@ -12,14 +12,14 @@ import sys
 import argparse
 
 from llmpipe.atomic import write_json
-from llmpipe.log import get_logger
+from llmpipe.errors import entry
 from llmpipe.params import load_params
-from llmpipe.sources import SourceError, ingest_source
+from llmpipe.sources import ingest_source
 from stages import source_params
 
-log = get_logger("ingest")
 
 
+@entry("ingest")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="a key of `sources` in params.yaml")
@@ -30,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     source = source_params(ap, load_params(a.params), a.source)
-    try:
-        report = ingest_source(a.source, source, a.out, progress=not a.no_progress)
-    except (SourceError, FileNotFoundError) as e:
-        log.error(f"ingest {a.source}: {e}")
-        return 2
+    report = ingest_source(a.source, source, a.out, progress=not a.no_progress)
     if a.report:
         write_json(a.report, report)
     return 0

@@ -14,9 +14,11 @@ from pathlib import Path
 from llmpipe.atomic import write_json
 from llmpipe.log import Timer, get_logger, n
 from llmpipe.mix import build_mix, summary
+from llmpipe.errors import entry
 from llmpipe.params import as_dict, load_params
 
 
+@entry("mix")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=Path, default=Path("data/tokens"))

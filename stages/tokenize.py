@@ -12,9 +12,11 @@ from pathlib import Path
 
 from llmpipe.encode import tokenize_source
 from llmpipe.log import Timer, get_logger, n
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 
 
+@entry("tokenize")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True)

@@ -13,10 +13,12 @@ import os
 from pathlib import Path
 
 from llmpipe.log import Timer, get_logger, n
+from llmpipe.errors import entry
 from llmpipe.params import load_params
 from llmpipe.tokenizer import build_tokenizer
 
 
+@entry("tokenizer")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dedup", type=Path, default=Path("data/dedup"))

@@ -6,7 +6,7 @@
 
 Writes OUT/model.safetensors + config.json, OUT/cost.json (projection, then actual spend),
 OUT/samples.txt; checkpoints in OUT/ckpt and DVCLive logs in OUT/live (both persist, so a
-killed run resumes on the next `dvc repro`). Exits 1 with one message when the cost gate
+killed run resumes on the next `dvc repro`). Exits 2 with one line when the cost gate
 refuses, the overfit check fails or the loss goes non-finite.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ import argparse
 from pathlib import Path
 
 
-from llmpipe.cost import CostGateError
-from llmpipe.log import get_logger
+from llmpipe.errors import entry
 from llmpipe.params import load_params
-from llmpipe.train import OverfitCheckFailed, Paths, TrainingStopped, train
+from llmpipe.train import Paths, train
 
 
+@entry("train")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data/mix"))
@@ -30,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    try:
-        train(Paths(args.data, args.tokenizer, args.throughput, args.out), p.model, p.train, p.cost)
-    except (CostGateError, OverfitCheckFailed, TrainingStopped, FileNotFoundError, ValueError) as e:
-        get_logger("train").error("%s", e)
-        return 1
+    train(Paths(args.data, args.tokenizer, args.throughput, args.out), p.model, p.train, p.cost)
     return 0
 
 

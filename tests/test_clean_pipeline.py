@@ -64,10 +64,10 @@ def test_output_bytes_do_not_depend_on_jobs_or_batching(tmp_path):
     assert pq.read_table(a).equals(pq.read_table(b))
 
 
-def test_clean_stage_refuses_missing_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="did you run `dvc repro ingest@c4`"):
-        stage("clean").main(["--source", "c4", "--in", str(tmp_path / "nope.parquet"),
-                             "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")])
+def test_clean_stage_refuses_missing_input(tmp_path, capsys):
+    assert stage("clean").main(["--source", "c4", "--in", str(tmp_path / "nope.parquet"),
+                                "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")]) == 2
+    assert "did you run `dvc repro ingest@c4`" in capsys.readouterr().err
     assert not (tmp_path / "o.parquet").exists()
 
 

@@ -91,3 +91,30 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_source_params_direct_construction_checks():
     with pytest.raises(ValueError, match="max_docs: must be > 0"):
         SourceParams(kind="c4", uri="x", max_docs=-5)
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("lr: 6e-4", "lr", 6e-4),          # PyYAML (YAML 1.1) reads these two as strings
+    ("eps: 1e-05", "eps", 1e-05),      # what `dvc exp run -S train.eps=0.00001` writes
+    ("tokens: 1E3", "tokens", 1000),   # an integral float is accepted for an integer key
+    ("spike_sigma: 1.5e1", "spike_sigma", 15.0),
+])
+def test_params_parse_as_yaml_1_2_numbers(tmp_path, text, key, value):
+    tp = load(tmp_path, "sources: {c4: {kind: c4, uri: 'sample://c4'}}\ntrain:\n  " + text + "\n").train
+    assert getattr(tp, key) == value and type(getattr(tp, key)) is type(value)
+
+
+def test_non_finite_and_fractional_numbers_are_refused(tmp_path):
+    head = "sources: {c4: {kind: c4, uri: 'sample://c4'}}\n"
+    with pytest.raises(ParamsError, match=r"mix.weights.c4: must be a finite number, got inf"):
+        load(tmp_path, head + "mix: {weights: {c4: .inf}}\n")
+    with pytest.raises(ParamsError, match=r"train.lr: must be a finite number, got nan"):
+        load(tmp_path, head + "train: {lr: .nan}\n")
+    with pytest.raises(ParamsError, match=r"train.tokens: expected an integer, got 1000.5"):
+        load(tmp_path, head + "train: {tokens: 1000.5}\n")
+
+
+def test_duplicate_key_is_refused_with_its_line(tmp_path):
+    text = "sources: {c4: {kind: c4, uri: 'sample://c4'}}\ntrain:\n  lr: 6e-4\n  warmup: 3\n  lr: 3e-3\n"
+    with pytest.raises(ParamsError, match=r"params\.yaml:5: key 'lr' is given twice in one mapping; keep one"):
+        load(tmp_path, text)

@@ -188,14 +188,14 @@ def test_cost_gate_refusal_writes_nothing(work):
     p["cost"]["max_cost"] = 0.0
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     r = stage(work, "train")
-    assert r.returncode == 1 and "cost gate: training 3,072 tokens" in r.stderr
+    assert r.returncode == 2 and "cost gate: training 3,072 tokens" in r.stderr
     assert "over cost.max_cost = $0.00" in r.stderr and not (work / "runs/train").exists()
 
 
 def test_mismatched_benchmark_fails_closed(work):
     set_train(work, micro_batch=8)  # bench measured micro_batch 4
     r = stage(work, "train")
-    assert r.returncode == 1 and "micro_batch: measured 4, this run 8" in r.stderr
+    assert r.returncode == 2 and "micro_batch: measured 4, this run 8" in r.stderr
     assert "dvc repro bench" in r.stderr and not (work / "runs/train").exists()
 
 
@@ -239,7 +239,7 @@ def test_fingerprint_mismatch_starts_fresh_and_harmless_change_resumes(reference
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(work):
     set_train(work, lr=1e30, warmup=0, overfit_check=False, ckpt_every=1, spike_sigma=0.0)
     r = stage(work, "train")
-    assert r.returncode == 1 and "non-finite loss (nan) at step 1" in r.stderr
+    assert r.returncode == 2 and "non-finite loss (nan) at step 1" in r.stderr
     assert sorted(p.name for p in (work / "runs/train/ckpt").iterdir()) == ["step_00000001"]
     assert not (work / "runs/train/model.safetensors").exists()
 

@@ -10,6 +10,8 @@ micro-batch, context, precision, compile setting or device does not price this r
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import importlib.metadata
 import json
 import platform
@@ -45,7 +47,7 @@ def model_config(mp: ModelParams, vocab_size: int) -> ModelConfig:
     cfg = config_from_preset(mp.preset, vocab_size=vocab_size,
                              **({"vocab_size": mp.vocab_size} if mp.vocab_size else {}), **over)
     if cfg.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size {cfg.vocab_size} (preset {mp.preset!r}) is smaller than the "
+        raise UserError(f"model.vocab_size {cfg.vocab_size} (preset {mp.preset!r}) is smaller than the "
                          f"tokenizer's {vocab_size}; set model.vocab_size: null or >= {vocab_size}")
     return cfg
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import report, user_message
+
 
 def _verify(a: argparse.Namespace) -> int:
     from .tokens import verify_path
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"llmpipe {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is a user error
+        if user_message(e) is None:
+            raise
+        return report(f"llmpipe {args.cmd}", e)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ wall-clock time so far so the loop can stop at a checkpoint when it reaches `max
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -22,7 +24,7 @@ from llmpipe.params import CostParams
 log = get_logger("cost")
 
 
-class CostGateError(RuntimeError):
+class CostGateError(UserError, RuntimeError):
     """The run would cost too much, or its cost cannot be projected."""
 
 

@@ -19,6 +19,8 @@ texts are streamed once at the end, when the kept rows are written.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +95,11 @@ def _signature_block(col: pa.ChunkedArray | pa.Array, num_perm: int, path: Path,
     if len(arr) == 0:
         return np.empty((0, num_perm), np.uint32)
     if arr.null_count:
-        raise ValueError(f"{path}: column minhash has {arr.null_count} null rows; rerun clean")
+        raise UserError(f"{path}: column minhash has {arr.null_count} null rows; rerun clean")
     lengths = pc.list_value_length(arr).to_numpy()
     if (lengths != num_perm).any():
         row = int(np.flatnonzero(lengths != num_perm)[0])
-        raise ValueError(f"{path}: row {first_row + row}: minhash has {lengths[row]} slots but "
+        raise UserError(f"{path}: row {first_row + row}: minhash has {lengths[row]} slots but "
                          f"dedup.num_perm is {num_perm}; rerun `dvc repro clean` after changing "
                          f"num_perm")
     return arr.flatten().to_numpy().astype(np.uint32, copy=False).reshape(-1, num_perm)
@@ -113,7 +115,7 @@ def load_index(paths: dict[str, Path], num_perm: int, priority: list[str]) -> In
         pf = pq.ParquetFile(path)
         for need in ("id", "exact_hash", "minhash"):
             if need not in pf.schema_arrow.names:
-                raise ValueError(f"{path}: missing column {need!r}; it is written by clean@{src} "
+                raise UserError(f"{path}: missing column {need!r}; it is written by clean@{src} "
                                  f"(columns here: {pf.schema_arrow.names})")
         counts.append(pf.metadata.num_rows)
     offsets = np.cumsum(counts, dtype=np.int64)
@@ -130,11 +132,11 @@ def load_index(paths: dict[str, Path], num_perm: int, priority: list[str]) -> In
                 if batch.column(name).null_count:
                     bad = int(np.flatnonzero(batch.column(name).is_null().to_numpy(
                         zero_copy_only=False))[0])
-                    raise ValueError(f"{path}: row {row + bad}: {name} is null; rerun clean")
+                    raise UserError(f"{path}: row {row + bad}: {name} is null; rerun clean")
             hashes.append(np.array(batch.column("exact_hash").to_pylist(), dtype=np.bytes_))
             row += batch.num_rows
         if row != counts[k + 1]:
-            raise ValueError(f"{path}: metadata says {counts[k + 1]} rows, read {row}")
+            raise UserError(f"{path}: metadata says {counts[k + 1]} rows, read {row}")
     ids_arr = pa.chunked_array(ids, type=pa.string())
     rank_of = {s: (priority.index(s) if s in priority else len(priority) + k)
                for k, s in enumerate(sources)}
@@ -286,7 +288,7 @@ def write_kept(index: Index, dec: Decision, in_paths: dict[str, Path],
                 if progress is not None:
                     progress.update(batch.num_rows)
         if row != hi - lo:
-            raise ValueError(f"{in_paths[src]}: changed while dedup ran "
+            raise UserError(f"{in_paths[src]}: changed while dedup ran "
                              f"({hi - lo} rows, now {row})")
         per_source[src] = {
             "docs_in": hi - lo, "docs_kept": int((status == KEPT).sum()),

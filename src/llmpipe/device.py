@@ -5,6 +5,8 @@ compares what bench measured with what train is about to run, field by field.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import contextlib
 import platform
 import time
@@ -26,7 +28,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: cuda asked for but torch sees no CUDA device")
+        raise UserError("train.device: cuda asked for but torch sees no CUDA device")
     return torch.device(name)
 
 

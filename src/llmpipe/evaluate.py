@@ -14,6 +14,8 @@ Sums are float64 and exact over any partition, so per-source NLL and bytes add u
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 import math
 from dataclasses import dataclass
@@ -225,7 +227,7 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     model, cfg = load_model(model_dir, device=pick_device(p.device))
     check_tokenizer(model_dir, tokenizer_path)
     if tok.vocab_size != cfg.vocab_size:
-        raise ValueError(f"{tokenizer_path}: vocab {tok.vocab_size} != model vocab {cfg.vocab_size} "
+        raise UserError(f"{tokenizer_path}: vocab {tok.vocab_size} != model vocab {cfg.vocab_size} "
                          f"({model_dir}/config.json); rerun `dvc repro train`")
     torch.manual_seed(p.seed)
     with Timer() as t:
@@ -267,7 +269,7 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
 
 # --------------------------------------------------------------------------- regression gate
 
-class RegressionError(RuntimeError):
+class RegressionError(UserError, RuntimeError):
     """bits per byte got worse than the baseline by more than eval.max_regression."""
 
 
@@ -281,7 +283,7 @@ def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_r
                                 "e.g. a saved metrics/eval.json)")
     ref = json.loads(path.read_text(encoding="utf-8")).get("bits_per_byte")
     if not isinstance(ref, (int, float)) or not ref > 0:
-        raise ValueError(f"eval.baseline: {path} has no positive number at key bits_per_byte")
+        raise UserError(f"eval.baseline: {path} has no positive number at key bits_per_byte")
     limit = ref * (1.0 + max_regression)
     change = bits_per_byte / ref - 1.0
     verdict = (f"bits_per_byte {bits_per_byte:.5f} vs baseline {ref:.5f} ({path}): {change:+.2%}, "

@@ -16,6 +16,8 @@ special token on encode and the generation config starts a sequence with EOS.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 import shutil
 from pathlib import Path
@@ -77,12 +79,12 @@ def _check_out_dir(run_dir: Path, out_dir: Path) -> None:
     run itself, a folder holding it, or some other folder a typo pointed at."""
     out, run = out_dir.resolve(), run_dir.resolve()
     if out == run or out in run.parents:
-        raise ValueError(f"{out_dir}: is (or holds) the run directory {run_dir}; export to a new folder")
+        raise UserError(f"{out_dir}: is (or holds) the run directory {run_dir}; export to a new folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         cfg = out / "config.json"
         is_export = cfg.is_file() and '"LlamaForCausalLM"' in cfg.read_text(encoding="utf-8", errors="replace")
         if not is_export:
-            raise ValueError(f"{out_dir}: exists and is not an earlier llmpipe export; choose a new or "
+            raise UserError(f"{out_dir}: exists and is not an earlier llmpipe export; choose a new or "
                              "empty folder (the export replaces OUT whole)")
 
 
@@ -102,12 +104,12 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tokenizer: str | Path) -
     state = load_file(str(run_dir / "model.safetensors"))
     names, expected = set(state), _expected_names(cfg)
     if names != expected:
-        raise ValueError(f"{run_dir / 'model.safetensors'}: tensor names differ from HF Llama's: "
+        raise UserError(f"{run_dir / 'model.safetensors'}: tensor names differ from HF Llama's: "
                          f"missing {sorted(expected - names)[:5]}, unexpected {sorted(names - expected)[:5]}")
     check_tokenizer(run_dir, tokenizer)
     special = spm_special_ids(tokenizer)
     if special["vocab_size"] != cfg["vocab_size"]:
-        raise ValueError(f"{tokenizer}: vocab size {special['vocab_size']} != model vocab_size "
+        raise UserError(f"{tokenizer}: vocab size {special['vocab_size']} != model vocab_size "
                          f"{cfg['vocab_size']} in {run_dir / 'config.json'} (wrong tokenizer?)")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)

@@ -10,6 +10,8 @@ so EOS is what the model saw before the start of every training document.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -43,9 +45,9 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
     """
     ctx = model.cfg.context
     if max_new_tokens < 1 or max_new_tokens >= ctx:
-        raise ValueError(f"max_new_tokens must be in [1, {ctx - 1}] (model context {ctx}), got {max_new_tokens}")
+        raise UserError(f"max_new_tokens must be in [1, {ctx - 1}] (model context {ctx}), got {max_new_tokens}")
     if not prompt:
-        raise ValueError("empty prompt: pass at least one token (e.g. EOS)")
+        raise UserError("empty prompt: pass at least one token (e.g. EOS)")
     device = next(model.parameters()).device
     ids = list(prompt)[-(ctx - max_new_tokens):]
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -100,7 +102,7 @@ def check_tokenizer(run_dir: str | Path, spm_path: str | Path) -> None:
     cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
     want = cfg.get("tokenizer_fingerprint")
     if want and want != sha256_file(spm_path):
-        raise ValueError(f"{spm_path}: not the tokenizer {Path(run_dir) / 'config.json'} was trained with "
+        raise UserError(f"{spm_path}: not the tokenizer {Path(run_dir) / 'config.json'} was trained with "
                          f"(fingerprint {want[:12]}); pass the run's tokenizer or rerun `dvc repro train`")
 
 
@@ -123,12 +125,12 @@ def cli_generate(args) -> int:
     if not Path(args.tokenizer).exists():
         raise FileNotFoundError(f"{args.tokenizer}: not found (did `dvc repro tokenizer` run? or pass --tokenizer)")
     if args.temperature < 0 or args.top_k < 0:
-        raise ValueError(f"--temperature and --top-k must be >= 0, got {args.temperature}, {args.top_k}")
+        raise UserError(f"--temperature and --top-k must be >= 0, got {args.temperature}, {args.top_k}")
     model, cfg = load_model(args.model, device=pick_device(args.device))
     check_tokenizer(args.model, args.tokenizer)
     sp = spm.SentencePieceProcessor(model_file=str(args.tokenizer))
     if sp.vocab_size() != cfg.vocab_size:
-        raise ValueError(f"{args.tokenizer}: vocab size {sp.vocab_size()} != the model's {cfg.vocab_size} "
+        raise UserError(f"{args.tokenizer}: vocab size {sp.vocab_size()} != the model's {cfg.vocab_size} "
                          f"({args.model}/config.json): wrong tokenizer?")
     prompt_ids = [sp.eos_id()] + sp.encode(args.prompt)
     sys.stdout.write(args.prompt)

@@ -15,6 +15,8 @@ same. Unigram models map onto HF's Unigram model with the same scores.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import base64
 import json
 from pathlib import Path
@@ -29,7 +31,7 @@ def _proto(spm_path: str | Path):
     try:
         from sentencepiece import sentencepiece_model_pb2 as pb
     except ImportError as e:  # protobuf missing
-        raise ValueError(f"reading {spm_path} needs the `protobuf` package (pip install protobuf): {e}") from None
+        raise UserError(f"reading {spm_path} needs the `protobuf` package (pip install protobuf): {e}") from None
     m = pb.ModelProto()
     m.ParseFromString(Path(spm_path).read_bytes())
     return m
@@ -101,7 +103,7 @@ def tokenizer_json(spm_path: str | Path) -> dict[str, Any]:
                  "vocab": [[p, s if ty in (NORMAL, USER_DEFINED, BYTE) else floor] for p, s, ty in pieces],
                  "byte_fallback": bool(t.byte_fallback)}
     else:
-        raise ValueError(f"{spm_path}: SentencePiece model_type {t.model_type} is not BPE (2) or "
+        raise UserError(f"{spm_path}: SentencePiece model_type {t.model_type} is not BPE (2) or "
                          f"unigram (1); only those two export to Hugging Face")
     decoders = [{"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
                 {"type": "ByteFallback"}, {"type": "Fuse"}]

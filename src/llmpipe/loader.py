@@ -11,6 +11,8 @@ taking rows [(m * world + r) * B, ... + B): any world size sees the same global 
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def read_data_meta(data_dir: str | Path) -> dict:
     meta = json.loads(path.read_text(encoding="utf-8"))
     for key in ("dtype", "vocab_size"):
         if key not in meta:
-            raise ValueError(f"{path}: missing key {key!r} (written by the mix stage); rerun `dvc repro mix`")
+            raise UserError(f"{path}: missing key {key!r} (written by the mix stage); rerun `dvc repro mix`")
     return meta
 
 
@@ -41,7 +43,7 @@ class TokenWindows:
             raise FileNotFoundError(f"{self.path}: not found; run `dvc repro mix` first")
         self.data = np.memmap(self.path, dtype=np.dtype(dtype), mode="r")
         if len(self.data) < context + 2:
-            raise ValueError(f"{self.path}: {len(self.data)} tokens, fewer than one window of "
+            raise UserError(f"{self.path}: {len(self.data)} tokens, fewer than one window of "
                              f"context + 1 = {context + 1}; raise mix.train_tokens/val_tokens or "
                              "lower model.context")
         self.context = context

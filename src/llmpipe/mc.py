@@ -19,6 +19,8 @@ chance (1 / choices) on it.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -42,17 +44,17 @@ def load_task(path: str | Path) -> list[dict]:
         try:
             ex = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
         ok = (isinstance(ex, dict) and isinstance(ex.get("context"), str) and isinstance(ex.get("choices"), list)
               and len(ex["choices"]) >= 2 and all(isinstance(c, str) and c for c in ex["choices"])
               and isinstance(ex.get("label"), int) and not isinstance(ex["label"], bool)
               and 0 <= ex["label"] < len(ex["choices"]))
         if not ok:
-            raise ValueError(f"{path}:{n}: need context (string), choices (>= 2 non-empty strings) and "
+            raise UserError(f"{path}:{n}: need context (string), choices (>= 2 non-empty strings) and "
                              f"label (an index into choices); got {line[:200]}")
         out.append({"context": ex["context"], "choices": ex["choices"], "label": ex["label"]})
     if not out:
-        raise ValueError(f"{path}: no examples")
+        raise UserError(f"{path}: no examples")
     return out
 
 
@@ -64,7 +66,7 @@ def continuation(tokenizer, context: str, choice: str, delimiter: str) -> tuple[
     while n < min(len(ctx), len(full)) and ctx[n] == full[n]:
         n += 1
     if n == len(full):
-        raise ValueError(f"choice {choice!r} adds no tokens to its context")
+        raise UserError(f"choice {choice!r} adds no tokens to its context")
     return full[:n], full[n:]
 
 
@@ -79,7 +81,7 @@ def mean_logprobs(model: Transformer, start_id: int, pairs: Sequence[tuple[list[
     rows = []
     for ctx, cont in pairs:
         if len(cont) > ctx_len:
-            raise ValueError(f"a continuation of {len(cont)} tokens exceeds the model context {ctx_len}")
+            raise UserError(f"a continuation of {len(cont)} tokens exceeds the model context {ctx_len}")
         seq = ([start_id] + ctx + cont)[-(ctx_len + 1):]
         rows.append((seq, len(cont)))
     T = max(len(s) for s, _ in rows) - 1

@@ -19,6 +19,8 @@ Leakage check (`leakage.py`): share of val documents sharing a 13-word n-gram wi
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import hashlib
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def shares(weights: dict[str, float], sources: list[str]) -> dict[str, float]:
     w = {s: float(weights.get(s, 0.0)) for s in sources} if weights else {s: 1.0 for s in sources}
     w = {s: v for s, v in w.items() if v > 0}
     if not w:
-        raise ValueError("mix.weights: every weight is 0; give at least one source a weight > 0")
+        raise UserError("mix.weights: every weight is 0; give at least one source a weight > 0")
     total = sum(w.values())
     return {s: v / total for s, v in w.items()}
 
@@ -60,7 +62,7 @@ def train_targets(share: dict[str, float], available: dict[str, int], total: int
     short = [s for s in share if available[s] < targets[s]]
     if on_short == "fail" and short:
         s = short[0]
-        raise ValueError(f"mix: source {s!r} has {available[s]:,} train tokens, its share needs "
+        raise UserError(f"mix: source {s!r} has {available[s]:,} train tokens, its share needs "
                          f"{targets[s]:,} (mix.on_short: fail); lower mix.train_tokens or its weight, "
                          "or set mix.on_short to repeat or renormalize")
     if on_short != "renormalize":
@@ -177,7 +179,7 @@ def plan(lens: dict, share: dict[str, float], *, train_tokens: int, val_tokens: 
     for sp in SPLITS:
         for s in share:
             if sp == "train" and avail[s] == 0 and targets[sp][s] > 0:
-                raise ValueError(f"mix: source {s!r} has no train documents")
+                raise UserError(f"mix: source {s!r} has no train documents")
             # val reaches its target (every source with val docs is represented); train fills
             idx, reps = pick(lens[s][sp], targets[sp][s], source_rng(seed, s, sp),
                              repeat=sp == "train" and on_short == "repeat", reach=sp == "val")
@@ -197,7 +199,7 @@ def check_tolerance(report: dict, tolerance: float) -> None:
         miss = abs(r["tokens"] - r["target_tokens"]) / max(1, r["target_tokens"])
         r["relative_miss"] = round(miss, 6)
         if miss > tolerance:
-            raise ValueError(f"mix: source {s!r} got {r['tokens']:,} train tokens for a target of "
+            raise UserError(f"mix: source {s!r} got {r['tokens']:,} train tokens for a target of "
                              f"{r['target_tokens']:,} ({miss:.2%} off > mix.tolerance {tolerance:.2%}); "
                              "its documents are too long for this target: raise mix.train_tokens or "
                              "mix.tolerance, or change on_short")
@@ -221,7 +223,7 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
     leak = val_overlap({s: (files[s]["train"], np.unique(picks[("train", s)])) for s in names},
                        {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram)
     if leak["fraction"] > max_val_overlap:
-        raise ValueError(f"mix: {leak['val_docs_overlapping']:,} of {leak['val_docs']:,} val documents "
+        raise UserError(f"mix: {leak['val_docs_overlapping']:,} of {leak['val_docs']:,} val documents "
                          f"({leak['fraction']:.2%}) share a {ngram}-word n-gram with train, above "
                          f"mix.max_val_overlap {max_val_overlap:.2%}; e.g. {leak['examples'][:5]}")
     dtype = token_dtype(tok.vocab_size)

@@ -12,6 +12,8 @@ On-disk format (`save_model` / `load_model`): `model.safetensors` (float32 state
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import dataclasses
 import json
 import math
@@ -46,15 +48,15 @@ class ModelConfig:
         for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "context", "ffn_hidden"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"model.{k}: must be a positive integer, got {v!r}")
+                raise UserError(f"model.{k}: must be a positive integer, got {v!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise UserError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})")
+            raise UserError(f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"head_dim = d_model / n_heads must be even for RoPE, got {self.head_dim}")
+            raise UserError(f"head_dim = d_model / n_heads must be even for RoPE, got {self.head_dim}")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
-            raise ValueError("model.rope_theta and model.norm_eps must be > 0")
+            raise UserError("model.rope_theta and model.norm_eps must be > 0")
 
     @property
     def head_dim(self) -> int:
@@ -68,7 +70,7 @@ class ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; allowed: {sorted(names)}")
+            raise UserError(f"unknown model config key(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
 
 
@@ -92,13 +94,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 def config_from_preset(preset: str, vocab_size: Optional[int] = None, **overrides: Any) -> ModelConfig:
     """A preset with overrides applied; `vocab_size` fills in when neither sets it."""
     if preset not in PRESETS:
-        raise ValueError(f"model.preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise UserError(f"model.preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     d = {**PRESETS[preset], **overrides}
     if d.get("vocab_size") is None:
         d["vocab_size"] = vocab_size
     if d["vocab_size"] is None:
-        raise ValueError("model.vocab_size: not set by the preset or params, and no tokenizer given")
+        raise UserError("model.vocab_size: not set by the preset or params, and no tokenizer given")
     if "n_heads" in overrides and "n_kv_heads" not in overrides:
         d["n_kv_heads"] = d["n_heads"]
     if "d_model" in overrides and "ffn_hidden" not in overrides:

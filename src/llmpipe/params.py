@@ -10,10 +10,14 @@ its error message is prefixed with the key path by the loader.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import atexit
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
 import types
 import typing
@@ -21,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A params.yaml problem; the message starts with the key path."""
 
 
@@ -751,12 +754,16 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ParamsError(f"{path}: expected true/false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            return int(value)  # `tokens: 1e9` (YAML 1.2 reads it as a float) is exactly 10**9
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{path}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -797,15 +804,34 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file as DVC does: YAML 1.2 (`6e-4`, `1e-05` and `1E3` are numbers, `.inf`
+    is infinity, `yes`/`on` are strings) and a key given twice in one mapping is an error."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    path = Path(path)
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        dup = re.match(r'found duplicate key "(.*?)"', str(e.problem or ""))
+        if dup:  # DVC refuses such a file too; PyYAML would silently keep the last value
+            raise ParamsError(f"{where}: key {dup.group(1)!r} is given twice in one mapping; "
+                              f"keep one") from None
+        what = "; ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ParamsError(f"{where}: not valid YAML: {what}") from None
+    except YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate the whole params file."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the repo root, or pass --params)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path)
     try:
         params = from_dict(Params, data, "")
     except ParamsError as e:

@@ -14,6 +14,8 @@ Load it back with `load("artifacts/tokenizer/spm.model") -> Tokenizer`.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import hashlib
 import io
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ def sample_budgets(sources: list[str], weights: dict[str, float], sample_chars: 
     w = {s: float(weights.get(s, 0.0)) for s in sources} if weights else {s: 1.0 for s in sources}
     total = sum(w.values())
     if total <= 0:
-        raise ValueError("tokenizer.sample_weights: all weights are 0; give at least one source a weight > 0")
+        raise UserError("tokenizer.sample_weights: all weights are 0; give at least one source a weight > 0")
     return {s: int(sample_chars * w[s] / total) for s in sources if w[s] > 0}
 
 
@@ -191,7 +193,7 @@ def load(path: str | Path) -> Tokenizer:
     sp = spm.SentencePieceProcessor(model_file=str(path))
     got = {"pad": sp.pad_id(), "unk": sp.unk_id(), "bos": sp.bos_id(), "eos": sp.eos_id()}
     if got != SPECIAL_IDS:
-        raise ValueError(f"{path}: special ids {got} differ from llmpipe's fixed {SPECIAL_IDS}; "
+        raise UserError(f"{path}: special ids {got} differ from llmpipe's fixed {SPECIAL_IDS}; "
                          "retrain with `dvc repro tokenizer`")
     return Tokenizer(sp=sp, path=path, fingerprint=fingerprint(path))
 

@@ -16,6 +16,8 @@ Encoding a Document table into such a directory (`tokenize_source`) lives in enc
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import hashlib
 import json
 import sys
@@ -39,7 +41,7 @@ DOCS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
 CHUNK = 1 << 24  # tokens per chunk when scanning a .bin (32-64 MiB)
 
 
-class TokenizerMismatch(ValueError):
+class TokenizerMismatch(UserError, ValueError):
     """Token files were made by another tokenizer than the one offered."""
 
 
@@ -165,7 +167,7 @@ def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer 
     """Open SPLIT of a token directory; with `tokenizer`, refuse files made by another one."""
     d, meta = read_meta(path)
     if split not in meta["splits"]:
-        raise ValueError(f"{d}: no split {split!r}; has {sorted(meta['splits'])}")
+        raise UserError(f"{d}: no split {split!r}; has {sorted(meta['splits'])}")
     if tokenizer is not None:
         check_fingerprint(meta, tokenizer, str(d))
     dtype = np.dtype(meta["dtype"])
@@ -176,7 +178,7 @@ def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer 
 
 # --------------------------------------------------------------------------- verify, stats
 
-class VerifyError(ValueError):
+class VerifyError(UserError, ValueError):
     """The first problem found in a token directory."""
 
 

@@ -15,6 +15,8 @@ Order of a run (`train()`):
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import contextlib
 import copy
 import hashlib
@@ -49,11 +51,11 @@ TRAJECTORY_KEYS = ("tokens", "lr", "batch_tokens", "micro_batch", "seed", "warmu
                    "precision", "compile", "ema", "spike_sigma", "spike_window")
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(UserError, RuntimeError):
     """The run cannot go on (non-finite loss); the last good checkpoint is kept."""
 
 
-class OverfitCheckFailed(RuntimeError):
+class OverfitCheckFailed(UserError, RuntimeError):
     """The model could not overfit one micro-batch: something is broken before the real run."""
 
 
@@ -77,7 +79,7 @@ def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
     """Exact split of the global batch; ValueError naming the params when it does not divide."""
     unit = tp.micro_batch * context * world
     if tp.batch_tokens % unit:
-        raise ValueError(f"train.batch_tokens ({tp.batch_tokens}) must be a multiple of train.micro_batch "
+        raise UserError(f"train.batch_tokens ({tp.batch_tokens}) must be a multiple of train.micro_batch "
                          f"x model.context x processes = {tp.micro_batch} x {context} x {world} = {unit}")
     return {"seqs_per_step": tp.batch_tokens // context, "accum": tp.batch_tokens // unit,
             "world": world, "total_steps": math.ceil(tp.tokens / tp.batch_tokens)}
@@ -193,7 +195,7 @@ class Trainer:
         self.meta = read_data_meta(paths.data)
         if self.meta["vocab_size"] != tok["vocab_size"] or self.meta.get("tokenizer_fingerprint") not in (
                 None, tok.get("fingerprint")):
-            raise ValueError(f"{paths.data}/data_meta.json was made with another tokenizer than "
+            raise UserError(f"{paths.data}/data_meta.json was made with another tokenizer than "
                              f"{paths.tokenizer}; rerun `dvc repro mix`")
         self.cfg = model_config(mp, tok["vocab_size"])
         self.plan = batch_plan(tp, self.cfg.context, self.world)

@@ -15,6 +15,8 @@ needs; the signals stay in `data/clean/`), the rejects table every clean column 
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import contextlib
 import dataclasses
 from dataclasses import dataclass
@@ -84,7 +86,7 @@ def signal_columns(rules: list[Rule]) -> list[str]:
 def check_columns(rules: list[Rule], names: list[str], path: str) -> None:
     missing = sorted({r.signal for r in rules} - set(names))
     if missing:
-        raise ValueError(f"{path}: no signal column(s) {missing} needed by rule(s) "
+        raise UserError(f"{path}: no signal column(s) {missing} needed by rule(s) "
                          f"{[r.reason for r in rules if r.signal in missing]}; rerun `dvc repro clean`"
                          " (the clean table predates these signals)")
 

@@ -8,6 +8,8 @@ ignored. Files come back in sorted path order, so documents keep a stable order.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ EXTENSIONS = {
 _GLOB_CHARS = "*?["
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source problem the user must fix; the message names the file (and line/row) and rule."""
 
 

@@ -11,6 +11,8 @@ missing_text_field (a Parquet file without the text column: all its rows).
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import json
 import lzma
 import re
@@ -44,7 +46,7 @@ def read_file(f: InputFile, text_field: str, columns: list[str], txt_mode: str =
         return _parquet(f, text_field, columns)
     if f.format == "txt":
         return _txt(f, text_field, txt_mode)
-    raise ValueError(f"{f.display}: unknown format {f.format!r}")
+    raise UserError(f"{f.display}: unknown format {f.format!r}")
 
 
 def _jsonl(f: InputFile) -> Iterator[Item]:

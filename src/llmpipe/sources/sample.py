@@ -33,6 +33,8 @@ two processes give identical records. The prose differs between Python versions.
 """
 from __future__ import annotations
 
+from llmpipe.errors import UserError
+
 import functools
 import hashlib
 import random
@@ -206,7 +208,7 @@ def sample_records(kind: str, n_docs: int = 0, seed: int = 0) -> list[dict]:
     `n_docs` 0 -> DEFAULT_DOCS[kind]. Records that are planted carry a `planted` field.
     """
     if kind not in DEFAULT_DOCS:
-        raise ValueError(f"sample://{kind}: unknown sample corpus; choose one of {', '.join(KINDS)}")
+        raise UserError(f"sample://{kind}: unknown sample corpus; choose one of {', '.join(KINDS)}")
     n = n_docs or DEFAULT_DOCS[kind]
     from .sample_articles import gutenberg_books, wikipedia_articles  # builders import this module
     from .sample_web import c4_pages, fineweb_rows

@@ -73,6 +73,11 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     ({**BASE, "tokenizer": {"sample_weights": {"c4": -1}}}, "tokenizer.sample_weights.c4: must be >= 0, got -1"),
     ({**BASE, "mix": {"weights": {"news": 1.0}}}, "mix.weights.news: is not a source; sources are ['c4']"),
     ({"sources": ["c4"]}, "sources: expected a mapping, got ['c4']"),
+    ({"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}, "wiki": {"kind": "wikipedia", "uri": "sample://wikipedia"}},
+      "mix": {"weights": {"c4": 1.0}}},
+     "mix.weights: names c4 but not wiki: give every source a weight (0 leaves a source out), or {} for equal"),
+    ({**BASE, "train": {"tokens": 100, "batch_tokens": 4096}},
+     "train.tokens: (100) is less than one batch (train.batch_tokens 4096): raise train.tokens"),
 ])
 def test_errors_name_key_and_allowed_values(tmp_path, data, message):
     with pytest.raises(ParamsError) as e:
@@ -96,7 +101,7 @@ def test_source_params_direct_construction_checks():
 @pytest.mark.parametrize("text, key, value", [
     ("lr: 6e-4", "lr", 6e-4),          # PyYAML (YAML 1.1) reads these two as strings
     ("eps: 1e-05", "eps", 1e-05),      # what `dvc exp run -S train.eps=0.00001` writes
-    ("tokens: 1E3", "tokens", 1000),   # an integral float is accepted for an integer key
+    ("tokens: 1E6", "tokens", 10**6),  # an integral float is accepted for an integer key
     ("spike_sigma: 1.5e1", "spike_sigma", 15.0),
 ])
 def test_params_parse_as_yaml_1_2_numbers(tmp_path, text, key, value):

@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -139,3 +140,24 @@ def test_unit_hash_is_stable():
     digest = hashlib.sha256(b"0:doc-1").digest()
     assert unit_hash(0, "doc-1") == int.from_bytes(digest[:8], "big") / 2.0**64
     assert 0 <= unit_hash(7, "x") < 1 and unit_hash(7, "x") != unit_hash(8, "x")
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(vocab_size=300), r"tokenizer.vocab_size: 300 is too small for this sample: SentencePiece needs >= (\d+) "
+                           r"\(\d+ distinct characters at character_coverage 0.9995 \+ 261 fixed pieces\)"),
+    (dict(vocab_size=60000), r"tokenizer.vocab_size: 60000 is more pieces than a sample of [\d,]+ characters "
+                             r"can make \(at most \d+\); lower tokenizer.vocab_size"),
+    (dict(vocab_size=400, sample_chars=10), r"tokenizer: the training sample is empty \(0 documents, no "
+                                            r"non-blank line\); check tokenizer.sample_chars"),
+])
+def test_sizes_sentencepiece_refuses_name_the_key_and_the_number(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message) as e:
+        train_tiny(tmp_path, **kw)
+    assert "INTERNAL" not in str(e.value) and not (tmp_path / "tok" / "spm.model").exists()
+    if kw["vocab_size"] == 300:  # the number it names is enough
+        need = int(re.search(message, str(e.value)).group(1))
+        assert load(train_tiny(tmp_path / "ok", vocab_size=need)).vocab_size == need
+
+
+def test_huge_weights_do_not_overflow_the_shares():
+    assert sample_budgets(["a", "b"], {"a": 1e308, "b": 1e308}, 1000) == {"a": 500, "b": 500}

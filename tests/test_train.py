@@ -192,6 +192,16 @@ def test_cost_gate_refusal_writes_nothing(work):
     assert "over cost.max_cost = $0.00" in r.stderr and not (work / "runs/train").exists()
 
 
+def test_cost_gate_prices_the_whole_batches_that_run(work):
+    """train.tokens 3,000 with 256-token batches trains 12 steps = 3,072 tokens: that is priced."""
+    set_train(work, tokens=3000)
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["cost"]["max_cost"] = 0.0
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    r = stage(work, "train")
+    assert r.returncode == 2 and "cost gate: training 3,072 tokens" in r.stderr, r.stderr
+
+
 def test_mismatched_benchmark_fails_closed(work):
     set_train(work, micro_batch=8)  # bench measured micro_batch 4
     r = stage(work, "train")

@@ -32,6 +32,7 @@ from .atomic import atomic_path, write_json
 from .leakage import val_overlap
 from .log import get_logger
 from .tokenizer import load
+from .weights import shares
 from .tokens import SPLITS, SplitWriter, TokenFile, make_meta, open_tokens, token_dtype
 
 log = get_logger("mix")
@@ -43,16 +44,6 @@ def source_rng(seed: int, source: str, salt: str = "") -> np.random.Generator:
     """A generator seeded by (seed, source, salt) through sha256 (stable across runs)."""
     digest = hashlib.sha256(f"{seed}:{source}:{salt}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
-
-
-def shares(weights: dict[str, float], sources: list[str]) -> dict[str, float]:
-    """Normalised weights of the sources with weight > 0 (empty weights -> equal)."""
-    w = {s: float(weights.get(s, 0.0)) for s in sources} if weights else {s: 1.0 for s in sources}
-    w = {s: v for s, v in w.items() if v > 0}
-    if not w:
-        raise UserError("mix.weights: every weight is 0; give at least one source a weight > 0")
-    total = sum(w.values())
-    return {s: v / total for s, v in w.items()}
 
 
 def train_targets(share: dict[str, float], available: dict[str, int], total: int,
@@ -210,7 +201,7 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
               tolerance: float, max_val_overlap: float, ngram: int = 13) -> dict:
     """The `mix` stage: write out_dir/{train,val}.{bin,idx,docs.parquet} + data_meta.json last."""
     tok = load(tokenizer_path)
-    share = shares(weights, sorted(token_dirs))
+    share = shares(weights, sorted(token_dirs), "mix.weights")
     names = list(share)
     files = {s: {sp: open_tokens(token_dirs[s], sp, tokenizer=tok) for sp in SPLITS} for s in names}
     lens = {s: {sp: np.diff(files[s][sp].offsets.astype(np.int64)) for sp in SPLITS} for s in names}

@@ -558,6 +558,9 @@ class TrainParams(Section):
         check_fraction(self.decay_fraction, "decay_fraction")
         check_fraction(self.overfit_max_ratio, "overfit_max_ratio", open_low=True)
         check(0.0 <= self.ema < 1.0, "ema", f"must be in [0, 1), got {self.ema}")
+        check(self.tokens >= self.batch_tokens, "tokens",
+              f"({self.tokens}) is less than one batch (train.batch_tokens {self.batch_tokens}): "
+              "raise train.tokens or lower train.batch_tokens")
         check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
               f"must be two numbers in [0, 1), got {self.betas}")
 
@@ -699,6 +702,10 @@ class Params(Section):
                                  ("tokenizer.sample_weights", self.tokenizer.sample_weights)):
             for k in weights:
                 check(k in names, f"{section}.{k}", f"is not a source; sources are {sorted(names)}")
+            missing = sorted(names - set(weights))
+            check(not weights or not missing, section,
+                  f"names {', '.join(sorted(weights))} but not {', '.join(missing)}: give every "
+                  "source a weight (0 leaves a source out), or {} for equal weights")
         for k in self.dedup.priority:
             check(k in names, "dedup.priority", f"{k!r} is not a source; sources are {sorted(names)}")
 

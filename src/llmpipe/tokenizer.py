@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from llmpipe.errors import UserError
 
+import contextlib
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -29,6 +31,7 @@ import sentencepiece as spm
 from .atomic import atomic_path, sha256_file, write_json
 from .docs import missing_input, read_batches
 from .log import get_logger
+from .weights import shares
 
 log = get_logger("tokenizer")
 
@@ -55,11 +58,7 @@ def unit_hash(seed: int, key: str) -> float:
 
 def sample_budgets(sources: list[str], weights: dict[str, float], sample_chars: int) -> dict[str, int]:
     """Characters to sample per source: `sample_chars` split by `weights` (empty -> equal)."""
-    w = {s: float(weights.get(s, 0.0)) for s in sources} if weights else {s: 1.0 for s in sources}
-    total = sum(w.values())
-    if total <= 0:
-        raise UserError("tokenizer.sample_weights: all weights are 0; give at least one source a weight > 0")
-    return {s: int(sample_chars * w[s] / total) for s in sources if w[s] > 0}
+    return {s: int(sample_chars * f) for s, f in shares(weights, sources, "tokenizer.sample_weights").items()}
 
 
 def iter_sample(path: Path, budget: int, seed: int) -> Iterator[str]:
@@ -115,6 +114,38 @@ class SentenceFeed:
 
 # --------------------------------------------------------------------------- training
 
+# SentencePiece reports bad sizes as RuntimeError("INTERNAL: ...") after reading the sample;
+# these turn them into the params keys and the numbers it computed.
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+FIXED_PIECES = len(SPECIAL_IDS) + 1 + 256  # specials, "\n", byte fallback
+
+
+@contextlib.contextmanager
+def _sentencepiece_errors(feed: "SentenceFeed", vocab_size: int, character_coverage: float):
+    try:
+        yield
+    except RuntimeError as e:
+        msg = str(e)
+        if m := _TOO_SMALL.search(msg):
+            need = int(m.group(2))
+            raise UserError(
+                f"tokenizer.vocab_size: {vocab_size} is too small for this sample: SentencePiece needs "
+                f">= {need} ({need - FIXED_PIECES} distinct characters at character_coverage "
+                f"{character_coverage} + {FIXED_PIECES} fixed pieces); set tokenizer.vocab_size >= {need} "
+                "or lower tokenizer.character_coverage") from None
+        if m := _TOO_HIGH.search(msg):
+            raise UserError(
+                f"tokenizer.vocab_size: {vocab_size} is more pieces than a sample of {feed.chars:,} "
+                f"characters can make (at most {m.group(2)}); lower tokenizer.vocab_size to <= "
+                f"{m.group(2)} or raise tokenizer.sample_chars") from None
+        if "sentences_.empty()" in msg:
+            raise UserError(f"tokenizer: the training sample is empty ({feed.docs:,} documents, no "
+                            "non-blank line); check tokenizer.sample_chars and that dedup kept "
+                            "documents") from None
+        raise
+
+
 def train(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int, character_coverage: float,
           model_type: str = "bpe", num_threads: int = 1) -> dict:
     """Train on `texts` (streamed) and write spm.model + spm.vocab into `out_dir` atomically.
@@ -126,16 +157,17 @@ def train(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int, charact
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()  # not model_prefix: the model proto would record that (random) path
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=feed(texts), model_writer=model, model_type=model_type,
-        vocab_size=vocab_size, character_coverage=character_coverage,
-        byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False,
-        user_defined_symbols=[NEWLINE_PIECE],
-        pad_id=SPECIAL_IDS["pad"], unk_id=SPECIAL_IDS["unk"],
-        bos_id=SPECIAL_IDS["bos"], eos_id=SPECIAL_IDS["eos"],
-        input_sentence_size=0, shuffle_input_sentence=False,  # we sampled already
-        max_sentence_length=MAX_SENTENCE_BYTES, num_threads=num_threads, minloglevel=2)
+    with _sentencepiece_errors(feed, vocab_size, character_coverage):
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=feed(texts), model_writer=model, model_type=model_type,
+            vocab_size=vocab_size, character_coverage=character_coverage,
+            byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            user_defined_symbols=[NEWLINE_PIECE],
+            pad_id=SPECIAL_IDS["pad"], unk_id=SPECIAL_IDS["unk"],
+            bos_id=SPECIAL_IDS["bos"], eos_id=SPECIAL_IDS["eos"],
+            input_sentence_size=0, shuffle_input_sentence=False,  # we sampled already
+            max_sentence_length=MAX_SENTENCE_BYTES, num_threads=num_threads, minloglevel=2)
     with atomic_path(out_dir / "spm.model") as t:
         t.write_bytes(model.getvalue())
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())

@@ -212,7 +212,9 @@ class Trainer:
                  "train.tokens %s (%s tokens)", n(tp.batch_tokens), self.world, self.plan["accum"],
                  tp.micro_batch, cfg.context, n(self.plan["total_steps"]), n(tp.tokens),
                  n(self.plan["total_steps"] * tp.batch_tokens))
-        self.projection = gate(tp.tokens, self.paths.throughput,
+        # Price what will run: whole batches (train.tokens rounds up), at most train.max_steps.
+        steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
+        self.projection = gate(steps * tp.batch_tokens, self.paths.throughput,
                                signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device), self.cp)
         torch.manual_seed(tp.seed)
         self.model = Transformer(cfg).to(self.device)

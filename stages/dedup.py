@@ -2,8 +2,9 @@
 
     python -m stages.dedup --in-dir data/filtered --out-dir data/dedup --report reports/dedup.json
 
-Reads `IN/SRC.parquet` for every source in params.yaml (`sources` order), writes
-`OUT/SRC.parquet` (Document columns, kept rows in input order) and the report (DVC metric).
+Reads `IN/SRC.parquet` for every source in params.yaml (`sources` order), writes the folder
+OUT holding `SRC.parquet` for exactly those sources (Document columns, kept rows in input
+order; the folder is written under a temp name and renamed when complete) and the report.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llmpipe.atomic import write_json
+from llmpipe.atomic import atomic_path, write_json
 from llmpipe.dedup import dedup
 from llmpipe.docs import num_rows
 from llmpipe.log import Timer, get_logger, n
@@ -31,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     ins = {s: args.in_dir / f"{s}.parquet" for s in params.sources}
-    outs = {s: args.out_dir / f"{s}.parquet" for s in params.sources}
     log = get_logger("dedup")
     total = sum(num_rows(p) for p in ins.values() if p.exists())
-    with Timer() as t, tqdm(total=total, desc="dedup write", unit="doc", file=sys.stderr) as bar:
-        report = dedup(ins, outs, params.dedup, progress=bar)
+    # One folder output holding exactly the current sources, written under a temp name.
+    with Timer() as t, tqdm(total=total, desc="dedup write", unit="doc", file=sys.stderr) as bar, \
+            atomic_path(args.out_dir) as tmp:
+        report = dedup(ins, {s: tmp / f"{s}.parquet" for s in params.sources}, params.dedup, progress=bar)
     write_json(args.report, report)
     d = report["dropped_by_reason"]
     log.info("dedup: %s docs in, %s kept, %s exact + %s near duplicates removed, %s clusters "

@@ -4,8 +4,9 @@ The session's full `dvc repro` (conftest `built_repo`) ran with LLMPIPE_AUDIT_DI
 stage process recorded the params keys it read and the llmpipe modules it imported. A key read
 but not declared means an edit would not rerun the stage (stale results); a key declared but
 never read, or a module declared but never imported, means needless reruns.
-Reading only the set of source names (`sources[]`) needs no params declaration: the stage's file
-deps name every source already, and adding a source means editing dvc.yaml anyway.
+Reading only the set of source names (`sources[]`) needs no params declaration: a stage that
+reads every source depends on the folder their outputs lie in (`data/filtered`, `data/tokens`),
+which changes when a source is added or removed.
 `llmpipe/__init__.py` holds only the version string, so no stage declares it.
 """
 from __future__ import annotations

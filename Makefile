@@ -5,7 +5,7 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup repro test clean-venv
+.PHONY: setup repro test deps clean-venv
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,10 @@ repro: setup
 
 test: setup
 	python -m pytest -q
+
+# dvc.yaml's code deps from the import graph (after moving code between modules)
+deps:
+	python scripts/code_deps.py --write
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,8 @@
 The session's full `dvc repro` (conftest `built_repo`) ran with LLMPIPE_AUDIT_DIR set, so every
 stage process recorded the params keys it read and the llmpipe modules it imported. A key read
 but not declared means an edit would not rerun the stage (stale results); a key declared but
-never read, or a module declared but never imported, means needless reruns.
+never read means needless reruns. Code deps are generated (scripts/code_deps.py, `make deps`);
+tests/test_code_deps.py checks dvc.yaml holds exactly the generated lists.
 Reading only the set of source names (`sources[]`) needs no params declaration: a stage that
 reads every source depends on the folder their outputs lie in (`data/filtered`, `data/tokens`),
 which changes when a source is added or removed.
@@ -76,14 +77,13 @@ def test_params_declared_are_read(audited):
     assert not problems, "\n".join(problems)
 
 
-def test_code_deps_match_imports(audited):
+def test_modules_a_real_run_imported_are_declared(audited):
+    """What the audited run imported is a subset of the generated code deps (which also hold
+    the lazy imports a given run may not reach)."""
     problems = []
     for n, a in sorted(audited.items()):
         declared = {d[len("src/"):] for d in a["deps"] if d.startswith("src/")}
         for m in sorted(a["modules"] - {"llmpipe/__init__.py"}):
             if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in declared):
                 problems.append(f"{n}: imports src/{m} but does not depend on it")
-        for d in sorted(declared):
-            if not any(m == d or m.startswith(d.rstrip("/") + "/") for m in a["modules"]):
-                problems.append(f"{n}: depends on src/{d} but never imports it")
     assert not problems, "\n".join(problems)

@@ -1,0 +1,43 @@
+"""dvc.yaml's code deps are generated from the import graph (scripts/code_deps.py): a newcomer who
+moves a function between modules runs `make deps`, never edits dvc.yaml by hand."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(root: Path):
+    spec = importlib.util.spec_from_file_location(f"code_deps_{abs(hash(root))}", root / "scripts/code_deps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dvc_yaml_code_deps_are_the_generated_ones():
+    p = subprocess.run([sys.executable, str(REPO / "scripts/code_deps.py")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_new_import_shows_up_and_write_fixes_it(tmp_path):
+    root = tmp_path / "repo"
+    for part in ("scripts", "stages", "src"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    # move a helper into a new module that mix.py imports lazily, inside a function
+    (root / "src/llmpipe/newhelper.py").write_text("def f():\n    return 1\n")
+    mix = root / "src/llmpipe/mix.py"
+    mix.write_text(mix.read_text() + "\n\ndef _uses_helper():\n    from .newhelper import f\n    return f()\n")
+    tool = [sys.executable, str(root / "scripts/code_deps.py")]
+    stale = subprocess.run(tool, capture_output=True, text=True)
+    assert stale.returncode == 1 and "stale code deps in mix;" in stale.stderr, stale.stderr
+    assert subprocess.run([*tool, "--write"], capture_output=True, text=True).returncode == 0
+    assert subprocess.run(tool, capture_output=True, text=True).returncode == 0
+    mod = _load(root)
+    assert "src/llmpipe/newhelper.py" in mod.stage_code_deps("stages.mix")
+    assert "src/llmpipe/newhelper.py" not in mod.stage_code_deps("stages.clean")
+    assert (root / "dvc.yaml").read_text().count("- src/llmpipe/newhelper.py") == 1  # mix alone imports mix.py

@@ -34,7 +34,8 @@ def test_defaults(tmp_path):
     sp = load(tmp_path, BASE).sources["c4"]
     assert as_dict(sp) == {"kind": "c4", "uri": "sample://c4", "format": "auto", "text_field": "text",
                            "id_field": None, "url_field": None, "meta_fields": [], "txt_mode": "file",
-                           "max_docs": None, "on_bad_record": "fail", "sample_docs": 0, "sample_seed": 0}
+                           "max_docs": None, "on_bad_record": "fail", "on_bad_file": "fail",
+                           "sample_docs": 0, "sample_seed": 0}
 
 
 def test_code_defaults_equal_the_shipped_params_yaml():
@@ -58,6 +59,7 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     (with_source(meta_fields="title"), "sources.c4.meta_fields: expected a list, got 'title'"),
     (with_source(text_field=3), "sources.c4.text_field: expected a string, got 3"),
     (with_source(on_bad_record="ignore"), "sources.c4.on_bad_record: must be one of 'fail', 'skip', got 'ignore'"),
+    (with_source(on_bad_file="keep"), "sources.c4.on_bad_file: must be one of 'fail', 'skip', got 'keep'"),
     (with_source(format="csv"), "sources.c4.format: must be one of 'auto', 'parquet', 'jsonl', 'txt', got 'csv'"),
     ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'wikipedia'"),
     (with_source(max_docs=0), "sources.c4.max_docs: must be > 0, got 0"),

@@ -244,9 +244,9 @@ def test_truncated_and_non_parquet_files(tmp_path):
     with pytest.raises(SourceError, match=r"fake\.parquet: not_parquet"):
         ingest(tmp_path, tmp_path / "fake.parquet")
     pq.write_table(pa.table({"text": ["fine"]}), tmp_path / "good.parquet")
-    docs, rep = ingest(tmp_path, tmp_path, on_bad_record="skip")
+    docs, rep = ingest(tmp_path, tmp_path, on_bad_file="skip")
     assert [d["text"] for d in docs] == ["fine"]
-    assert rep["files_failed_by_reason"] == {"not_parquet": 1}
+    assert rep["files_failed_by_reason"] == {"not_parquet": 1} and rep["files_failed"] == 1
     assert rep["docs_in"] == rep["docs_out"] == 1
 
 
@@ -255,7 +255,7 @@ def test_truncated_gzip_keeps_earlier_lines_names_line(tmp_path):
     (tmp_path / "a.jsonl.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceError, match=r"a\.jsonl\.gz:\d+: truncated_file"):
         ingest(tmp_path, tmp_path / "a.jsonl.gz")
-    docs, rep = ingest(tmp_path, tmp_path / "a.jsonl.gz", on_bad_record="skip")
+    docs, rep = ingest(tmp_path, tmp_path / "a.jsonl.gz", on_bad_file="skip")
     assert 0 < len(docs) < 2000 and [d["text"] for d in docs] == [f"doc {i}" for i in range(len(docs))]
     assert rep["files_failed_by_reason"] == {"truncated_file": 1}
 

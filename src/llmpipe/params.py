@@ -135,6 +135,9 @@ class SourceParams(Section):
     """Stop after this many documents written (None -> all)."""
     on_bad_record: Literal["fail", "skip"] = "fail"
     """A bad record stops the stage naming file, line and rule (fail), or is counted and skipped."""
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    """A file that breaks part-way (truncated/corrupt compressed stream or Parquet, unreadable) stops
+    the stage (fail), or its records before the break are kept and the file is reported (skip)."""
     sample_docs: int = 0
     """For sample:// only: number of documents to generate (0 -> the generator's default)."""
     sample_seed: int = 0

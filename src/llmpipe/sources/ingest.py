@@ -7,6 +7,13 @@ the stage with a message naming file, line/row and rule (`on_bad_record: fail`, 
 is counted under its reason and skipped (`skip`). Every record is accounted for:
 `docs_in == docs_out + sum(skipped_by_reason.values())`.
 
+A file that breaks part-way (a truncated or corrupt compressed stream, an unreadable Parquet file,
+a read the filesystem refuses) is a file-level failure, governed by `on_bad_file`, not by
+`on_bad_record`: `fail` (the default) stops the stage naming the file, where it broke and why;
+`skip` keeps the records read before the break (they are whole, checked records, counted in
+`docs_in` like any other), drops the unread rest, and lists the file in the report
+(`files_failed`, `files_failed_by_reason`, `files_failed_list`) and in the summary line.
+
 Ids are unique within a source. An explicit id seen twice is a bad record (`duplicate_id`).
 Without an id field the id is `content_id(text)`; an exact duplicate text (which dedup must still
 see) gets `content_id-2`, `-3`, ... in input order, counted as `duplicate_texts`.
@@ -93,36 +100,53 @@ class _Mapper:
                 "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str) if meta else None}
 
 
+BROKEN_NAMED = 3  # broken files the summary line names; the report lists them all
+
+
 def ingest_source(name: str, sp: SourceParams, out: str, progress: bool = True) -> dict:
     """Write source `name` to the Document table `out`; return the report (counts by reason)."""
     with Timer() as t:
         report = _ingest(name, sp, out, progress)
-    log.info(f"ingest {name}: {n(report['docs_out'])} docs written of {n(report['docs_in'])} read, "
-             f"skipped {n(sum(report['skipped_by_reason'].values()))} {report['skipped_by_reason'] or ''}, "
-             f"{n(report['chars_out'])} chars, {t.seconds:.1f} s, "
-             f"{n(report['docs_in'] / max(t.seconds, 1e-9))} docs/s -> {out}")
+    broken = report["files_failed_list"]
+    (log.warning if broken else log.info)(
+        f"ingest {name}: {n(report['docs_out'])} docs written of {n(report['docs_in'])} read, "
+        f"skipped {n(sum(report['skipped_by_reason'].values()))}"
+        + (f" {report['skipped_by_reason']}, " if report["skipped_by_reason"] else ", ")
+        + (f"{broken_summary(broken)}, " if broken else "")
+        + f"{n(report['chars_out'])} chars, {t.seconds:.1f} s, "
+        f"{n(report['docs_in'] / max(t.seconds, 1e-9))} docs/s -> {out}")
     return report
+
+
+def broken_summary(broken: list[dict]) -> str:
+    """`2 files broke: a.jsonl.gz:482 (truncated_file, 481 records read before it), ...`"""
+    named = [f"{b['at']} ({b['reason']}, {n(b['records_before'])} records read before it)"
+             for b in broken[:BROKEN_NAMED]]
+    more = len(broken) - BROKEN_NAMED
+    tail = f" and {n(more)} more (files_failed_list in the report)" if more > 0 else ""
+    return f"{n(len(broken))} file{'s' if len(broken) != 1 else ''} broke: {', '.join(named)}{tail}"
 
 
 def _ingest(name: str, sp: SourceParams, out: str, progress: bool) -> dict:
     items, info = iter_items(sp)
     mapper = _Mapper(name, sp)
     skipped: Counter[str] = Counter()
-    files_failed: Counter[str] = Counter()
+    broken: list[dict] = []
     stats = {"docs_in": 0, "docs_out": 0, "chars_out": 0}
 
     def rows() -> Iterator[dict]:
         for item in tqdm(items, desc=f"ingest {name}", unit="doc", disable=not progress,
                          file=sys.stderr, mininterval=1.0):
             row = item if isinstance(item, Bad) else mapper(*item)
+            if isinstance(row, Bad) and row.broken:
+                broken.append(_broken_file(name, sp, row))
+                continue
             if isinstance(row, Bad):
                 if sp.on_bad_record == "fail":
-                    raise SourceError(f"{row.where}: {row.reason}: {row.detail} "
-                                      f"(sources.{name}.on_bad_record: skip would count and skip it)")
+                    raise SourceError(f"{row.where}: {row.reason}: {row.detail}; fix the input, or set "
+                                      f"sources.{name}.on_bad_record: skip to count and skip bad records")
                 stats["docs_in"] += row.records
                 skipped[row.reason] += row.records
-                if row.records == 0:
-                    files_failed[row.reason] += 1
                 continue
             stats["docs_in"] += 1
             stats["docs_out"] += 1
@@ -131,16 +155,32 @@ def _ingest(name: str, sp: SourceParams, out: str, progress: bool) -> dict:
             if sp.max_docs is not None and stats["docs_out"] >= sp.max_docs:
                 return
 
-    write_docs(out, _nonempty(rows(), sp, stats, skipped))
+    write_docs(out, _nonempty(rows(), sp, stats, skipped, broken))
     return {"source": name, "uri": sp.uri, **info, **stats,
             "skipped_by_reason": dict(sorted((k, v) for k, v in skipped.items() if v)),
-            "files_failed_by_reason": dict(sorted(files_failed.items())),
+            "files_failed": len(broken),
+            "files_failed_by_reason": dict(sorted(Counter(b["reason"] for b in broken).items())),
+            "files_failed_list": broken,
             "duplicate_texts": mapper.duplicate_texts}
 
 
-def _nonempty(rows: Iterator[dict], sp: SourceParams, stats: dict, skipped: Counter) -> Iterator[dict]:
+def _broken_file(name: str, sp: SourceParams, bad: Bad) -> dict:
+    """A file broke at `bad`: fail (on_bad_file: fail), or log it and return its report entry."""
+    kept = bad.records_before
+    if sp.on_bad_file == "fail":
+        rest = f"keep the {n(kept)} records read before the break and go on" if kept else "skip it and go on"
+        raise SourceError(f"{bad.where}: {bad.reason}: {bad.detail}; replace or remove the file, or set "
+                          f"sources.{name}.on_bad_file: skip to {rest}")
+    log.warning(f"{bad.where}: {bad.reason}: {bad.detail}; skipping the rest of the file "
+                f"({n(kept)} records read before the break; sources.{name}.on_bad_file: skip)")
+    return {"file": bad.file, "reason": bad.reason, "at": bad.where, "records_before": kept, "detail": bad.detail}
+
+
+def _nonempty(rows: Iterator[dict], sp: SourceParams, stats: dict, skipped: Counter,
+              broken: list[dict]) -> Iterator[dict]:
     """Pass rows through; an empty source is an error (raised inside the writer: no output left)."""
     yield from rows
     if stats["docs_out"] == 0:
+        why = f"; {broken_summary(broken)}" if broken else ""
         raise SourceError(f"{sp.uri}: empty source: no documents (records read: {stats['docs_in']}, "
-                          f"skipped: {dict(skipped) or 0})")
+                          f"skipped: {dict(skipped) or 0}{why})")

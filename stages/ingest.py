@@ -3,8 +3,9 @@
     python -m stages.ingest --source c4 --out data/ingested/c4.parquet --report reports/ingest/c4.json
 
 Writes the table atomically and a flat JSON report: docs_in, docs_out, skipped_by_reason, chars_out.
-A bad record with `on_bad_record: fail` (or an unreadable/empty source) exits with status 2 and a
-message naming the file, line/row and rule; nothing is written.
+A bad record with `on_bad_record: fail`, a file that breaks part-way with `on_bad_file: fail`
+(the default, whatever on_bad_record says), or an unreadable/empty source exits with status 2 and
+one line naming the file, line/row and rule; nothing is written.
 """
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ DOCS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
                          pa.field("source", pa.string(), nullable=False),
                          pa.field("utf8_bytes", pa.int64(), nullable=False)])
 CHUNK = 1 << 24  # tokens per chunk when scanning a .bin (32-64 MiB)
+PROJECT_TOKENIZER = Path("artifacts/tokenizer/spm.model")  # what `llmpipe verify` checks by default
 
 
 class TokenizerMismatch(UserError, ValueError):
@@ -141,12 +142,15 @@ def read_meta(path: str | Path) -> tuple[Path, dict]:
 
 def check_fingerprint(meta: dict, tokenizer: str | Path | Tokenizer, where: str = "") -> None:
     """Raise TokenizerMismatch unless the token files were made with this tokenizer."""
-    fp = tokenizer.fingerprint if isinstance(tokenizer, Tokenizer) else fingerprint(
-        Path(tokenizer) / "spm.model" if Path(tokenizer).is_dir() else tokenizer)
+    if isinstance(tokenizer, Tokenizer):
+        fp, name = tokenizer.fingerprint, tokenizer.path
+    else:
+        name = Path(tokenizer) / "spm.model" if Path(tokenizer).is_dir() else Path(tokenizer)
+        fp = fingerprint(name)
     if meta.get("tokenizer_fingerprint") != fp:
         raise TokenizerMismatch(
             f"{where or 'token files'}: made with tokenizer {str(meta.get('tokenizer_fingerprint'))[:12]}, "
-            f"but the tokenizer given is {fp[:12]}; rerun `{meta.get('rerun', 'dvc repro tokenize')}` "
+            f"but the tokenizer given ({name}) is {fp[:12]}; rerun `{meta.get('rerun', 'dvc repro tokenize')}` "
             "(or `dvc repro` for the whole chain)")
 
 
@@ -266,15 +270,27 @@ def verify_dir(path: str | Path, tokenizer: str | Path | Tokenizer | None = None
 
 
 def verify_path(path: str, tokenizer: str | None = None) -> int:
-    """`llmpipe verify PATH`: 0 and an OK line, or 1 and the first problem."""
+    """`llmpipe verify PATH`: 0 and an OK line, or 1 and the first problem.
+
+    `tokenizer`: an spm.model (or its directory) the fingerprint must match; None: the project's,
+    PROJECT_TOKENIZER under the current directory (the repo root), when it exists; "none": skip.
+    """
+    if tokenizer is None:
+        tokenizer = str(PROJECT_TOKENIZER) if PROJECT_TOKENIZER.exists() else None
+        unchecked = f"no {PROJECT_TOKENIZER} in the current directory, pass --tokenizer PATH"
+    else:
+        tokenizer = None if tokenizer.lower() == "none" else tokenizer
+        unchecked = "--tokenizer none"
     try:
         meta = verify_dir(path, tokenizer)
     except VerifyError as e:
         print(f"FAIL {e}", file=sys.stderr)
         return 1
     parts = ", ".join(f"{s}: {v['docs']:,} docs {v['tokens']:,} tokens" for s, v in meta["splits"].items())
-    print(f"OK {path}: {meta['dtype']}, vocab {meta['vocab_size']}, tokenizer "
-          f"{meta['tokenizer_fingerprint'][:12]}; {parts}")
+    fp = meta["tokenizer_fingerprint"][:12]
+    tok = f"tokenizer {fp} (= {tokenizer})" if tokenizer else \
+        f"tokenizer {fp} (not checked: {unchecked}; only meta.json's own sha256s were checked)"
+    print(f"OK {path}: {meta['dtype']}, vocab {meta['vocab_size']}, {tok}; {parts}")
     return 0
 
 

@@ -21,7 +21,7 @@ from _cleankit import BASE
 from conftest import BIN, REPO_ROOT, run
 from llmpipe import atomic
 from llmpipe.atomic import atomic_path, write_json
-from llmpipe.docs import DOC_SCHEMA, TableWriter, write_docs
+from llmpipe.docs import TableWriter, write_docs
 from llmpipe.encode import tokenize_source
 from llmpipe.tokens import SplitWriter
 from test_tokenizer import train_tiny
@@ -178,14 +178,14 @@ def test_data_is_synced_before_the_rename_and_the_rename_after(tmp_path, monkeyp
 
 
 def test_a_keyboard_interrupt_at_close_removes_the_temp(tmp_path, monkeypatch):
+    """Ctrl-C just as the footer is written (an injected interrupt in the real writer's close)."""
     out = tmp_path / "t.parquet"
-    import pyarrow.parquet as pq_mod
 
-    class Interrupted(pq_mod.ParquetWriter):
+    class Interrupted(pq.ParquetWriter):
         def close(self):
             super().close()
             raise KeyboardInterrupt
-    monkeypatch.setattr("llmpipe.docs.pq.ParquetWriter", Interrupted)
+    monkeypatch.setattr(pq, "ParquetWriter", Interrupted)
     with pytest.raises(KeyboardInterrupt):
         with TableWriter(out) as w:
             w.write(hex_rows(10))

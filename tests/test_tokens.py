@@ -158,7 +158,8 @@ def test_verify_ok(built, capsys):
     assert capsys.readouterr().out.startswith(f"OK {built / 'tokens/a'}: uint16, vocab 400")
 
 
-def test_verify_catches_a_flipped_byte(built, tmp_path, capsys):
+def test_verify_catches_a_flipped_byte(built, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no artifacts/tokenizer here: the default checks no fingerprint
     d = copy_dir(built, tmp_path)
     data = bytearray((d / "train.bin").read_bytes())
     data[101] ^= 0x01
@@ -167,7 +168,8 @@ def test_verify_catches_a_flipped_byte(built, tmp_path, capsys):
     assert f"{d / 'train.bin'}: sha256 differs" in capsys.readouterr().err
 
 
-def test_verify_catches_a_truncated_file(built, tmp_path, capsys):
+def test_verify_catches_a_truncated_file(built, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     d = copy_dir(built, tmp_path)
     data = (d / "val.bin").read_bytes()
     (d / "val.bin").write_bytes(data[:-2])
@@ -198,6 +200,30 @@ def test_foreign_tokenizer_is_refused(built, tmp_path, capsys):
     open_tokens(built / "tokens/a", "train", tokenizer=built / "tok")  # the right one: fine
 
 
+def test_verify_checks_the_projects_tokenizer_by_default(built, tmp_path, capsys, monkeypatch):
+    """A swapped tokenizer of the same vocab size at artifacts/tokenizer/spm.model (the repo
+    root is the current directory) fails verify without --tokenizer; `--tokenizer none` skips it."""
+    swapped = train_tiny(tmp_path / "other", vocab_size=400, sample_chars=60_000)
+    assert load(swapped).vocab_size == load(built / "tok/spm.model").vocab_size == 400
+    assert swapped.read_bytes() != (built / "tok/spm.model").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    d = str(built / "tokens/a")
+    (tmp_path / "artifacts/tokenizer").mkdir(parents=True)
+    shutil.copy(swapped, tmp_path / "artifacts/tokenizer/spm.model")
+    assert cli_main(["verify", d]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"FAIL {d}: made with tokenizer ") and \
+        "but the tokenizer given (artifacts/tokenizer/spm.model)" in err and "dvc repro tokenize@a" in err
+    assert cli_main(["verify", d, "--tokenizer", "none"]) == 0
+    assert "not checked: --tokenizer none; only meta.json's own sha256s were checked" in capsys.readouterr().out
+    shutil.copy(built / "tok/spm.model", tmp_path / "artifacts/tokenizer/spm.model")
+    assert cli_main(["verify", d]) == 0
+    assert "(= artifacts/tokenizer/spm.model)" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "artifacts")
+    assert cli_main(["verify", d]) == 0  # no project tokenizer here: says what was not checked
+    assert "not checked: no artifacts/tokenizer/spm.model in the current directory" in capsys.readouterr().out
+
+
 def test_stats_json(built, capsys):
     assert cli_main(["stats", str(built / "tokens/a"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
@@ -209,6 +235,7 @@ def test_stats_json(built, capsys):
     assert "train  (all)" in capsys.readouterr().out
 
 
-def test_not_a_token_dir(tmp_path, capsys):
+def test_not_a_token_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert cli_main(["verify", str(tmp_path)]) == 2
     assert "no meta.json" in capsys.readouterr().err

@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a token directory (or a .bin file with its meta.json)")
     v.add_argument("path", help="e.g. data/mix or data/tokens/c4")
     v.add_argument("--tokenizer", default=None,
-                   help="spm.model whose fingerprint the tokens must match (default: none checked "
-                        "beyond meta.json's own sha256s)")
+                   help="spm.model whose fingerprint the tokens must match (default: the project's "
+                        "artifacts/tokenizer/spm.model when it exists; 'none': only meta.json's own "
+                        "sha256s are checked)")
     v.set_defaults(func=_verify)
 
     s = sub.add_parser("stats", help="token counts and per-source shares of a token directory")

@@ -8,7 +8,8 @@ Contract (every stage from ingest to dedup reads and writes it):
     meta   string (JSON object), nullable
 Later stages may add columns (clean adds signals, hash and MinHash signature); readers select
 the columns they need. Writers go through `TableWriter`, which writes to a temp name and renames
-on success, so a killed stage never leaves a table that looks complete.
+it (`atomic.atomic_path`) only once the footer is written and synced, so a killed stage or a full
+disk never leaves a table that looks complete.
 
 Read it back with `read_batches(path)` (bounded memory) or `pyarrow.parquet.read_table(path)`.
 """
@@ -21,7 +22,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
+from .atomic import atomic_path, close_all, exit_atomic
 
 DOC_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
@@ -59,9 +60,12 @@ class TableWriter:
         self._buf_rows = self._buf_bytes = 0
 
     def __enter__(self) -> "TableWriter":
-        self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        self._out = atomic_path(self.path)
+        tmp = self._out.__enter__()
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        except BaseException as e:
+            exit_atomic(self._out, e, None)
         return self
 
     def write(self, batch: dict | pa.RecordBatch | pa.Table) -> None:
@@ -100,12 +104,11 @@ class TableWriter:
         self._buf, self._buf_rows, self._buf_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._flush(everything=True)
-        finally:
-            self._writer.close()
-            self._ctx.__exit__(exc_type, exc, tb)
+        # the last row group and the footer are written here: a failure of either (a full disk)
+        # goes to the temp's context like one of the with-block, so nothing is renamed into place
+        err = close_all([lambda: self._flush(everything=True)] if exc is None else [], exc)
+        err = close_all([self._writer.close], err)
+        exit_atomic(self._out, err, exc)
 
 
 def write_docs(path: str | Path, rows: Iterable[dict], schema: pa.Schema = DOC_SCHEMA,

@@ -21,6 +21,7 @@ one SentencePiece call (ENCODE_CHARS of text), whatever the corpus size.
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import multiprocessing as mp
@@ -199,9 +200,9 @@ def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir:
     log.info("tokenize %s: %d docs, ~%.1f MB of text in tasks of ~%.2f MB on %d workers; "
              "%d lowest-hash docs forced into val", source, meta_pq.num_rows, text_bytes / 1e6,
              task_bytes / 1e6, jobs, len(forced))
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, contextlib.ExitStack() as stack:
         tmp.mkdir()
-        writers = {s: SplitWriter(tmp, s, dtype) for s in SPLITS}
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype)) for s in SPLITS}
         tasks = _tasks(dedup_path, task_bytes, lambda i: is_val(i, val_fraction, seed, forced))
         results = _run(tasks, jobs, (str(tok.path), tok.eos_id, dtype.name))
         with tqdm(total=meta_pq.num_rows, desc=f"tokenize {source}", unit="doc", leave=False) as bar:

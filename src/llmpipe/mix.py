@@ -225,9 +225,9 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
             src = np.concatenate([np.full(len(picks[(sp, s)]), i) for i, s in enumerate(names)]).astype(np.int64)
             doc = np.concatenate([picks[(sp, s)] for s in names]).astype(np.int64)
             order = source_rng(seed, "*", sp).permutation(len(src))  # interleave sources
-            w = SplitWriter(tmp, sp, dtype)
-            gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
-            splits[sp] = w.close()
+            with SplitWriter(tmp, sp, dtype) as w:
+                gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
+                splits[sp] = w.close()
         meta = make_meta(tok, dtype, splits, rerun="dvc repro mix", sources=report, leakage=leak,
                          params={"weights": weights, "train_tokens": train_tokens, "val_tokens": val_tokens,
                                  "seed": seed, "on_short": on_short, "tolerance": tolerance,

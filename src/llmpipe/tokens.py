@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import sha256_file
+from .atomic import close_all, sha256_file
 from .docs import TableWriter
 from .tokenizer import SPECIAL_IDS, Tokenizer, fingerprint
 
@@ -39,6 +39,7 @@ DOCS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
                          pa.field("source", pa.string(), nullable=False),
                          pa.field("utf8_bytes", pa.int64(), nullable=False)])
 CHUNK = 1 << 24  # tokens per chunk when scanning a .bin (32-64 MiB)
+PROJECT_TOKENIZER = Path("artifacts/tokenizer/spm.model")  # what `llmpipe verify` checks by default
 
 
 class TokenizerMismatch(UserError, ValueError):
@@ -56,16 +57,24 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 class SplitWriter:
     """Append documents to SPLIT.bin/.idx/.docs.parquet in `out_dir`, hashing as it goes (memory
-    stays constant: the .idx offsets are written as the documents arrive, not kept)."""
+    stays constant: the .idx offsets are written as the documents arrive, not kept).
+
+    `out_dir` is the temp directory of an `atomic_path` (the token directory is the atomic unit).
+    Use it as a context manager: on an exception every file is closed at once, so a full disk
+    leaves no open handle behind to fail again (and print) when garbage-collected."""
 
     def __init__(self, out_dir: Path, split: str, dtype: np.dtype):
         self.dir, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
-        self.bin = open(self.dir / f"{split}.bin", "wb")
-        self.idx = open(self.dir / f"{split}.idx", "wb")
         self.bin_sha, self.idx_sha = hashlib.sha256(), hashlib.sha256()
         self.docs = self.tokens = self.utf8_bytes = 0
-        self._write_idx(np.zeros(1, np.uint64))
-        self.table = TableWriter(self.dir / f"{split}.docs.parquet", DOCS_SCHEMA).__enter__()
+        self.bin = open(self.dir / f"{split}.bin", "wb")
+        try:
+            self.idx = open(self.dir / f"{split}.idx", "wb")
+            self._write_idx(np.zeros(1, np.uint64))
+            self.table = TableWriter(self.dir / f"{split}.docs.parquet", DOCS_SCHEMA).__enter__()
+        except BaseException as e:
+            close_all([f.close for f in (self.bin, getattr(self, "idx", None)) if f is not None])
+            raise
 
     def _write_idx(self, offsets: np.ndarray) -> None:
         self.idx.write(offsets.data)
@@ -84,10 +93,25 @@ class SplitWriter:
         self.utf8_bytes += int(np.sum(utf8_bytes))
         self.table.write({"id": ids, "source": sources, "utf8_bytes": np.asarray(utf8_bytes, np.int64)})
 
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self._close(exc)
+
+    def _close(self, exc: BaseException | None = None) -> None:
+        """Close every file even if one fails (a write buffered until close can hit a full disk);
+        the docs table sees the first error, so its temp is removed instead of renamed."""
+        if self.bin.closed and self.idx.closed:
+            return
+        err = close_all([self.bin.close, self.idx.close], exc)
+        err = close_all([lambda: self.table.__exit__(type(err) if err else None, err, None)], err)
+        if err is not None and err is not exc:
+            raise err
+
     def close(self) -> dict:
-        self.bin.close()
-        self.idx.close()
-        self.table.__exit__(None, None, None)
+        self._close()
         files = {"bin": (f"{self.split}.bin", self.bin_sha.hexdigest()),
                  "idx": (f"{self.split}.idx", self.idx_sha.hexdigest()),
                  "docs": (f"{self.split}.docs.parquet", sha256_file(self.dir / f"{self.split}.docs.parquet"))}
@@ -118,12 +142,15 @@ def read_meta(path: str | Path) -> tuple[Path, dict]:
 
 def check_fingerprint(meta: dict, tokenizer: str | Path | Tokenizer, where: str = "") -> None:
     """Raise TokenizerMismatch unless the token files were made with this tokenizer."""
-    fp = tokenizer.fingerprint if isinstance(tokenizer, Tokenizer) else fingerprint(
-        Path(tokenizer) / "spm.model" if Path(tokenizer).is_dir() else tokenizer)
+    if isinstance(tokenizer, Tokenizer):
+        fp, name = tokenizer.fingerprint, tokenizer.path
+    else:
+        name = Path(tokenizer) / "spm.model" if Path(tokenizer).is_dir() else Path(tokenizer)
+        fp = fingerprint(name)
     if meta.get("tokenizer_fingerprint") != fp:
         raise TokenizerMismatch(
             f"{where or 'token files'}: made with tokenizer {str(meta.get('tokenizer_fingerprint'))[:12]}, "
-            f"but the tokenizer given is {fp[:12]}; rerun `{meta.get('rerun', 'dvc repro tokenize')}` "
+            f"but the tokenizer given ({name}) is {fp[:12]}; rerun `{meta.get('rerun', 'dvc repro tokenize')}` "
             "(or `dvc repro` for the whole chain)")
 
 
@@ -243,15 +270,27 @@ def verify_dir(path: str | Path, tokenizer: str | Path | Tokenizer | None = None
 
 
 def verify_path(path: str, tokenizer: str | None = None) -> int:
-    """`llmpipe verify PATH`: 0 and an OK line, or 1 and the first problem."""
+    """`llmpipe verify PATH`: 0 and an OK line, or 1 and the first problem.
+
+    `tokenizer`: an spm.model (or its directory) the fingerprint must match; None: the project's,
+    PROJECT_TOKENIZER under the current directory (the repo root), when it exists; "none": skip.
+    """
+    if tokenizer is None:
+        tokenizer = str(PROJECT_TOKENIZER) if PROJECT_TOKENIZER.exists() else None
+        unchecked = f"no {PROJECT_TOKENIZER} in the current directory, pass --tokenizer PATH"
+    else:
+        tokenizer = None if tokenizer.lower() == "none" else tokenizer
+        unchecked = "--tokenizer none"
     try:
         meta = verify_dir(path, tokenizer)
     except VerifyError as e:
         print(f"FAIL {e}", file=sys.stderr)
         return 1
     parts = ", ".join(f"{s}: {v['docs']:,} docs {v['tokens']:,} tokens" for s, v in meta["splits"].items())
-    print(f"OK {path}: {meta['dtype']}, vocab {meta['vocab_size']}, tokenizer "
-          f"{meta['tokenizer_fingerprint'][:12]}; {parts}")
+    fp = meta["tokenizer_fingerprint"][:12]
+    tok = f"tokenizer {fp} (= {tokenizer})" if tokenizer else \
+        f"tokenizer {fp} (not checked: {unchecked}; only meta.json's own sha256s were checked)"
+    print(f"OK {path}: {meta['dtype']}, vocab {meta['vocab_size']}, {tok}; {parts}")
     return 0
 
 

@@ -26,11 +26,13 @@ class UserError(ValueError):
 
 
 # OS errors that come from the machine or the user's paths, not from llmpipe's code.
-_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.EACCES, errno.EROFS,
-                errno.EISDIR, errno.ENOTDIR, errno.EPERM}
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ENOENT, errno.EACCES,
+                errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EPERM}
 _HINTS = {
     errno.ENOSPC: "free disk space (or point the outputs at a bigger disk) and rerun",
     errno.EDQUOT: "free space within your quota and rerun",
+    errno.EFBIG: "the file is larger than this filesystem allows: write somewhere else",
+    errno.EIO: "the device reported an I/O error: check the disk (dmesg) and rerun",
     errno.EACCES: "check the path's permissions",
     errno.EROFS: "the filesystem is read-only: write somewhere else",
 }

@@ -248,7 +248,7 @@ def test_eval_stage_outputs_are_deterministic_and_gate_fails(kit, tmp_path):
     # the gate: a baseline 1% better than this run fails at 0.5% tolerance, passes at 2%
     base = tmp_path / "baseline.json"
     base.write_text(json.dumps({"bits_per_byte": m["bits_per_byte"] / 1.01}))
-    for tol, rc in ((0.005, 1), (0.02, 0)):
+    for tol, rc in ((0.005, 2), (0.02, 0)):
         _write_params(params, dirs, baseline=str(base), max_regression=tol, builtin_mc={"n": 0}, prompts=[])
         args = ["--params", str(params), "--model", str(tmp_path / "run"), "--tokenizer", str(spm),
                 "--tokens", str(dirs["alpha"].parent), "--metrics", str(tmp_path / "g.json"),

@@ -92,6 +92,17 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
     return out
 
 
+def greedy(model: Transformer, ids: list[int], new_tokens: int, eos: int) -> list[int]:
+    """Greedy continuation of a training-mode model (train's samples; the prompt is cut to fit
+    the context), EOS not included; the model is back in training mode afterwards."""
+    model.eval()
+    try:
+        out = generate(model, ids, min(new_tokens, model.cfg.context - 1), stop_id=eos)
+    finally:
+        model.train()
+    return out[:-1] if out and out[-1] == eos else out
+
+
 class TextStreamer:
     """Prints the text of a growing id list as it grows: decodes prefix + new ids each time and
     prints the new suffix, so word-initial spaces ("▁") and multi-byte characters (byte-fallback

@@ -4,10 +4,11 @@
         --throughput runs/throughput.json --out runs/train
     accelerate launch --multi_gpu --num_processes 2 -m stages.train ...   (DDP, same global batch)
 
-Writes OUT/model.safetensors + config.json, OUT/cost.json (projection, then actual spend),
-OUT/samples.txt; checkpoints in OUT/ckpt and DVCLive logs in OUT/live (both persist, so a
-killed run resumes on the next `dvc repro`). Exits 2 with one line when the cost gate
-refuses, the overfit check fails or the loss goes non-finite.
+Writes OUT/model.safetensors + config.json, OUT/cost.json (projection, steps, tokens, stop
+reason), OUT/samples.txt; checkpoints in OUT/ckpt and DVCLive logs in OUT/live (both persist,
+so a killed run resumes on the next `dvc repro`); OUT/timing.json, the only wall-clock output
+(spend, tokens/s). Exits 2 with one line when the cost gate refuses, the overfit check fails,
+the loss or the weights go non-finite, or the final model's val loss is not finite.
 """
 from __future__ import annotations
 

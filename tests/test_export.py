@@ -1,4 +1,5 @@
-"""HF export round trip: transformers loads the folder offline, logits, greedy text and tokens match."""
+"""HF export round trip: transformers loads the folder offline, logits, greedy text and tokens match;
+OUT safety: a folder llmpipe did not export is refused untouched, a re-export replaces only its own files."""
 from __future__ import annotations
 
 import json
@@ -63,8 +64,8 @@ def test_hf_tokenizer_encodes_and_decodes_like_sentencepiece(tmp_path, spm, voca
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["eos_token_id"], cfg["bos_token_id"], cfg["pad_token_id"]) == (3, 2, 0)
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
-        "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
+        "config.json", "generation_config.json", "llmpipe-export.json", "model.safetensors",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
 
 
 def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
@@ -83,7 +84,7 @@ def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
     save_model(tmp_path / "run", model, model.cfg, extra={"tokenizer_fingerprint": sha256_file(spm)})
     assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 0
     assert (tmp_path / "hf" / "model.safetensors").exists()
-    # the export replaces OUT whole: a second export over it is fine, the run or a stray folder not
+    # a second export over its own folder is fine, the run or a stray folder not
     assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 0
     for target in (tmp_path / "run", tmp_path):
         assert main(["export-hf", str(tmp_path / "run"), str(target), "--tokenizer", str(spm)]) == 2
@@ -94,3 +95,60 @@ def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
     assert "not an earlier llmpipe export" in capsys.readouterr().err
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
     assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _export(run, out, spm) -> int:
+    from llmpipe.cli import main
+    return main(["export-hf", str(run), str(out), "--tokenizer", str(spm)])
+
+
+def test_export_refuses_a_foreign_llama_folder_and_deletes_nothing(tmp_path, spm, vocab, capsys):
+    save_tiny_run(tmp_path / "run", vocab)
+    hub = tmp_path / "Llama-3.2-1B"  # what a Hugging Face download looks like
+    (hub / "original").mkdir(parents=True)
+    (hub / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    (hub / "model.safetensors").write_bytes(b"weights that are not ours")
+    (hub / "README.md").write_text("licence")
+    (hub / "original" / "consolidated.00.pth").write_bytes(b"more")
+    before = _files(hub)
+    assert _export(tmp_path / "run", hub, spm) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{hub}: exists and is not an earlier llmpipe export" in err
+    assert _files(hub) == before and sorted(p.name for p in tmp_path.iterdir()) == ["Llama-3.2-1B", "run"]
+
+
+def test_reexport_replaces_only_the_files_its_manifest_lists(tmp_path, spm, vocab, capsys):
+    save_tiny_run(tmp_path / "run", vocab, seed=1)
+    out = tmp_path / "hf"
+    assert _export(tmp_path / "run", out, spm) == 0
+    manifest = json.loads((out / "llmpipe-export.json").read_text())["files"]
+    first = _files(out)
+    assert set(manifest) == set(first) - {"llmpipe-export.json"}
+    from llmpipe.atomic import sha256_file
+    assert all(sha256_file(out / k) == v for k, v in manifest.items())
+    (out / "NOTES.md").write_text("my notes")  # the user's, next to the export
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text("{}")
+    save_tiny_run(tmp_path / "run", vocab, seed=2)  # a different model
+    assert _export(tmp_path / "run", out, spm) == 0
+    second = _files(out)
+    assert second["NOTES.md"] == b"my notes" and second["eval/scores.json"] == b"{}"
+    assert second["model.safetensors"] != first["model.safetensors"]
+    assert set(second) == set(first) | {"NOTES.md", "eval/scores.json"}  # no staging left behind
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert hf.config.vocab_size == vocab
+    # the manifest a re-export killed midway leaves lists old and new hashes: still recognised
+    man = json.loads((out / "llmpipe-export.json").read_text())
+    man["files"]["model.safetensors"] = ["0" * 64, man["files"]["model.safetensors"]]
+    (out / "llmpipe-export.json").write_text(json.dumps(man))
+    assert _export(tmp_path / "run", out, spm) == 0 and _files(out) == second
+    # an exported file someone changed is theirs now: refused, nothing touched
+    (out / "generation_config.json").write_text('{"do_sample": true}')
+    before = _files(out)
+    assert _export(tmp_path / "run", out, spm) == 2
+    assert f"{out / 'generation_config.json'}: changed since llmpipe exported it" in capsys.readouterr().err
+    assert _files(out) == before

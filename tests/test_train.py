@@ -69,6 +69,13 @@ def reference(template, tmp_path_factory) -> Path:
     return dst
 
 
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every file train wrote, but the wall-clock one (timing.json), by path under runs/train."""
+    out = root / "runs/train"
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "timing.json"}
+
+
 def losses(root: Path) -> list[tuple[int, float]]:
     head, *rows = (root / "runs/train/live/plots/metrics/train/loss.tsv").read_text().splitlines()
     i, j = head.split("\t").index("step"), head.split("\t").index("loss")
@@ -155,7 +162,7 @@ def test_spike_rule_and_ema():
 
 def test_checkpoint_weights_get_the_umask_mode_of_every_other_file(tmp_path):
     # safetensors' save_file creates 0600 whatever the umask; checkpoints on shared storage
-    # must be readable like meta.json and state.pt next to them
+    # must be readable like meta.json and state.json next to them
     from llmpipe.checkpoint import save_checkpoint
     old = os.umask(0o022)
     try:
@@ -164,14 +171,19 @@ def test_checkpoint_weights_get_the_umask_mode_of_every_other_file(tmp_path):
     finally:
         os.umask(old)
     modes = {f.name: f.stat().st_mode & 0o777 for f in ck.iterdir()}
-    assert modes == dict.fromkeys(["model.safetensors", "ema.safetensors", "state.pt", "meta.json"], 0o644)
+    assert modes == dict.fromkeys(["model.safetensors", "ema.safetensors", "state.safetensors", "state.json",
+                                   "meta.json"], 0o644)
 
 
 def test_run_writes_outputs_with_exact_token_accounting(reference):
     out = reference / "runs/train"
     cost = json.loads((out / "cost.json").read_text())
     assert cost["tokens_seen"] == 12 * 256 == cost["tokens_target"] and cost["steps"] == 12
-    assert cost["stop_reason"] == "done" and cost["actual_cost"] > 0
+    assert cost["stop_reason"] == "done" and "actual_cost" not in cost and "seconds" not in cost
+    timing = json.loads((out / "timing.json").read_text())  # the wall-clock facts, apart
+    assert timing["actual_cost"] > 0 and timing["seconds"] > 0 and timing["tokens_per_s"] > 0
+    assert [s for s, _ in timing["tokens_per_s_log"]] == [2, 4, 6, 8, 10, 12]
+    assert [s for s, _ in timing["checkpoint_seconds"]] == [9, 12]
     assert cost["projection"]["tokens"] == 12 * 256 and cost["projection"]["projected_cost"] > 0
     model, cfg = load_model(out)
     assert cfg.d_model == 32 and json.loads((out / "config.json").read_text())["train"]["tokens_seen"] == 3072
@@ -223,8 +235,8 @@ def test_killed_run_resumes_bitwise_identical(work, reference):
     r = stage(work, "train")
     assert r.returncode == 0, r.stderr
     assert f"resumed from {killed_at}" in r.stderr and "overfit check" not in r.stderr
-    ref = (reference / "runs/train/model.safetensors").read_bytes()
-    assert (work / "runs/train/model.safetensors").read_bytes() == ref
+    assert "no record of" not in r.stderr  # the spend up to the checkpoint was restored
+    assert outputs(work) == outputs(reference)  # model, config, checkpoints, DVCLive files, samples
     assert losses(work) == losses(reference)  # DVCLive rows after the checkpoint were dropped
     assert (work / "runs/train/samples.txt").read_text() == (reference / "runs/train/samples.txt").read_text()
 
@@ -264,6 +276,7 @@ def test_spend_reaching_max_cost_stops_at_a_checkpoint(work):
     r = stage(work, "train")
     assert r.returncode == 0, r.stderr
     cost = json.loads((work / "runs/train/cost.json").read_text())
-    assert cost["stop_reason"] == "max_cost" and cost["actual_cost"] >= 0.5 and cost["steps"] < 12
+    timing = json.loads((work / "runs/train/timing.json").read_text())
+    assert cost["stop_reason"] == "max_cost" and timing["actual_cost"] >= 0.5 and cost["steps"] < 12
     assert (work / f"runs/train/ckpt/step_{cost['steps']:08d}").is_dir()
     assert "measured spend reached cost.max_cost" in r.stderr

@@ -133,6 +133,11 @@ def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer,
         for lo in range(0, len(pick), DOCS_PER_CHUNK):  # bounded memory: windows of a chunk only
             docs = [tf.doc(int(i)) for i in pick[lo:lo + DOCS_PER_CHUNK]]
             nll += float(doc_nll(model, docs, tokenizer.eos_id, batch_size, progress=True).sum())
+        if not math.isfinite(nll):
+            from llmpipe.generate import NonFiniteModel
+            raise NonFiniteModel(f"source {src} ({token_dirs[src]}): the model's summed log-likelihood of "
+                                 f"the val documents is {nll} (its logits overflow): the model is broken; "
+                                 "retrain it (`dvc repro -f train`)")
         t = Tally(nll=nll, tokens=int(lengths[pick].sum()), bytes=int(nbytes[pick].sum()),
                   docs=len(pick))
         per_source[src] = t.metrics()
@@ -215,16 +220,19 @@ def _rounded(obj):
 def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict[str, Path], p, *,
              metrics_path: str | Path, samples_path: str | Path, plot_path: str | Path) -> dict:
     """The `eval` stage (`p` is `EvalParams`): writes metrics, samples and the per-source plot
-    file, then applies the regression gate (so a failing run still leaves its numbers to read)."""
+    file, then applies the regression gate (so a failing run still leaves its numbers to read).
+    A model with non-finite weights, log-likelihoods or logits fails (NonFiniteModel) before
+    anything is written, so an existing metrics file is left as it was."""
     from llmpipe import mc
     from llmpipe.atomic import write_json, write_text
-    from llmpipe.generate import check_tokenizer, pick_device
+    from llmpipe.generate import check_finite, check_tokenizer, pick_device
     from llmpipe.log import Timer
     from llmpipe.model import load_model
     from llmpipe.tokenizer import load as load_tokenizer
 
     tok = load_tokenizer(tokenizer_path)
     model, cfg = load_model(model_dir, device=pick_device(p.device))
+    check_finite(model, Path(model_dir) / "model.safetensors")
     check_tokenizer(model_dir, tokenizer_path)
     if tok.vocab_size != cfg.vocab_size:
         raise UserError(f"{tokenizer_path}: vocab {tok.vocab_size} != model vocab {cfg.vocab_size} "

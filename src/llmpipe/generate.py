@@ -14,11 +14,28 @@ from llmpipe.errors import UserError
 
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
 from llmpipe.model import KVCache, Transformer
+
+
+class NonFiniteModel(UserError, RuntimeError):
+    """The model's weights or outputs hold NaN or inf: it cannot be scored or sampled."""
+
+
+def nonfinite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or +-inf, in order."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(model: Transformer, where: str | Path) -> None:
+    """NonFiniteModel naming `where` (the weights file) and the first bad tensor, if any."""
+    bad = nonfinite(model.state_dict())
+    if bad:
+        raise NonFiniteModel(f"{where}: non-finite weights (NaN or inf) in {len(bad)} tensor(s), first "
+                             f"{bad[0]}: the model is broken; retrain it (`dvc repro -f train`)")
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int,
@@ -57,6 +74,9 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
     out: list[int] = []
     logits, _ = model(x, cache=cache)  # prefill: (1, T, V)
     for step in range(max_new_tokens):
+        if not bool(torch.isfinite(logits[:, -1, :]).all()):  # argmax/multinomial would be garbage
+            raise NonFiniteModel(f"the model's logits are not finite (NaN or inf) at new token {step + 1}: "
+                                 "its weights overflow; retrain it (`dvc repro -f train`)")
         nxt = sample_next(logits[:, -1, :], temperature, top_k, gen)  # (1,)
         tok = int(nxt.item())
         out.append(tok)
@@ -70,6 +90,17 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
             x = torch.cat([x, nxt.view(1, 1)], dim=1)
             logits, _ = model(x)
     return out
+
+
+def greedy(model: Transformer, ids: list[int], new_tokens: int, eos: int) -> list[int]:
+    """Greedy continuation of a training-mode model (train's samples; the prompt is cut to fit
+    the context), EOS not included; the model is back in training mode afterwards."""
+    model.eval()
+    try:
+        out = generate(model, ids, min(new_tokens, model.cfg.context - 1), stop_id=eos)
+    finally:
+        model.train()
+    return out[:-1] if out and out[-1] == eos else out
 
 
 class TextStreamer:
@@ -127,6 +158,7 @@ def cli_generate(args) -> int:
     if args.temperature < 0 or args.top_k < 0:
         raise UserError(f"--temperature and --top-k must be >= 0, got {args.temperature}, {args.top_k}")
     model, cfg = load_model(args.model, device=pick_device(args.device))
+    check_finite(model, Path(args.model) / "model.safetensors")
     check_tokenizer(args.model, args.tokenizer)
     sp = spm.SentencePieceProcessor(model_file=str(args.tokenizer))
     if sp.vocab_size() != cfg.vocab_size:

@@ -4,14 +4,19 @@ Order of a run (`train()`):
  1. config: model shape from `model.*` + the tokenizer's vocab; batch plan from `train.*`
     (sequences per step = batch_tokens / context = world x accumulation x micro_batch, exact).
  2. cost gate (llmpipe.cost) before anything is written.
- 3. resume: the newest checkpoint whose fingerprint (data + model + trajectory params + world
-    size) matches is loaded; a mismatch starts fresh and says which part changed.
+ 3. resume: the newest intact checkpoint (hashes verified, weights finite; damaged ones are
+    reported by path and skipped) is loaded when its fingerprint (data + model + trajectory
+    params + world size) matches; a mismatch starts fresh and says which part changed.
  4. overfit sanity check on one micro-batch (fresh runs, switchable), on a copy of the model.
  5. steps: accumulate micro-batches (DDP syncs only on the last), all-reduce loss and token
     counts, stop on a non-finite loss, skip spikes, clip, AdamW, EMA; log to DVCLive, eval on
     fixed val batches, greedy samples, checkpoint every `ckpt_every`, stop at a checkpoint when
     the measured spend reaches `cost.max_cost`.
- 6. final weights + config.json (llmpipe.model.save_model) and cost.json with actual spend.
+ 6. final checks (finite weights, finite val loss on the fixed val batches), then the weights +
+    config.json (llmpipe.model.save_model), cost.json and timing.json.
+
+Every output except timing.json is a function of the inputs and params: no clock reading or
+throughput enters the model, config.json, cost.json, the checkpoints or the DVCLive files.
 """
 from __future__ import annotations
 
@@ -19,8 +24,6 @@ from llmpipe.errors import UserError
 
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import math
 import time
@@ -31,28 +34,22 @@ from typing import Any
 import torch
 
 from llmpipe import checkpoint as ckpt
-from llmpipe.atomic import write_json, write_text
+from llmpipe.atomic import write_json
 from llmpipe.bench import model_config, signature, tokenizer_info
 from llmpipe.cost import gate, spent
 from llmpipe.device import autocast, configure_matmul, resolve_device, resolve_precision
 from llmpipe.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.log import get_logger, n
-from llmpipe.generate import generate
-from llmpipe.model import ModelConfig, Transformer, flops_per_token, param_counts, save_model
+from llmpipe.generate import greedy, nonfinite
+from llmpipe.model import Transformer, flops_per_token, param_counts, save_model
 from llmpipe.optim import EMA, lr_at, make_optimizer
 from llmpipe.params import CostParams, ModelParams, TrainParams
 
 log = get_logger("train")
 
-# train.* keys that change the weights' trajectory (in the fingerprint); the rest (eval, logging,
-# checkpoint cadence, samples, max_steps) may change between a kill and a resume.
-TRAJECTORY_KEYS = ("tokens", "lr", "batch_tokens", "micro_batch", "seed", "warmup", "schedule",
-                   "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "betas", "eps",
-                   "precision", "compile", "ema", "spike_sigma", "spike_window")
-
-
 class TrainingStopped(UserError, RuntimeError):
-    """The run cannot go on (non-finite loss); the last good checkpoint is kept."""
+    """The run cannot go on (non-finite loss or weights, a broken final model); the last good
+    checkpoint is kept and no model is written."""
 
 
 class OverfitCheckFailed(UserError, RuntimeError):
@@ -74,6 +71,10 @@ class Paths:
     def live(self) -> Path:
         return self.out / "live"
 
+    @property
+    def timing(self) -> Path:
+        return self.out / "timing.json"
+
 
 def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
     """Exact split of the global batch; ValueError naming the params when it does not divide."""
@@ -83,27 +84,6 @@ def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
                          f"x model.context x processes = {tp.micro_batch} x {context} x {world} = {unit}")
     return {"seqs_per_step": tp.batch_tokens // context, "accum": tp.batch_tokens // unit,
             "world": world, "total_steps": math.ceil(tp.tokens / tp.batch_tokens)}
-
-
-def data_identity(data_meta: dict) -> dict:
-    """What the weights depend on: the train token files themselves, not the mix's check params
-    (a `mix.tolerance` change rewrites data_meta.json but must not restart training)."""
-    files = data_meta.get("splits", {}).get("train", {}).get("files")
-    if not files:
-        return data_meta
-    return {"dtype": data_meta.get("dtype"), "vocab_size": data_meta.get("vocab_size"),
-            "train_sha256": {k: f.get("sha256") for k, f in sorted(files.items())}}
-
-
-def fingerprint(data_meta: dict, cfg: ModelConfig, tp: TrainParams, world: int,
-                precision: str, device_type: str) -> tuple[str, dict]:
-    """Resume only when everything that shapes the weights' trajectory is the same; the resolved
-    precision and device type count (`precision: auto` is fp32 on CPU but bf16 on CUDA)."""
-    ident = json.dumps(data_identity(data_meta), sort_keys=True).encode()
-    parts = {"data": hashlib.sha256(ident).hexdigest(),
-             "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
-             "world": world, "precision": precision, "device_type": device_type}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 
 
 def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
@@ -140,16 +120,6 @@ def evaluate(model: Transformer, batches: list, device: torch.device, precision:
     return total / len(batches)
 
 
-def greedy(model: Transformer, ids: list[int], new_tokens: int, eos: int) -> list[int]:
-    """Greedy continuation (KV cache; the prompt is cut to fit the context), EOS not included."""
-    model.eval()
-    try:
-        out = generate(model, ids, min(new_tokens, model.cfg.context - 1), stop_id=eos)
-    finally:
-        model.train()
-    return out[:-1] if out and out[-1] == eos else out
-
-
 def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
     """loss > mean + sigma x std of the last `window` accepted losses (needs >= 10 of them;
     sigma 0 -> never). The skipped loss does not enter the history."""
@@ -158,18 +128,6 @@ def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
         return False
     t = torch.tensor(h, dtype=torch.float64)
     return loss > t.mean().item() + sigma * t.std().item()
-
-
-def truncate_after(live_dir: Path, samples: Path, step: int) -> None:
-    """Drop DVCLive rows and sample blocks logged after `step` (between the checkpoint and a kill)."""
-    for tsv in (live_dir / "plots").rglob("*.tsv") if live_dir.exists() else []:
-        lines = tsv.read_text().splitlines(keepends=True)
-        col = lines[0].rstrip("\n").split("\t").index("step")
-        write_text(tsv, "".join([lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= step]))
-    if samples.exists():
-        blocks = samples.read_text().split("## step ")
-        keep = [b for b in blocks[1:] if int(b.split("\n", 1)[0]) <= step]
-        write_text(samples, blocks[0] + "".join("## step " + b for b in keep))
 
 
 class Trainer:
@@ -199,7 +157,7 @@ class Trainer:
                              f"{paths.tokenizer}; rerun `dvc repro mix`")
         self.cfg = model_config(mp, tok["vocab_size"])
         self.plan = batch_plan(tp, self.cfg.context, self.world)
-        self.fp, self.fp_parts = fingerprint(self.meta, self.cfg, tp, self.world, self.precision,
+        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.world, self.precision,
                                              self.device.type)
 
     # ------------------------------------------------------------------ setup
@@ -226,6 +184,8 @@ class Trainer:
         vx, vy = val.fixed(VAL_STREAM, tp.eval_batches * tp.micro_batch)
         self.val_batches = list(zip(vx.split(tp.micro_batch), vy.split(tp.micro_batch)))
         self.step, self.tokens_seen, self.spikes, self.hist, self.seconds = 0, 0, 0, [], 0.0
+        self.ckpt_seconds: dict[int, float] = {}  # spend when each checkpoint was written
+        self.tps_log: list[list[float]] = []  # [step, tokens/s] at each log step (timing.json)
         resumed = self.resume()
         if self.main:
             self.paths.out.mkdir(parents=True, exist_ok=True)
@@ -251,19 +211,40 @@ class Trainer:
         return Live(dir=str(self.paths.live), dvcyaml=False, resume=resumed, report=None, save_dvc_exp=False)
 
     def resume(self) -> bool:
-        found = ckpt.list_checkpoints(self.paths.ckpt)
-        if not found:
-            return False
-        c = ckpt.load_checkpoint(found[-1])
-        if c["meta"].get("fingerprint") != self.fp:
-            old = c["meta"].get("fingerprint_parts", {})
-            changed = [k for k in self.fp_parts if old.get(k) != self.fp_parts[k]]
-            log.warning("starting fresh: checkpoint %s was made with different %s", found[-1].name,
-                        ", ".join(changed) or "settings")
-            self.acc.wait_for_everyone()
-            if self.main:
-                ckpt.clear(self.paths.ckpt)
-            return False
+        """Load the newest intact checkpoint (hashes verified, weights finite); a damaged one is
+        reported by path and skipped for the next older one; none left -> fresh start."""
+        damaged = []
+        for path in reversed(ckpt.list_checkpoints(self.paths.ckpt)):
+            try:
+                meta = ckpt.verify(path)
+                if meta.get("fingerprint") != self.fp:
+                    return self.fresh_start(path, meta)
+                c = ckpt.load_checkpoint(path, meta)
+                bad = nonfinite(c["model"]) + nonfinite(c["ema"] or {})
+                if bad:
+                    raise ckpt.CheckpointDamaged(path, f"non-finite weights (NaN or inf) in {bad[0]}")
+            except ckpt.CheckpointDamaged as e:
+                log.warning("checkpoint %s; skipped", e)
+                damaged.append(path.name)
+                continue
+            self.load(path, c)
+            return True
+        if damaged:
+            log.warning("starting fresh: no intact checkpoint in %s (damaged: %s)", self.paths.ckpt,
+                        ", ".join(damaged))
+        return False
+
+    def fresh_start(self, path: Path, meta: dict) -> bool:
+        old = meta.get("fingerprint_parts", {})
+        changed = [k for k in self.fp_parts if old.get(k) != self.fp_parts[k]]
+        log.warning("starting fresh: checkpoint %s was made with different %s", path.name,
+                    ", ".join(changed) or "settings")
+        self.acc.wait_for_everyone()
+        if self.main:
+            ckpt.clear(self.paths.ckpt)
+        return False
+
+    def load(self, path: Path, c: dict) -> None:
         self.model.load_state_dict(c["model"])
         s = c["state"]
         self.opt.load_state_dict(s["optimizer"])
@@ -271,24 +252,42 @@ class Trainer:
             self.ema.load_state_dict(c["ema"])
         ckpt.set_rng_state(s["rng"], self.device)
         self.step, self.tokens_seen, self.spikes = int(s["step"]), int(s["tokens_seen"]), int(s["spikes"])
-        self.hist, self.seconds = [float(v) for v in s["hist"]], float(s["seconds"])
+        self.hist = [float(v) for v in s["hist"]]
+        self.ckpt_seconds, self.tps_log = ckpt.read_spend(self.paths.timing, self.fp, self.step)
+        if self.step not in self.ckpt_seconds:
+            log.warning("%s has no record of %s: measured spend (cost.max_cost) restarts at 0",
+                        self.paths.timing, path.name)
+        self.seconds = self.ckpt_seconds.get(self.step, 0.0)
         if self.main:
-            truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
-        log.info("resumed from %s: step %s, %s tokens seen", found[-1].name, n(self.step), n(self.tokens_seen))
-        return True
+            ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
+        log.info("resumed from %s: step %s, %s tokens seen", path.name, n(self.step), n(self.tokens_seen))
 
     # ------------------------------------------------------------------ loop pieces
     def save(self) -> None:
+        bad = nonfinite(self.model.state_dict()) + nonfinite(self.ema.state_dict() if self.ema else {})
+        if bad:  # every rank holds the same weights, so every rank stops here
+            raise TrainingStopped(f"non-finite weights (NaN or inf) in {bad[0]} at step {self.step}; stopped "
+                                  f"without checkpointing them, keeping the last good checkpoint in "
+                                  f"{self.paths.ckpt}. Lower train.lr or raise train.warmup")
         self.acc.wait_for_everyone()
         if self.main:
             state = {"optimizer": self.opt.state_dict(), "rng": ckpt.rng_state(self.device),
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
-                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist,
-                     "seconds": self.seconds}
+                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
             meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts}
+            self.ckpt_seconds[self.step] = self.seconds
+            self.write_timing()  # first: a kill right after the checkpoint still finds its spend
             ckpt.save_checkpoint(self.paths.ckpt, self.step, self.model.state_dict(), state, meta,
                                  self.ema.state_dict() if self.ema else None, keep=self.tp.keep_ckpts)
         self.acc.wait_for_everyone()
+
+    def write_timing(self) -> None:
+        """runs/train/timing.json: spend and throughput, the run's only wall-clock output."""
+        ckpt.write_timing(self.paths.timing, self.fp, self.paths.ckpt, self.ckpt_seconds, {
+            "seconds": self.seconds, "actual_hours": self.seconds / 3600,
+            "actual_cost": spent(self.seconds, self.cp), "hourly_rate": self.cp.hourly_rate,
+            "num_devices": self.cp.num_devices, "tokens_per_s_log": self.tps_log,
+            "tokens_per_s": self.tps_log[-1][1] if self.tps_log else None})
 
     def train_step(self) -> tuple[torch.Tensor, float]:
         """Forward/backward over this rank's micro-batches; returns (reduced [loss, tokens], lr)."""
@@ -356,9 +355,9 @@ class Trainer:
             if self.step % tp.log_every == 0 or self.step == last:
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
                 t_last, tok_last = now, self.tokens_seen
+                self.tps_log.append([self.step, tps])  # timing.json, never DVCLive (not reproducible)
                 metrics.update({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                                "train/tokens_per_s": tps, "train/tokens_seen": self.tokens_seen,
-                                "train/spikes_skipped": self.spikes})
+                                "train/tokens_seen": self.tokens_seen, "train/spikes_skipped": self.spikes})
                 log.info("step %d/%d loss %.4f lr %.2e grad %.3f %s tok/s", self.step, total, loss, lr,
                          grad_norm, n(round(tps)))
             if self.step % tp.eval_every == 0 or self.step == last:
@@ -386,24 +385,31 @@ class Trainer:
         return self.finish(stop)
 
     def finish(self, stop: str) -> dict[str, Any]:
+        """Check the final model (finite weights, finite val loss) on every rank, then write it."""
         result = {"steps": self.step, "total_steps": self.plan["total_steps"], "tokens_seen": self.tokens_seen,
-                  "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes,
-                  "seconds": self.seconds}
+                  "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes}
+        final = copy.deepcopy(self.model)
+        if self.ema is not None:
+            final.load_state_dict(self.ema.state_dict())
+        what = f"the final model ({'EMA' if self.ema else 'weights'} at step {self.step})"
+        bad = nonfinite(final.state_dict())
+        val = float("nan") if bad else evaluate(final, self.val_batches, self.device, self.precision)
+        if not math.isfinite(val):
+            why = f"holds NaN or inf in {bad[0]}" if bad else f"gives a non-finite val loss ({val})"
+            raise TrainingStopped(f"{what} {why}; no model written. Its weights are broken: delete "
+                                  f"{self.paths.ckpt} to start fresh, or lower train.lr")
         if self.main:
-            final = copy.deepcopy(self.model).cpu()
-            if self.ema is not None:
-                final.load_state_dict(self.ema.state_dict())
-            save_model(self.paths.out, final, self.cfg,
+            save_model(self.paths.out, final.cpu(), self.cfg,
                        extra={"train": result, "tokenizer_fingerprint": self.meta.get("tokenizer_fingerprint"),
                               "data_fingerprint": self.fp_parts["data"], "ema": self.ema is not None})
-            actual = {"actual_hours": self.seconds / 3600, "actual_cost": spent(self.seconds, self.cp)}
-            write_json(self.paths.out / "cost.json", {"projection": self.projection, **actual, **result})
+            write_json(self.paths.out / "cost.json", {"projection": self.projection, **result})
+            self.write_timing()
             if self.live is not None:
                 self.live.end()
         self.acc.wait_for_everyone()
-        log.info("trained %s steps, %s tokens seen (target %s), %.1f s, stop: %s", n(self.step),
-                 n(self.tokens_seen), n(self.tp.tokens), self.seconds, stop)
-        return result
+        log.info("trained %s steps, %s tokens seen (target %s), final val loss %.4f, %.1f s, stop: %s",
+                 n(self.step), n(self.tokens_seen), n(self.tp.tokens), val, self.seconds, stop)
+        return {**result, "seconds": self.seconds}
 
 
 def train(paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams) -> dict[str, Any]:

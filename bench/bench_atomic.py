@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpipe import atomic
-from llmpipe.atomic import atomic_path, write_json
-from llmpipe.docs import TableWriter
-from llmpipe.tokens import SplitWriter
+from llmpipe.core import atomic
+from llmpipe.core.atomic import atomic_path, write_json
+from llmpipe.data.table import TableWriter
+from llmpipe.data.tokens import SplitWriter
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES: dict = {}  # bytes on disk each case wrote

@@ -42,9 +42,9 @@ import pyarrow.parquet as pq  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from llmpipe.atomic import write_json  # noqa: E402
-from llmpipe.clean import pipeline, rules, signals  # noqa: E402
-from llmpipe.docs import write_docs  # noqa: E402
+from llmpipe.core.atomic import write_json  # noqa: E402
+from llmpipe.data.clean import pipeline, rules, signals  # noqa: E402
+from llmpipe.data.table import write_docs  # noqa: E402
 from llmpipe.params import CleanParams, FilterParams  # noqa: E402
 
 

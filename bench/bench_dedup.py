@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpipe.atomic import write_json
-from llmpipe.dedup import Index, dedup, find_duplicates, load_index, resolve_bands
-from llmpipe.minhash import exact_hash, normalize, signatures
+from llmpipe.core.atomic import write_json
+from llmpipe.data.dedup import Index, dedup, find_duplicates, load_index, resolve_bands
+from llmpipe.data.minhash import exact_hash, normalize, signatures
 from llmpipe.params import DedupParams
 
 LEVELS = (0.9, 0.8, 0.7, 0.5)
@@ -94,7 +94,7 @@ def bench_quality(texts: list[str], per_level: int, seed: int, workdir: Path,
         w, j = planted_copy(originals[i], level, vocab, rng)
         planted.append((int(i), w, level, j))
     import pyarrow as pa
-    from llmpipe.docs import DOC_SCHEMA, TableWriter
+    from llmpipe.data.table import DOC_SCHEMA, TableWriter
     schema = pa.schema(list(DOC_SCHEMA) + [pa.field("exact_hash", pa.string()),
                                            pa.field("minhash", pa.list_(pa.uint32(), K))])
     tables = {"orig": [(f"o{i:05d}", " ".join(w)) for i, w in enumerate(originals)],
@@ -264,8 +264,8 @@ _RSS_CHILD = r"""
 import resource, sys, tempfile, numpy as np, pyarrow as pa
 sys.path.insert(0, sys.argv[3])
 from bench_dedup import synthetic_signatures, K
-from llmpipe.docs import DOC_SCHEMA, TableWriter
-from llmpipe.dedup import dedup
+from llmpipe.data.table import DOC_SCHEMA, TableWriter
+from llmpipe.data.dedup import dedup
 from llmpipe.params import DedupParams
 n, d = int(sys.argv[1]), sys.argv[2]
 schema = pa.schema(list(DOC_SCHEMA) + [pa.field("exact_hash", pa.string()),
@@ -298,11 +298,11 @@ def rss_per_doc(sizes: list[int]) -> dict:
         with tempfile.TemporaryDirectory() as d:
             subprocess.run([sys.executable, "-c", _RSS_CHILD, str(n), d, here], check=True,
                            capture_output=True)
-            code = ("import sys; from llmpipe.dedup import dedup; from llmpipe.params import DedupParams; "
+            code = ("import sys; from llmpipe.data.dedup import dedup; from llmpipe.params import DedupParams; "
                     "from pathlib import Path; d = Path(sys.argv[1]); "
                     "dedup({'s': d/'in.parquet'}, {'s': d/'out.parquet'}, DedupParams(num_perm=128)); "
                     + _HWM)
-            base = "import llmpipe.dedup, pyarrow.parquet; " + _HWM
+            base = "import llmpipe.data.dedup, pyarrow.parquet; " + _HWM
             kb = int(subprocess.run([sys.executable, "-c", code, d], check=True, capture_output=True,
                                     text=True).stdout.split()[-1])
             kb0 = int(subprocess.run([sys.executable, "-c", base], check=True, capture_output=True,

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from llmpipe.atomic import write_json
-from llmpipe.generate import generate
-from llmpipe.model import Transformer, config_from_preset
+from llmpipe.core.atomic import write_json
+from llmpipe.eval.generate import generate
+from llmpipe.train.model import Transformer, config_from_preset
 
 
 def timed(model, n: int, use_cache: bool, repeats: int) -> float:

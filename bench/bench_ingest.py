@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmpipe.atomic import write_json
+from llmpipe.core.atomic import write_json
 from llmpipe.params import SourceParams
-from llmpipe.sources import ingest_source
+from llmpipe.data.sources import ingest_source
 
 
 def cases(corpus: Path) -> dict[str, SourceParams]:

@@ -25,10 +25,10 @@ from pathlib import Path
 import fsspec
 import zstandard
 
-from llmpipe.atomic import write_json
+from llmpipe.core.atomic import write_json
 from llmpipe.params import SourceParams
-from llmpipe.sources import ingest_source, resolve
-from llmpipe.sources.readers import open_decompressed
+from llmpipe.data.sources import ingest_source, resolve
+from llmpipe.data.sources.readers import open_decompressed
 
 FILES = {"c4": "c4/c4-en-train-00000-first1000.jsonl.gz", "gutenberg": "gutenberg/gutenberg-68-books.jsonl.gz"}
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from llmpipe.sources.prose import passages
-from llmpipe.sources.sample import KINDS, sample_records
+from llmpipe.data.sources.prose import passages
+from llmpipe.data.sources.sample import KINDS, sample_records
 
 COPIES = {"exact_dup", "near_dup", "cross_exact_dup", "cross_near_dup"}
 N = 13

@@ -44,11 +44,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from llmpipe.atomic import write_json  # noqa: E402
-from llmpipe.docs import DOC_SCHEMA, TableWriter  # noqa: E402
-from llmpipe.mix import build_mix, gather, source_rng  # noqa: E402
-from llmpipe.tokenizer import build_tokenizer, load  # noqa: E402
-from llmpipe.tokens import SplitWriter, open_tokens, token_dtype  # noqa: E402
+from llmpipe.core.atomic import write_json  # noqa: E402
+from llmpipe.data.table import DOC_SCHEMA, TableWriter  # noqa: E402
+from llmpipe.data.mix import build_mix, gather, source_rng  # noqa: E402
+from llmpipe.data.tokenizer import build_tokenizer, load  # noqa: E402
+from llmpipe.data.tokens import SplitWriter, open_tokens, token_dtype  # noqa: E402
 
 
 def real_texts(corpus: Path) -> dict[str, list[str]]:

@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmpipe.bench import env_info, run_bench
-from llmpipe.device import resolve_device
-from llmpipe.model import config_from_preset
+from llmpipe.train.throughput import env_info, run_bench
+from llmpipe.train.device import resolve_device
+from llmpipe.train.model import config_from_preset
 from llmpipe.params import BenchParams
 
 
 def loader_rate(micro_batch: int, context: int, seconds: float = 2.0) -> float:
     """Batches/s of the training loader on a 20M-token uint16 memmap."""
-    from llmpipe.loader import TokenWindows
+    from llmpipe.train.loader import TokenWindows
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "train.bin"

@@ -1,6 +1,6 @@
 """CUDA correctness and speed of evaluation, generation and HF export (not a test; bench/results).
 
-On a randomly initialised `llmpipe.model.Transformer` (GQA) and a tiny SentencePiece tokenizer
+On a randomly initialised `llmpipe.train.model.Transformer` (GQA) and a tiny SentencePiece tokenizer
 trained in-process on Python standard-library docstrings (both made by llmpipe's own code):
 
 1. generation with the KV cache vs the full-recompute path: greedy tokens and teacher-forced
@@ -29,15 +29,15 @@ from pathlib import Path
 
 import torch
 
-from llmpipe.device import autocast, device_name, synchronize
-from llmpipe.docs import write_docs
-from llmpipe.encode import tokenize_source
-from llmpipe.evaluate import doc_nll, evaluate_sources
-from llmpipe.export import export_hf
-from llmpipe.generate import generate
-from llmpipe.model import KVCache, ModelConfig, Transformer, config_from_preset, save_model
-from llmpipe.tokenizer import load as load_tokenizer, train as train_tokenizer
-from llmpipe.tokens import open_tokens
+from llmpipe.train.device import autocast, device_name, synchronize
+from llmpipe.data.table import write_docs
+from llmpipe.data.encode import tokenize_source
+from llmpipe.eval.evaluate import doc_nll, evaluate_sources
+from llmpipe.eval.export import export_hf
+from llmpipe.eval.generate import generate
+from llmpipe.train.model import KVCache, ModelConfig, Transformer, config_from_preset, save_model
+from llmpipe.data.tokenizer import load as load_tokenizer, train as train_tokenizer
+from llmpipe.data.tokens import open_tokens
 
 STDLIB = ["argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "email.message",
           "functools", "heapq", "http.client", "inspect", "itertools", "json", "logging", "os",

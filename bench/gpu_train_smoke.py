@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from _trainkit import make_inputs, write_params
-from llmpipe.model import PRESETS
+from llmpipe.train.model import PRESETS
 from llmpipe.params import load_params
-from llmpipe.train import Paths, Trainer
+from llmpipe.train.trainer import Paths, Trainer
 
 
 class StderrOnlyTrainer(Trainer):

@@ -45,6 +45,21 @@ def _module_name(path: Path) -> str:
     raise ValueError(path)
 
 
+# Packages that import their subpackages by discovery (pkgutil), invisible to `ast`: importing
+# one imports every subpackage's __init__.py. The source kinds' `text.py` modules are imported
+# by name at run time (`kinds.text(kind)`); `clean@SRC` depends on `data/kinds/${item.kind}`,
+# a templated line this script leaves alone.
+DISCOVERS = {"llmpipe.data.kinds"}
+
+
+def _discovered(name: str) -> set[str]:
+    base = _module_file(name)
+    if name not in DISCOVERS or base is None:
+        return set()
+    return {f"{name}.{d.name}" for d in sorted(base.parent.iterdir())
+            if d.is_dir() and (d / "__init__.py").is_file()}
+
+
 def _imported(path: Path) -> set[str]:
     """Module names a file imports (absolute, relative resolved; `from X import Y` tries X.Y)."""
     me = _module_name(path)
@@ -62,7 +77,7 @@ def _imported(path: Path) -> set[str]:
                 mod = node.module or ""
             names.add(mod)
             names.update(f"{mod}.{a.name}" for a in node.names)
-    return names
+    return names | {sub for n in names for sub in _discovered(n)} | _discovered(me)
 
 
 @lru_cache(maxsize=None)
@@ -92,7 +107,7 @@ def stage_code_deps(script: str) -> list[str]:
 
 _STAGE = re.compile(r"^  ([A-Za-z0-9_-]+):\n", re.M)
 _CMD = re.compile(r"python -m (stages\.[A-Za-z0-9_]+)")
-_CODE = re.compile(r"^(\s*)- ((?:src|stages)/\S+\.py)\s*(#.*)?$")
+_CODE = re.compile(r"^(\s*)- ((?:src|stages)/[^\s$]+\.py)\s*(#.*)?$")  # templated lines (${...}) are kept
 
 
 def rewrite(text: str) -> tuple[str, list[str]]:

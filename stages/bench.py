@@ -14,11 +14,11 @@ import argparse
 from pathlib import Path
 
 
-from llmpipe.atomic import write_json
-from llmpipe.bench import env_info, model_config, run_bench
-from llmpipe.device import resolve_device, resolve_precision
-from llmpipe.log import get_logger, n
-from llmpipe.errors import entry
+from llmpipe.core.atomic import write_json
+from llmpipe.train.throughput import env_info, model_config, run_bench
+from llmpipe.train.device import resolve_device, resolve_precision
+from llmpipe.core.log import get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

@@ -9,11 +9,11 @@ import sys
 import argparse
 from pathlib import Path
 
-from llmpipe.clean.pipeline import clean_table, resolve_jobs
-from llmpipe.docs import missing_input
+from llmpipe.data.clean.pipeline import clean_table, resolve_jobs
+from llmpipe.data.table import missing_input
 from stages import source_params
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.errors import entry
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

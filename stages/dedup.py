@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llmpipe.atomic import atomic_path, write_json
-from llmpipe.dedup import dedup
-from llmpipe.docs import num_rows
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.errors import entry
+from llmpipe.core.atomic import atomic_path, write_json
+from llmpipe.data.dedup import dedup
+from llmpipe.data.table import num_rows
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 
-from llmpipe.evaluate import run_eval
-from llmpipe.errors import entry
+from llmpipe.eval.evaluate import run_eval
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

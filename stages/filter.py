@@ -10,12 +10,12 @@ import sys
 import argparse
 from pathlib import Path
 
-from llmpipe.atomic import write_json
-from llmpipe.clean.rules import filter_table
-from llmpipe.docs import missing_input
+from llmpipe.core.atomic import write_json
+from llmpipe.data.clean.rules import filter_table
+from llmpipe.data.table import missing_input
 from stages import source_params
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.errors import entry
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 import argparse
 
-from llmpipe.atomic import write_json
-from llmpipe.errors import entry
+from llmpipe.core.atomic import write_json
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
-from llmpipe.sources import ingest_source
+from llmpipe.data.sources import ingest_source
 from stages import source_params
 
 

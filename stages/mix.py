@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llmpipe.atomic import write_json
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.mix import build_mix, summary
-from llmpipe.errors import entry
+from llmpipe.core.atomic import write_json
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.data.mix import build_mix, summary
+from llmpipe.core.errors import entry
 from llmpipe.params import as_dict, load_params
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llmpipe.encode import tokenize_source
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.errors import entry
+from llmpipe.data.encode import tokenize_source
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
 

@@ -12,10 +12,10 @@ import argparse
 import os
 from pathlib import Path
 
-from llmpipe.log import Timer, get_logger, n
-from llmpipe.errors import entry
+from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
-from llmpipe.tokenizer import build_tokenizer
+from llmpipe.data.tokenizer import build_tokenizer
 
 
 @entry("tokenizer")

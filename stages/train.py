@@ -16,9 +16,9 @@ import argparse
 from pathlib import Path
 
 
-from llmpipe.errors import entry
+from llmpipe.core.errors import entry
 from llmpipe.params import load_params
-from llmpipe.train import Paths, train
+from llmpipe.train.trainer import Paths, train
 
 
 @entry("train")

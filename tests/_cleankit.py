@@ -6,7 +6,7 @@ import itertools
 
 import pyarrow as pa
 
-from llmpipe.clean import pipeline, rules, signals
+from llmpipe.data.clean import pipeline, rules, signals
 from llmpipe.params import CleanParams, FilterParams
 
 # Hand-written English prose: 3 paragraphs, ~200 words, no repeated 5-gram, every line ends a

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from llmpipe.docs import write_docs
-from llmpipe.model import ModelConfig, Transformer, save_model
+from llmpipe.data.table import write_docs
+from llmpipe.train.model import ModelConfig, Transformer, save_model
 
 SUBJECTS = ["The old miller", "A quiet river", "Our small garden", "The red fox", "Every winter night",
             "The young doctor", "A narrow bridge", "The village school"]
@@ -41,7 +41,7 @@ def documents(source: str, n_docs: int, sents_per_doc: int = 6, offset: int = 0)
 
 def train_tokenizer(out_dir: Path, vocab_size: int = 400) -> Path:
     """A real llmpipe tokenizer (byte fallback, identity normalisation, "\\n" piece)."""
-    from llmpipe.tokenizer import train
+    from llmpipe.data.tokenizer import train
     texts = [" ".join(sentences(40, k * 40)) + "\n" + EXTRA for k in range(6)]
     train(texts, out_dir, vocab_size=vocab_size, character_coverage=1.0)
     return Path(out_dir) / "spm.model"
@@ -49,7 +49,7 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 400) -> Path:
 
 def token_dirs(tmp: Path, spm_path: Path, sources: dict[str, int]) -> dict[str, Path]:
     """One token directory per source ({name: docs}), about half the documents in val."""
-    from llmpipe.encode import tokenize_source
+    from llmpipe.data.encode import tokenize_source
     out = {}
     for k, (src, n_docs) in enumerate(sorted(sources.items())):
         table = tmp / "dedup" / f"{src}.parquet"

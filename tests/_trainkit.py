@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from llmpipe.tokenizer import fingerprint, load, train as train_spm
+from llmpipe.data.tokenizer import fingerprint, load, train as train_spm
 
 MODULES = [collections, argparse, json, pathlib, textwrap, unittest]  # stdlib prose, offline
 

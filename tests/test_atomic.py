@@ -19,11 +19,11 @@ import pytest
 
 from _cleankit import BASE
 from conftest import BIN, REPO_ROOT, run
-from llmpipe import atomic
-from llmpipe.atomic import atomic_path, write_json
-from llmpipe.docs import TableWriter, write_docs
-from llmpipe.encode import tokenize_source
-from llmpipe.tokens import SplitWriter
+from llmpipe.core import atomic
+from llmpipe.core.atomic import atomic_path, write_json
+from llmpipe.data.table import TableWriter, write_docs
+from llmpipe.data.encode import tokenize_source
+from llmpipe.data.tokens import SplitWriter
 from test_tokenizer import train_tiny
 
 WORDS = sorted(set(BASE.split()))

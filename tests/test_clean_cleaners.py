@@ -4,9 +4,15 @@ from __future__ import annotations
 import pytest
 
 from _cleankit import BASE
-from llmpipe.clean import c4, gutenberg, quality, wikipedia
-from llmpipe.clean.pipeline import clean_text
-from llmpipe.params import C4CleanParams, CleanParams, GutenbergCleanParams, WikipediaCleanParams
+from llmpipe.data.clean import quality
+from llmpipe.data.kinds.c4 import text as c4
+from llmpipe.data.kinds.gutenberg import text as gutenberg
+from llmpipe.data.kinds.wikipedia import text as wikipedia
+from llmpipe.data.clean.pipeline import clean_text
+from llmpipe.data.kinds.c4 import CleanParams as C4CleanParams
+from llmpipe.data.kinds.gutenberg import CleanParams as GutenbergCleanParams
+from llmpipe.data.kinds.wikipedia import CleanParams as WikipediaCleanParams
+from llmpipe.params import CleanParams
 
 GOOD = "This line is a perfectly ordinary sentence of prose."
 

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from _cleankit import BASE
-from llmpipe import minhash
-from llmpipe.atomic import sha256_file
-from llmpipe.clean import rules, signals
-from llmpipe.clean.pipeline import clean_table, cleaner_names
-from llmpipe.docs import write_docs
+from llmpipe.data import minhash
+from llmpipe.core.atomic import sha256_file
+from llmpipe.data.clean import rules, signals
+from llmpipe.data.clean.pipeline import clean_table, cleaner_names
+from llmpipe.data.table import write_docs
 from llmpipe.params import CleanParams, load_params
 
 REPO = Path(__file__).resolve().parents[1]

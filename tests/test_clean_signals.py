@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmpipe.clean import signals
+from llmpipe.data.clean import signals
 
 
 def test_tokens_strip_punctuation_and_lowercase():

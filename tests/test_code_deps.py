@@ -29,8 +29,8 @@ def test_a_new_import_shows_up_and_write_fixes_it(tmp_path):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     # move a helper into a new module that mix.py imports lazily, inside a function
-    (root / "src/llmpipe/newhelper.py").write_text("def f():\n    return 1\n")
-    mix = root / "src/llmpipe/mix.py"
+    (root / "src/llmpipe/data/newhelper.py").write_text("def f():\n    return 1\n")
+    mix = root / "src/llmpipe/data/mix.py"
     mix.write_text(mix.read_text() + "\n\ndef _uses_helper():\n    from .newhelper import f\n    return f()\n")
     tool = [sys.executable, str(root / "scripts/code_deps.py")]
     stale = subprocess.run(tool, capture_output=True, text=True)
@@ -38,6 +38,6 @@ def test_a_new_import_shows_up_and_write_fixes_it(tmp_path):
     assert subprocess.run([*tool, "--write"], capture_output=True, text=True).returncode == 0
     assert subprocess.run(tool, capture_output=True, text=True).returncode == 0
     mod = _load(root)
-    assert "src/llmpipe/newhelper.py" in mod.stage_code_deps("stages.mix")
-    assert "src/llmpipe/newhelper.py" not in mod.stage_code_deps("stages.clean")
-    assert (root / "dvc.yaml").read_text().count("- src/llmpipe/newhelper.py") == 1  # mix alone imports mix.py
+    assert "src/llmpipe/data/newhelper.py" in mod.stage_code_deps("stages.mix")
+    assert "src/llmpipe/data/newhelper.py" not in mod.stage_code_deps("stages.clean")
+    assert (root / "dvc.yaml").read_text().count("- src/llmpipe/data/newhelper.py") == 1  # mix alone imports data/mix.py

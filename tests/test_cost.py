@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from llmpipe.bench import signature
-from llmpipe.cost import CostGateError, gate, project, spent
-from llmpipe.model import ModelConfig
+from llmpipe.train.throughput import signature
+from llmpipe.train.cost import CostGateError, gate, project, spent
+from llmpipe.train.model import ModelConfig
 from llmpipe.params import CostParams
 
 CFG = ModelConfig(vocab_size=100, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, context=8, ffn_hidden=32)

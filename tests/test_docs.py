@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llmpipe.atomic import atomic_path, sha256_file, write_json, write_text
-from llmpipe.docs import DOC_SCHEMA, TableWriter, content_id, iter_docs, num_rows, read_batches, write_docs
+from llmpipe.core.atomic import atomic_path, sha256_file, write_json, write_text
+from llmpipe.data.table import DOC_SCHEMA, TableWriter, content_id, iter_docs, num_rows, read_batches, write_docs
 
 
 def rows(k: int, start: int = 0) -> list[dict]:
@@ -32,7 +32,7 @@ def test_write_and_stream_back(tmp_path):
 
 
 def test_row_groups_are_capped_by_bytes_and_batches_stay_inside_them(tmp_path, monkeypatch):
-    import llmpipe.docs as docs
+    import llmpipe.data.table as docs
     monkeypatch.setattr(docs, "ROW_GROUP_BYTES", 50_000)  # stands in for 64 MiB: "books" of 10 kB
     texts = [f"{i} " + "x" * 10_000 for i in range(40)]
     with TableWriter(tmp_path / "t.parquet") as w:
@@ -109,7 +109,7 @@ def test_atomic_path_gives_files_the_umask_mode(tmp_path):
     """A writer that creates 0600 files (safetensors' save_file does) still yields files the
     umask allows others to read, so a shared DVC cache stays readable by the team."""
     import os
-    from llmpipe.atomic import atomic_path
+    from llmpipe.core.atomic import atomic_path
     mask = os.umask(0o022)
     try:
         with atomic_path(tmp_path / "f.bin") as tmp:

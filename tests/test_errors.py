@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmpipe.errors import UserError, entry
+from llmpipe.core.errors import UserError, entry
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "clean", "filter", "dedup", "tokenizer", "tokenize", "mix", "bench", "train", "eval"]

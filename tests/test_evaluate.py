@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from _evalkit import constant_logits_model, load_stage, save_tiny_run, tiny_model, token_dirs, train_tokenizer
-from llmpipe import mc
-from llmpipe.evaluate import (RegressionError, Tally, check_regression, doc_nll, doc_windows,
+from llmpipe.eval import mc
+from llmpipe.eval.evaluate import (RegressionError, Tally, check_regression, doc_nll, doc_windows,
                               evaluate_sources, select_docs)
-from llmpipe.tokenizer import load as load_tokenizer
+from llmpipe.data.tokenizer import load as load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_per_source_metrics_sum_to_overall(kit):
         assert sum(s[key] for s in ps.values()) == m[key]
     assert sum(s["nll_bits"] for s in ps.values()) == pytest.approx(m["nll_bits"], rel=1e-12)
     assert m["bits_per_byte"] == pytest.approx(m["nll_bits"] / m["bytes"], rel=1e-12)
-    from llmpipe.tokens import open_tokens
+    from llmpipe.data.tokens import open_tokens
     for src, d in dirs.items():  # the whole val split: bytes and tokens are the meta's
         info = open_tokens(d, "val").meta["splits"]["val"]
         assert (ps[src]["bytes"], ps[src]["tokens"], ps[src]["docs"]) == (
@@ -183,7 +183,7 @@ def test_builtin_task_from_documents():
 
 
 def test_samples_markdown_line_format():
-    from llmpipe.evaluate import _emphasise
+    from llmpipe.eval.evaluate import _emphasise
     assert _emphasise("The fox", " ran home.\n") == "The fox **ran home. ⏎** "
     assert _emphasise("Once", "s upon") == "Once**s upon**"
     assert _emphasise("A", "  ") == "A  "
@@ -299,7 +299,7 @@ def test_eval_stage_fails_on_a_non_finite_model_with_one_line_and_writes_nothing
             model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
         else:  # finite weights whose logits overflow float32
             model.model.norm.weight.fill_(3e38)
-    from llmpipe.model import save_model
+    from llmpipe.train.model import save_model
     save_model(tmp_path / "run", model, model.cfg)
     params = tmp_path / "params.yaml"
     _write_params(params, dirs)
@@ -321,7 +321,7 @@ def test_eval_stage_fails_on_a_non_finite_model_with_one_line_and_writes_nothing
 
 
 def test_generate_refuses_non_finite_logits_instead_of_sampling_garbage():
-    from llmpipe.generate import NonFiniteModel, generate
+    from llmpipe.eval.generate import NonFiniteModel, generate
     model = tiny_model(50, seed=0)
     with torch.no_grad():
         model.model.norm.weight.fill_(3e38)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from _evalkit import EXTRA, save_tiny_run, sentences, train_tokenizer
-from llmpipe.export import export_hf
-from llmpipe.generate import generate
+from llmpipe.eval.export import export_hf
+from llmpipe.eval.generate import generate
 
 transformers = pytest.importorskip("transformers")  # the dev extra
 
@@ -25,7 +25,7 @@ def spm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocab(spm):
-    from llmpipe.tokenizer import load
+    from llmpipe.data.tokenizer import load
     return load(spm).vocab_size
 
 
@@ -50,7 +50,7 @@ def test_hf_logits_and_greedy_continuation_match(tmp_path, spm, vocab, shape):
 
 
 def test_hf_tokenizer_encodes_and_decodes_like_sentencepiece(tmp_path, spm, vocab):
-    from llmpipe.tokenizer import load
+    from llmpipe.data.tokenizer import load
     tok = load(spm)
     save_tiny_run(tmp_path / "run", vocab)
     out = export_hf(tmp_path / "run", tmp_path / "hf", tokenizer=spm)
@@ -75,8 +75,8 @@ def test_export_cli_and_clear_errors(tmp_path, spm, vocab, capsys):
     assert "vocab size" in capsys.readouterr().err and not (tmp_path / "hf").exists()
     assert main(["export-hf", str(tmp_path / "nope"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 2
     assert "config.json: not found" in capsys.readouterr().err
-    from llmpipe.atomic import sha256_file
-    from llmpipe.model import save_model
+    from llmpipe.core.atomic import sha256_file
+    from llmpipe.train.model import save_model
     model = save_tiny_run(tmp_path / "run", vocab)
     save_model(tmp_path / "run", model, model.cfg, extra={"tokenizer_fingerprint": "0" * 64})
     assert main(["export-hf", str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer", str(spm)]) == 2
@@ -128,7 +128,7 @@ def test_reexport_replaces_only_the_files_its_manifest_lists(tmp_path, spm, voca
     manifest = json.loads((out / "llmpipe-export.json").read_text())["files"]
     first = _files(out)
     assert set(manifest) == set(first) - {"llmpipe-export.json"}
-    from llmpipe.atomic import sha256_file
+    from llmpipe.core.atomic import sha256_file
     assert all(sha256_file(out / k) == v for k, v in manifest.items())
     (out / "NOTES.md").write_text("my notes")  # the user's, next to the export
     (out / "eval").mkdir()

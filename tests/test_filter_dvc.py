@@ -55,12 +55,12 @@ def test_declared_params_and_deps_are_exact():
     assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
     assert filt["params"] == ["filter.global", "filter.keep_rejects", "filter.${item.kind}",
                               "sources.${key}.kind"]
-    pkg = sorted(p.name for p in (repo / "src/llmpipe/clean").glob("*.py"))
-    clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/clean/"))
+    pkg = sorted(p.name for p in (repo / "src/llmpipe/data/clean").glob("*.py"))
+    clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/data/clean/"))
     assert clean_mods == [p for p in pkg if p != "rules.py"]          # rules.py is filter's
-    assert sorted(Path(d).name for d in filt["deps"] if d.startswith("src/llmpipe/clean/")) == \
+    assert sorted(Path(d).name for d in filt["deps"] if d.startswith("src/llmpipe/data/clean/")) == \
         ["__init__.py", "rules.py"]
     for stage in (clean, filt):
-        assert {"src/llmpipe/docs.py", "src/llmpipe/params.py", "src/llmpipe/atomic.py",
-                "src/llmpipe/log.py"} <= set(stage["deps"])
-    assert "src/llmpipe/minhash.py" in clean["deps"]
+        assert {"src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/atomic.py",
+                "src/llmpipe/core/log.py"} <= set(stage["deps"])
+    assert "src/llmpipe/data/minhash.py" in clean["deps"]

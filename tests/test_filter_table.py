@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from _cleankit import BASE, filter_params
-from llmpipe.clean import rules
-from llmpipe.clean.pipeline import clean_table
-from llmpipe.docs import write_docs
+from llmpipe.data.clean import rules
+from llmpipe.data.clean.pipeline import clean_table
+from llmpipe.data.table import write_docs
 from llmpipe.params import CleanParams, FilterParams, ParamsError, load_params
 
 GERMAN = ("Der alte Leuchtturm stand mehr als hundert Jahre lang am Rand des Hafens, und die "

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from _evalkit import constant_logits_model, save_tiny_run, tiny_model, train_tokenizer
-from llmpipe.generate import TextStreamer, generate, sample_next
-from llmpipe.model import KVCache
+from llmpipe.eval.generate import TextStreamer, generate, sample_next
+from llmpipe.train.model import KVCache
 
 
 def test_sample_next_rules():
@@ -65,7 +65,7 @@ def test_stops_at_eos_and_crops_long_prompts():
 
 
 def test_text_streamer_prints_what_decode_gives(tmp_path):
-    from llmpipe.tokenizer import load
+    from llmpipe.data.tokenizer import load
     tok = load(train_tokenizer(tmp_path / "tok"))
     prompt = tok.encode("The red fox")
     cont = tok.encode("The red fox sang: Übermäßig 日本!\n  ok")[len(prompt):]
@@ -81,7 +81,7 @@ def test_text_streamer_prints_what_decode_gives(tmp_path):
 def test_cli_generate_streams_a_deterministic_continuation(tmp_path, capsys):
     from llmpipe.cli import main
     spm = train_tokenizer(tmp_path / "tok")
-    from llmpipe.tokenizer import load
+    from llmpipe.data.tokenizer import load
     save_tiny_run(tmp_path / "run", load(spm).vocab_size, seed=1)
     args = ["generate", "--model", str(tmp_path / "run"), "--tokenizer", str(spm), "--prompt", "The red fox",
             "--max-new-tokens", "20", "--temperature", "0.9", "--seed", "4", "--device", "cpu"]

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import dvc, make_repo, set_params, stages_ran
-from llmpipe.docs import DOC_SCHEMA
+from llmpipe.data.table import DOC_SCHEMA
 
 SOURCES = ["c4", "wikipedia", "gutenberg", "fineweb"]
 TARGETS = [f"ingest@{s}" for s in SOURCES]

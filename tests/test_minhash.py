@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmpipe import minhash
-from llmpipe.minhash import EMPTY_SLOT, exact_hash, jaccard_estimate, normalize, signatures
+from llmpipe.data import minhash
+from llmpipe.data.minhash import EMPTY_SLOT, exact_hash, jaccard_estimate, normalize, signatures
 
 M64 = (1 << 64) - 1
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -118,7 +118,7 @@ def test_signatures_identical_across_processes():
     texts = ["Déjà vu: the same text, hashed in another process.", "short", "",
              " ".join(f"w{i}" for i in range(300))]
     here = signatures(texts, 5, 64, 11).tobytes().hex()
-    code = ("import sys; from llmpipe.minhash import signatures; "
+    code = ("import sys; from llmpipe.data.minhash import signatures; "
             f"sys.stdout.write(signatures({texts!r}, 5, 64, 11).tobytes().hex())")
     for hashseed in ("1", "12345"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from llmpipe.docs import write_docs
-from llmpipe.encode import tokenize_source
-from llmpipe.leakage import val_overlap
-from llmpipe.mix import build_mix, fill, pick, train_targets
-from llmpipe.tokenizer import load, unit_hash
-from llmpipe.tokens import open_tokens, verify_dir
+from llmpipe.data.table import write_docs
+from llmpipe.data.encode import tokenize_source
+from llmpipe.data.leakage import val_overlap
+from llmpipe.data.mix import build_mix, fill, pick, train_targets
+from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.data.tokens import open_tokens, verify_dir
 from test_tokenizer import train_tiny
 
 DEFAULTS = dict(val_tokens=4000, seed=0, on_short="repeat", tolerance=0.05, max_val_overlap=1.0)

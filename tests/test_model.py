@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from llmpipe.model import (KVCache, ModelConfig, PRESETS, Transformer, apply_rope, config_from_preset,
+from llmpipe.train.model import (KVCache, ModelConfig, PRESETS, Transformer, apply_rope, config_from_preset,
                            flops_per_token, load_model, param_counts, save_model)
 
 

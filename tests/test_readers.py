@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from llmpipe.sources import SourceError
+from llmpipe.data.sources import SourceError
 from test_sources import ingest, write_jsonl
 
 REPO = Path(__file__).parents[1]

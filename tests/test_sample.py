@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from llmpipe.sources.prose import passages, prose_paragraphs
-from llmpipe.sources.sample import DEFAULT_DOCS, KINDS, sample_records
+from llmpipe.data.sources.prose import passages, prose_paragraphs
+from llmpipe.data.sources.sample import DEFAULT_DOCS, KINDS, sample_records
 
 FIELDS = {
     "c4": {"text", "url", "timestamp"},

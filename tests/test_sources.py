@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llmpipe.docs import DOC_SCHEMA, content_id
+from llmpipe.data.table import DOC_SCHEMA, content_id
 from llmpipe.params import SourceParams
-from llmpipe.sources import SourceError, SourceNotFound, ingest_source, resolve
+from llmpipe.data.sources import SourceError, SourceNotFound, ingest_source, resolve
 
 
 def sp(uri, **kw) -> SourceParams:

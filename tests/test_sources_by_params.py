@@ -23,7 +23,7 @@ def edit(repo, fn) -> None:
 def test_dvc_yaml_names_no_source():
     out = subprocess.run(["git", "grep", "-n", "-i", "-E", r"\b(c4|wikipedia|gutenberg|fineweb)\b", "dvc.yaml"],
                          cwd=REPO_ROOT, capture_output=True, text=True).stdout
-    code_deps = [ln for ln in out.splitlines() if "src/llmpipe/clean/" not in ln and "# " not in ln.split(":", 2)[2]]
+    code_deps = [ln for ln in out.splitlines() if "src/llmpipe/data/clean/" not in ln and "# " not in ln.split(":", 2)[2]]
     assert code_deps == [], code_deps
 
 

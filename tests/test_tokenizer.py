@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from llmpipe.docs import DOC_SCHEMA, TableWriter
-from llmpipe.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer, iter_sample,
+from llmpipe.data.table import DOC_SCHEMA, TableWriter
+from llmpipe.data.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer, iter_sample,
                                load, sample_budgets, unit_hash)
 
 MODULES = ["json", "re", "collections", "argparse", "textwrap", "typing", "dataclasses", "pathlib",

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmpipe.cli import main as cli_main
-from llmpipe.encode import tokenize_source
-from llmpipe.tokenizer import load, unit_hash
-from llmpipe.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
+from llmpipe.data.encode import tokenize_source
+from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.data.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
                             verify_dir)
 from test_tokenizer import train_tiny
 
@@ -62,7 +62,7 @@ def test_split_is_disjoint_complete_and_by_id_hash(built):
 
 
 def test_min_val_docs_forces_the_lowest_hashes_into_val(built, tmp_path):
-    from llmpipe.docs import write_docs
+    from llmpipe.data.table import write_docs
     for n_docs, expect_val in ((4, 2), (2, 1), (1, 0)):
         ids = [f"book-{k}" for k in range(n_docs)]
         write_docs(tmp_path / f"{n_docs}.parquet", [{"id": i, "source": "g", "text": f"text of {i}"} for i in ids])
@@ -101,7 +101,7 @@ def test_output_does_not_depend_on_worker_count(built, tmp_path):
 
 
 def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
-    import llmpipe.encode as enc
+    import llmpipe.data.encode as enc
     monkeypatch.setattr(enc, "TASK_BYTES_MIN", 1)
     monkeypatch.setattr(enc, "TASK_BYTES_MAX", 1500)  # a few docs per task, tasks cross write blocks
     monkeypatch.setattr(enc, "IN_FLIGHT", 1)
@@ -114,7 +114,7 @@ def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
 
 
 def test_output_does_not_depend_on_encode_call_size(built, tmp_path, monkeypatch):
-    import llmpipe.encode as enc
+    import llmpipe.data.encode as enc
     monkeypatch.setattr(enc, "ENCODE_CHARS", 1)  # one SentencePiece call per document (jobs=1: in this process)
     tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "one",
                     source="a", val_fraction=VAL, seed=0, jobs=1)
@@ -123,7 +123,7 @@ def test_output_does_not_depend_on_encode_call_size(built, tmp_path, monkeypatch
 
 
 def test_worker_count():
-    from llmpipe.encode import WORKER_BYTES_MIN, worker_count
+    from llmpipe.data.encode import WORKER_BYTES_MIN, worker_count
     assert worker_count(0, 0.5e6, 100, cores=16) == 1          # the sample: in-process, no pool start
     assert worker_count(0, 3 * WORKER_BYTES_MIN, 10_000, cores=16) == 3
     assert worker_count(0, 1e12, 10_000, cores=16) == 16       # big corpus: every core
@@ -132,7 +132,7 @@ def test_worker_count():
 
 
 def test_empty_source_gives_valid_empty_files(built, tmp_path):
-    from llmpipe.docs import write_docs
+    from llmpipe.data.table import write_docs
     write_docs(tmp_path / "empty.parquet", [])
     meta = tokenize_source(tmp_path / "empty.parquet", built / "tok/spm.model", tmp_path / "e",
                            source="e", val_fraction=VAL, seed=0, min_val_docs=1, jobs=2)
@@ -184,7 +184,7 @@ def test_verify_catches_a_missing_eos(built, tmp_path):
     toks[-1] = 5
     toks.tofile(d / "train.bin")
     meta = json.loads((d / "meta.json").read_text())
-    from llmpipe.atomic import sha256_file
+    from llmpipe.core.atomic import sha256_file
     meta["splits"]["train"]["files"]["bin"]["sha256"] = sha256_file(d / "train.bin")
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(VerifyError, match="does not end with EOS"):

@@ -18,11 +18,11 @@ import torch
 import yaml
 
 from _trainkit import make_inputs, write_params
-from llmpipe.loader import TokenWindows
-from llmpipe.model import ModelConfig, Transformer, load_model
-from llmpipe.optim import EMA, lr_at, param_groups
+from llmpipe.train.loader import TokenWindows
+from llmpipe.train.model import ModelConfig, Transformer, load_model
+from llmpipe.train.optim import EMA, lr_at, param_groups
 from llmpipe.params import TrainParams
-from llmpipe.train import OverfitCheckFailed, batch_plan, is_spike, overfit_check
+from llmpipe.train.trainer import OverfitCheckFailed, batch_plan, is_spike, overfit_check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_spike_rule_and_ema():
 def test_checkpoint_weights_get_the_umask_mode_of_every_other_file(tmp_path):
     # safetensors' save_file creates 0600 whatever the umask; checkpoints on shared storage
     # must be readable like meta.json and state.json next to them
-    from llmpipe.checkpoint import save_checkpoint
+    from llmpipe.train.checkpoint import save_checkpoint
     old = os.umask(0o022)
     try:
         ck = save_checkpoint(tmp_path / "ckpt", 1, {"w": torch.zeros(2)}, {"step": 1}, {},

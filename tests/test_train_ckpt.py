@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmpipe.atomic import sha256_file
+from llmpipe.core.atomic import sha256_file
 from test_train import outputs, reference, stage, template, work  # noqa: F401 - fixtures
 
 CKPT = "runs/train/ckpt"

@@ -9,26 +9,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import report, user_message
+from llmpipe.core.errors import report, user_message
 
 
 def _verify(a: argparse.Namespace) -> int:
-    from .tokens import verify_path
+    from llmpipe.data.tokens import verify_path
     return verify_path(a.path, tokenizer=a.tokenizer)
 
 
 def _stats(a: argparse.Namespace) -> int:
-    from .tokens import stats_path
+    from llmpipe.data.tokens import stats_path
     return stats_path(a.path, as_json=a.json)
 
 
 def _generate(a: argparse.Namespace) -> int:
-    from .generate import cli_generate
+    from llmpipe.eval.generate import cli_generate
     return cli_generate(a)
 
 
 def _export_hf(a: argparse.Namespace) -> int:
-    from .export import export_hf
+    from llmpipe.eval.export import export_hf
     export_hf(a.run, a.out, tokenizer=a.tokenizer)
     return 0
 

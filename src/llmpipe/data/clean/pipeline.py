@@ -1,0 +1,133 @@
+"""The clean pass: ingested Document table -> cleaned table with every signal as a column.
+
+Output (`data/clean/SRC.parquet`), one row per input document, input order kept:
+    id, source, text (cleaned), url, meta        the Document columns
+    chars_raw        int64   characters before cleaning
+    removed_<name>   int64   characters removed by each cleaner of this kind (`cleaner_names`)
+    <signal>         int64 | float64, every signal of `signals.signal_types(kind)`
+    exact_hash       string  `minhash.exact_hash` of the cleaned text (hex)
+    minhash          fixed_size_list<uint32>[num_perm], `minhash.signatures` of the cleaned text
+No thresholds are applied here: `rules.py` (the `filter` stage) reads these columns.
+
+Work is split into batches of `batch_docs` documents, processed by `jobs` worker processes and
+written back in input order, with at most 2 x jobs batches in flight (bounded memory whatever
+the corpus size). Output bytes do not depend on `jobs`.
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from llmpipe.data import kinds, minhash
+from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
+from llmpipe.data.clean import quality, signals
+
+def cleaner_names(kind: str) -> list[str]:
+    """`whitespace` (every kind), then the kind's own cleaners in the order they run."""
+    return ["whitespace", *kinds.text(kind).CLEANERS]
+
+
+def clean_text(text: str, kind: str, params) -> tuple[str, dict[str, int]]:
+    """Run every cleaner of `kind` (`params`: CleanParams); returns (text, {cleaner: chars removed})."""
+    removed = dict.fromkeys(cleaner_names(kind), 0)
+    if params.whitespace:
+        new = quality.whitespace(text)
+        removed["whitespace"] += len(text) - len(new)
+        text = new
+    text, by_kind = kinds.text(kind).clean(text, kinds.clean_params(params, kind))
+    removed.update(by_kind)
+    if params.whitespace:  # removed lines leave blank runs behind
+        new = quality.whitespace(text)
+        removed["whitespace"] += len(text) - len(new)
+        text = new
+    return text, removed
+
+
+def output_schema(kind: str, num_perm: int) -> pa.Schema:
+    types = {"int": pa.int64(), "float": pa.float64()}
+    fields = list(DOC_SCHEMA) + [pa.field("chars_raw", pa.int64())]
+    fields += [pa.field(f"removed_{c}", pa.int64()) for c in cleaner_names(kind)]
+    fields += [pa.field(k, types[t]) for k, t in signals.signal_types(kind).items()]
+    fields += [pa.field("exact_hash", pa.string()),
+               pa.field("minhash", pa.list_(pa.uint32(), num_perm))]
+    return pa.schema(fields)
+
+
+def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int,
+                  seed: int) -> dict[str, list | np.ndarray]:
+    """Clean and measure a batch; returns the non-Document columns (see module docstring)."""
+    names = signals.signal_types(kind)
+    cols: dict[str, list] = {"chars_raw": [], "text": []}
+    cols.update({f"removed_{c}": [] for c in cleaner_names(kind)})
+    cols.update({k: [] for k in names})
+    for raw in texts:
+        text, removed = clean_text(raw, kind, params)
+        cols["chars_raw"].append(len(raw))
+        cols["text"].append(text)
+        for c, v in removed.items():
+            cols[f"removed_{c}"].append(v)
+        for k, v in signals.compute(raw, text, kind).items():
+            cols[k].append(v)
+    # one normalisation per text for both the exact hash and the signature (N, num_perm)
+    cols["exact_hash"], cols["minhash"] = minhash.hashes_and_signatures(cols["text"], ngram, num_perm, seed)
+    return cols
+
+
+def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for f in schema:
+        if f.name == "minhash":
+            sig = np.ascontiguousarray(cols["minhash"]).reshape(-1)
+            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(sig, pa.uint32()), f.type.list_size))
+        elif f.name in cols:
+            arrays.append(pa.array(cols[f.name], f.type))
+        else:
+            arrays.append(docs.column(f.name).cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def resolve_jobs(jobs: int) -> int:
+    return jobs if jobs > 0 else (os.cpu_count() or 1)
+
+
+def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
+                seed: int, jobs: int | None = None) -> dict:
+    """Clean `src` (Document table) into `dst` atomically; returns {docs, chars_raw, chars}."""
+    jobs = resolve_jobs(params.jobs if jobs is None else jobs)
+    schema = output_schema(kind, num_perm)
+    args = (kind, params, ngram, num_perm, seed)
+    batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
+    stats = {"docs": 0, "chars_raw": 0, "chars": 0}
+    pool = mp.get_context("spawn").Pool(jobs) if jobs > 1 else None
+    try:
+        with TableWriter(dst, schema) as w, tqdm(total=num_rows(src), unit="doc", desc=f"clean {kind}",
+                                                 disable=None) as bar:
+            pending: collections.deque = collections.deque()
+
+            def drain(limit: int) -> None:
+                while len(pending) > limit:
+                    docs, res = pending.popleft()
+                    cols = res.get() if pool else res
+                    w.write(_to_batch(docs, cols, schema))
+                    stats["docs"] += docs.num_rows
+                    stats["chars_raw"] += sum(cols["chars_raw"])
+                    stats["chars"] += sum(cols["chars"])
+                    bar.update(docs.num_rows)
+
+            for docs in batches:
+                texts = docs.column("text").to_pylist()
+                res = (pool.apply_async(process_batch, (texts, *args)) if pool
+                       else process_batch(texts, *args))
+                pending.append((docs, res))
+                drain(2 * jobs)
+            drain(0)
+    finally:
+        if pool:
+            pool.terminate()
+    return stats

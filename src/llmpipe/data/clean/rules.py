@@ -1,0 +1,169 @@
+"""Threshold rules over stored signal columns: the whole of the `filter` stage's logic.
+
+A rule is one threshold field of `FilterParams`: `min_X` keeps documents whose signal column X
+is >= the value, `max_X` keeps X <= the value, null switches it off. Its drop reason is
+`<section>_<field>` (e.g. `global_min_words`, `c4_min_alpha_ratio`): stable, snake_case, and
+the params key it comes from. Rule order, fixed and documented: the kind's own section first
+(`filter.c4`, ...), then `filter.global` minus the kind's `skip_global`, each in field order. A
+document is counted under its FIRST failing rule, so `docs_in == kept + sum(dropped)`.
+
+`apply_rules` is vectorised over a table of signals (one numpy comparison per rule);
+`filter_table` streams a clean table through it in batches.
+
+Outputs: the kept table holds the Document columns + `exact_hash` + `minhash` (what `dedup`
+needs; the signals stay in `data/clean/`), the rejects table every clean column + `reason`.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from llmpipe.data.table import DOC_SCHEMA, TableWriter, read_batches
+
+KEPT = 0  # reason code of a kept document; rule i has code i + 1
+
+# Families of `filter.global` rules, for reports and docs; a kind's own rules form its family.
+GLOBAL_FAMILIES = {
+    "length": ("chars", "words"),
+    "quality": ("mean_word_length", "symbol_ratio", "bullet_line_ratio", "ellipsis_line_ratio",
+                "alpha_word_ratio", "alpha_ratio", "repeated_char_ratio", "short_line_ratio",
+                "boilerplate_line_ratio"),
+    "english": ("stopword_ratio", "gopher_stopwords"),
+    "repetition": ("dup_", "top_"),
+}
+
+
+def family(rule: "Rule") -> str:
+    """`length`, `quality`, `english`, `repetition` (global rules) or the kind (its own rules)."""
+    section = rule.reason.split("_", 1)[0]
+    if section != "global":
+        return section
+    for fam, signals in GLOBAL_FAMILIES.items():
+        if rule.signal in signals or rule.signal.startswith(tuple(s for s in signals if s.endswith("_"))):
+            return fam
+    raise AssertionError(f"rule {rule.reason} has no family")
+
+
+@dataclass(frozen=True)
+class Rule:
+    reason: str      # "global_min_words"
+    signal: str      # "words"
+    op: str          # "min" | "max"
+    value: float
+
+
+def rules_for(filter_params, kind: str) -> list[Rule]:
+    """The enabled rules for a source of `kind`, in evaluation order."""
+    own = getattr(filter_params, kind)
+    skip = set(own.skip_global)
+    out = _section_rules(own, kind, set())
+    out += _section_rules(filter_params.global_, "global", skip)
+    return out
+
+
+def _section_rules(section, name: str, skip: set[str]) -> list[Rule]:
+    rules = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if value is None or f.name in skip or not f.name.startswith(("min_", "max_")):
+            continue
+        rules.append(Rule(f"{name}_{f.name}", f.name[4:], f.name[:3], float(value)))
+    return rules
+
+
+def signal_columns(rules: list[Rule]) -> list[str]:
+    return sorted({r.signal for r in rules})
+
+
+def check_columns(rules: list[Rule], names: list[str], path: str) -> None:
+    missing = sorted({r.signal for r in rules} - set(names))
+    if missing:
+        raise UserError(f"{path}: no signal column(s) {missing} needed by rule(s) "
+                         f"{[r.reason for r in rules if r.signal in missing]}; rerun `dvc repro clean`"
+                         " (the clean table predates these signals)")
+
+
+def apply_rules(table: pa.Table | pa.RecordBatch, rules: list[Rule]) -> np.ndarray:
+    """(N,) int16 reason codes: 0 = kept, i + 1 = dropped by rules[i] (the first that fails)."""
+    code = np.zeros(table.num_rows, dtype=np.int16)
+    for i, r in enumerate(rules):
+        col = table.column(r.signal).to_numpy(zero_copy_only=False)
+        fail = col < r.value if r.op == "min" else col > r.value
+        code[fail & (code == KEPT)] = i + 1
+    return code
+
+
+class Tally:
+    """Accumulates the filter report over batches."""
+
+    def __init__(self, rules: list[Rule], cleaners: list[str]):
+        self.rules = rules
+        self.docs_in = self.docs_kept = self.chars_in = self.chars_clean = self.chars_kept = 0
+        self.dropped = np.zeros(len(rules) + 1, dtype=np.int64)
+        self.dropped_chars = np.zeros(len(rules) + 1, dtype=np.int64)
+        self.removed = dict.fromkeys(cleaners, 0)
+
+    def add(self, batch: pa.RecordBatch, code: np.ndarray) -> None:
+        chars = batch.column("chars").to_numpy(zero_copy_only=False)
+        self.docs_in += batch.num_rows
+        self.docs_kept += int((code == KEPT).sum())
+        self.chars_in += int(batch.column("chars_raw").to_numpy(zero_copy_only=False).sum())
+        self.chars_clean += int(chars.sum())
+        self.chars_kept += int(chars[code == KEPT].sum())
+        self.dropped += np.bincount(code, minlength=len(self.rules) + 1)
+        self.dropped_chars += np.bincount(code, weights=chars, minlength=len(self.rules) + 1).astype(np.int64)
+        for c in self.removed:
+            self.removed[c] += int(batch.column(f"removed_{c}").to_numpy(zero_copy_only=False).sum())
+
+    def report(self) -> dict:
+        dropped = {r.reason: int(self.dropped[i + 1]) for i, r in enumerate(self.rules)}
+        assert self.docs_in == self.docs_kept + sum(dropped.values())  # invariant, not user error
+        return {
+            "docs_in": self.docs_in,
+            "docs_kept": self.docs_kept,
+            "dropped_by_reason": dropped,
+            "chars_in": self.chars_in,
+            "chars_after_clean": self.chars_clean,
+            "chars_kept": self.chars_kept,
+            "chars_removed_by_cleaner": self.removed,
+            "chars_dropped_by_reason": {r.reason: int(self.dropped_chars[i + 1])
+                                        for i, r in enumerate(self.rules)},
+        }
+
+
+KEEP_COLUMNS = [*DOC_SCHEMA.names, "exact_hash", "minhash"]
+
+
+def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 65536) -> dict:
+    """Apply the rules for `kind` to clean table `src`; write kept rows to `dst`. When `rejects`
+    is a path it is always written (a stable DVC output), holding the rejected rows with their
+    reason if `filter_params.keep_rejects`, else no rows. Returns the report (`Tally.report`)."""
+    rules = rules_for(filter_params, kind)
+    schema = pq.read_schema(src)
+    check_columns(rules, schema.names, str(src))
+    cleaners = [c[len("removed_"):] for c in schema.names if c.startswith("removed_")]
+    keep_schema = pa.schema([schema.field(c) for c in KEEP_COLUMNS])
+    rej_schema = schema.append(pa.field("reason", pa.string()))
+    reasons = np.array(["", *[r.reason for r in rules]], dtype=object)
+    tally = Tally(rules, cleaners)
+    rej_writer = TableWriter(rejects, rej_schema) if rejects else contextlib.nullcontext()
+    with TableWriter(dst, keep_schema) as kept, rej_writer as rej:
+        for batch in read_batches(src, batch_size=batch_size):
+            code = apply_rules(batch, rules)
+            tally.add(batch, code)
+            keep = pa.array(code == KEPT)
+            kept.write(pc.filter(batch.select(KEEP_COLUMNS), keep))
+            if rej is not None and filter_params.keep_rejects:
+                dropped = pc.filter(batch, pc.invert(keep))
+                why = pa.array(reasons[code[code != KEPT]].tolist(), pa.string())
+                rej.write(pa.RecordBatch.from_arrays([*dropped.columns, why], schema=rej_schema))
+    return tally.report()
+

@@ -1,0 +1,215 @@
+"""Params sections of the data stages: `sources.*`, `split`, `clean`, `filter`, `dedup`,
+`tokenizer`, `mix`. `clean` and `filter` are assembled from the source kinds
+(`llmpipe.data.kinds`): each kind package brings its `clean.KIND` and `filter.KIND` sections."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from llmpipe.core.config import (Section, check, check_fraction, check_nonneg, check_positive)
+from llmpipe.data import kinds
+from llmpipe.data.kinds.base import GlobalFilter
+
+# The built-in offline corpus (`uri: sample://KIND`) exists for these kinds.
+SAMPLE_KINDS = ("c4", "wikipedia", "gutenberg", "fineweb")
+
+
+
+
+@dataclass
+class SourceParams(Section):
+    """One input corpus (`sources.SRC`)."""
+
+    kind: str
+    """Which per-source cleaner and filter set applies."""
+    uri: str
+    """`sample://KIND` (built-in offline corpus), a local file/dir/glob, or `hf://datasets/...`."""
+    format: Literal["auto", "parquet", "jsonl", "txt"] = "auto"
+    """File format; `auto` picks from the extension (.parquet, .jsonl, .jsonl.gz, .json.gz, .txt)."""
+    text_field: str = "text"
+    """Field (column) holding the document text."""
+    id_field: Optional[str] = None
+    """Field holding a stable id; None -> sha256 of the text (content id). `path` for .txt files."""
+    url_field: Optional[str] = None
+    """Field holding the document URL; None -> no url."""
+    meta_fields: list[str] = field(default_factory=list)
+    """Extra fields kept as a JSON object in `meta` (e.g. title, timestamp); absent ones are omitted."""
+    txt_mode: Literal["file", "paragraphs"] = "file"
+    """For .txt: one document per file, or one per blank-line-separated block."""
+    max_docs: Optional[int] = None
+    """Stop after this many documents written (None -> all)."""
+    on_bad_record: Literal["fail", "skip"] = "fail"
+    """A bad record stops the stage naming file, line and rule (fail), or is counted and skipped."""
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    """A file that breaks part-way (truncated/corrupt compressed stream or Parquet, unreadable) stops
+    the stage (fail), or its records before the break are kept and the file is reported (skip)."""
+    sample_docs: int = 0
+    """For sample:// only: number of documents to generate (0 -> the generator's default)."""
+    sample_seed: int = 0
+    """For sample:// only: seed of the generator (same seed and Python version -> same corpus)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self.max_docs, "max_docs")
+        check_nonneg(self.sample_docs, "sample_docs")
+        check_nonneg(self.sample_seed, "sample_seed")
+        check(bool(self.uri), "uri", "must be a non-empty string")
+        check(self.kind in kinds.KINDS, "kind",
+              f"must be one of {', '.join(repr(k) for k in kinds.KINDS)}, got {self.kind!r}")
+        check(not self.uri.startswith("sample://") or self.uri[9:] in SAMPLE_KINDS,
+              "uri", f"sample corpora are sample://{'|'.join(SAMPLE_KINDS)}, got {self.uri!r}")
+
+
+@dataclass
+class SplitParams(Section):
+    """Train/val split by a hash of the document id, decided once in `tokenize`."""
+
+    val_fraction: float = 0.05
+    """Expected share of each source's documents in val: a document is val when
+    sha256(f"{seed}:{id}") read as a fraction of 2^64 is below this."""
+    seed: int = 0
+    min_val_docs: int = 1
+    """Each source keeps at least this many val documents (its lowest id hashes), so a source of
+    a few long documents (books) still has a val split; never its last train document."""
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        check_nonneg(self.min_val_docs, "min_val_docs")
+
+
+
+@dataclass
+class CleanBase(Section):
+    """Cleaner switches and batching for `clean@SRC` (expensive, cached). No thresholds here.
+    `clean.KIND` sections come from the kinds that have cleaners."""
+
+    jobs: int = 0
+    """Worker processes; 0 -> all cores. Output is identical for any value."""
+    batch_docs: int = 256
+    """Documents per work unit sent to a worker; memory holds ~2 x jobs batches."""
+    whitespace: bool = True
+    """Every kind: CRLF -> LF, control chars removed, trailing spaces cut, blank lines collapsed."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.jobs, "jobs")
+        check_positive(self.batch_docs, "batch_docs")
+
+
+@dataclass
+class FilterBase(Section):
+    """Thresholds applied by `filter@SRC` to stored signals. `null` switches a rule off.
+    `filter.KIND` sections come from the kinds."""
+
+    keep_rejects: bool = False
+    """Also write rejected documents with their reason to data/rejects/SRC.parquet."""
+    global_: GlobalFilter = field(default_factory=GlobalFilter)
+
+
+def _with_kinds(name: str, base: type, attr: str) -> type:
+    """`base` plus one field per source kind that defines `attr` (its section class)."""
+    extra = [(k, getattr(mod, attr), field(default_factory=getattr(mod, attr)))
+             for k, mod in kinds.KINDS.items() if hasattr(mod, attr)]
+    cls = dataclasses.make_dataclass(name, extra, bases=(base,))
+    cls.__module__, cls.__doc__ = __name__, base.__doc__
+    return cls
+
+
+CleanParams = _with_kinds("CleanParams", CleanBase, "CleanParams")
+FilterParams = _with_kinds("FilterParams", FilterBase, "FilterParams")
+
+
+@dataclass
+class DedupParams(Section):
+    """MinHash settings (signatures are computed in `clean@SRC`) and the `dedup` stage's choices."""
+
+    ngram: int = 5
+    """Words per shingle (read by `clean`: changing it recomputes signatures)."""
+    num_perm: int = 128
+    """MinHash slots per signature (read by `clean`; `dedup` checks the stored width)."""
+    seed: int = 1
+    """Seed of the MinHash hash functions (read by `clean`)."""
+    threshold: float = 0.8
+    """Estimated Jaccard at or above which two documents are near duplicates."""
+    bands: Optional[int] = None
+    """LSH bands; null -> chosen with `rows` from threshold and num_perm (see docs/dedup.md)."""
+    rows: Optional[int] = None
+    """Signature slots per band; bands * rows must be <= num_perm."""
+    false_negative_weight: float = 0.9
+    """Weight of missed pairs vs candidate pairs when bands/rows are chosen (in [0, 1])."""
+    priority: list[str] = field(default_factory=list)
+    """Sources ranked for keeping: the copy in the first-listed source survives; unlisted
+    sources follow in `sources` order."""
+    max_examples: int = 10
+    """Example duplicate pairs written to reports/dedup.json."""
+
+    def __post_init__(self) -> None:
+        check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
+        check(1 <= self.num_perm <= 1024, "num_perm", f"must be in [1, 1024], got {self.num_perm}")
+        check_fraction(self.threshold, "threshold", open_low=True)
+        check_positive(self.bands, "bands")
+        check_positive(self.rows, "rows")
+        check_fraction(self.false_negative_weight, "false_negative_weight")
+        check_nonneg(self.max_examples, "max_examples")
+        b, r = self.bands or 1, self.rows or 1
+        check(b * r <= self.num_perm, "bands",
+              f"bands * rows must be <= num_perm ({self.num_perm}), got {b} * {r}")
+        check(len(set(self.priority)) == len(self.priority), "priority",
+              f"lists a source twice: {self.priority}")
+
+
+@dataclass
+class TokenizerParams(Section):
+    """SentencePiece training (`tokenizer` stage). Never reads `mix.weights`: a mix sweep keeps
+    one tokenizer and one tokenization."""
+
+    vocab_size: int = 8000
+    """Pieces, the 4 fixed specials, 256 byte-fallback pieces and "\\n" included."""
+    sample_chars: int = 5_000_000
+    """Characters of text in the training sample, drawn across sources by `sample_weights`."""
+    sample_weights: dict[str, float] = field(default_factory=dict)
+    """Source -> relative share of the sample; empty -> equal shares; 0 leaves a source out."""
+    seed: int = 0
+    """Seeds which documents the sample takes (sha256 of seed and id)."""
+    character_coverage: float = 0.9995
+    """Share of sample characters the vocab must cover; the rarest go to byte fallback."""
+    model_type: Literal["bpe", "unigram"] = "bpe"
+    num_threads: int = 1
+    """Trainer threads. The model bytes depend on the thread count (measured), so it is a
+    param, not the machine's core count; 0 -> all cores (then not reproducible across machines)."""
+
+    def __post_init__(self) -> None:
+        check(self.vocab_size >= 300, "vocab_size", f"must be >= 300 (261 fixed pieces + text), got {self.vocab_size}")
+        check_positive(self.sample_chars, "sample_chars")
+        for k, w in self.sample_weights.items():
+            check(w >= 0, f"sample_weights.{k}", f"must be >= 0, got {w}")
+        check(0.9 <= self.character_coverage <= 1.0, "character_coverage",
+              f"must be in [0.9, 1], got {self.character_coverage}")
+        check_nonneg(self.num_threads, "num_threads")
+
+
+@dataclass
+class MixParams(Section):
+    """Weighted mixing of per-source token files (`mix` stage)."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    """Source -> relative weight of its train tokens; empty -> equal; 0 leaves a source out."""
+    train_tokens: int = 1_000_000
+    val_tokens: int = 100_000
+    """Val tokens by the same weights from the per-source val splits; 0 -> every val document."""
+    seed: int = 0
+    on_short: Literal["repeat", "renormalize", "fail"] = "repeat"
+    """A source with fewer train tokens than its share: repeat it, give its shortfall to the
+    others, or fail."""
+    tolerance: float = 0.05
+    """Largest allowed relative miss |realised - target| / target of a source's train tokens."""
+    max_val_overlap: float = 0.05
+    """Largest allowed share of val documents sharing a 13-word n-gram with train."""
+
+    def __post_init__(self) -> None:
+        for k, w in self.weights.items():
+            check(w >= 0, f"weights.{k}", f"must be >= 0, got {w}")
+        check_positive(self.train_tokens, "train_tokens")
+        check_nonneg(self.val_tokens, "val_tokens")
+        check_fraction(self.tolerance, "tolerance")
+        check_fraction(self.max_val_overlap, "max_val_overlap")
+

@@ -1,0 +1,331 @@
+"""Exact and MinHash near-duplicate removal across sources, on stored hashes and signatures.
+
+Input: the filtered tables (`data/filtered/SRC.parquet`), which carry `exact_hash` (string) and
+`minhash` (fixed_size_list<uint32>[num_perm]) computed once in `clean@SRC` (see minhash.py).
+Only ids, hashes and signatures are held in RAM (about num_perm * 4 + 60 bytes per document);
+texts are streamed once at the end, when the kept rows are written.
+
+1. Keep order: every document gets a rank `pref` = (position of its source in `dedup.priority`,
+   unlisted sources after in `sources` order, then id, then row). The copy with the lowest
+   rank of any duplicate group survives, so outputs do not depend on file order.
+2. Exact: documents sharing `exact_hash` (hash of the normalised text) collapse to the first.
+3. Near: LSH banding (Indyk & Motwani 1998; Leskovec, Rajaraman & Ullman, "Mining of Massive
+   Datasets", ch. 3): the signature is cut into `bands` bands of `rows` slots; two documents
+   become a candidate pair when any band is identical, which happens with probability
+   1 - (1 - s^rows)^bands at Jaccard s. Each bucket links its members to its best-ranked
+   member; a link is kept only if the estimated Jaccard (share of equal slots) is >= threshold,
+   which keeps precision high. Linked documents form clusters (connected components); all but
+   the best-ranked member of a cluster are removed.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from llmpipe.data.table import DOC_COLUMNS, DOC_SCHEMA, TableWriter, missing_input, read_batches
+from llmpipe.data.minhash import mix64
+from llmpipe.params import DedupParams
+
+KEPT, EXACT, NEAR = 0, 1, 2
+REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate"}
+REPORT_AT = (0.7, 0.8, 0.9)   # Jaccard levels whose detection probability the report gives
+_PAIR_CHUNK = 1 << 16         # candidate pairs verified per step: 64k x num_perm bytes of bools
+
+
+def detection_probability(s, bands: int, rows: int):
+    """Probability that a pair with Jaccard `s` shares at least one LSH band."""
+    return 1.0 - (1.0 - np.asarray(s, dtype=np.float64) ** rows) ** bands
+
+
+def choose_bands(threshold: float, num_perm: int, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows), bands * rows <= num_perm, minimising the weighted error areas
+    (1 - w) * integral_0^t P(s) ds + w * integral_t^1 (1 - P(s)) ds with P the detection
+    probability: the first term counts candidates below the threshold (each costs one
+    verification), the second counts duplicates above it that are never compared."""
+    lo, hi = np.linspace(0.0, threshold, 513), np.linspace(threshold, 1.0, 513)
+    best = (np.inf, 1, 1)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = np.trapezoid(detection_probability(lo, b, r), lo)
+            fn = np.trapezoid(1.0 - detection_probability(hi, b, r), hi)
+            err = (1.0 - fn_weight) * fp + fn_weight * fn
+            if err < best[0] - 1e-12:
+                best = (err, b, r)
+    return best[1], best[2]
+
+
+def resolve_bands(threshold: float, num_perm: int, bands: int | None, rows: int | None,
+                  fn_weight: float) -> tuple[int, int]:
+    """The bands x rows to use: both given -> them; one given -> the other fills num_perm."""
+    if bands and rows:
+        return bands, rows
+    if bands:
+        return bands, num_perm // bands
+    if rows:
+        return num_perm // rows, rows
+    return choose_bands(threshold, num_perm, fn_weight)
+
+
+@dataclass
+class Index:
+    """What dedup holds in RAM for N documents (no text)."""
+
+    sources: list[str]        # source names, in `sources` order
+    offsets: np.ndarray       # (S + 1,) int64: documents of source k are [offsets[k], offsets[k+1])
+    ids: pa.ChunkedArray      # (N,) string
+    hashes: np.ndarray        # (N,) bytes: exact_hash
+    sig: np.ndarray           # (N, num_perm) uint32
+    pref: np.ndarray          # (N,) int64 keep rank: 0 is kept first
+
+    def source_of(self, i: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.offsets, i, side="right") - 1
+
+
+def _signature_block(col: pa.ChunkedArray | pa.Array, num_perm: int, path: Path,
+                     first_row: int) -> np.ndarray:
+    """(rows, num_perm) uint32 from a minhash list column, checking its width."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(arr) == 0:
+        return np.empty((0, num_perm), np.uint32)
+    if arr.null_count:
+        raise UserError(f"{path}: column minhash has {arr.null_count} null rows; rerun clean")
+    lengths = pc.list_value_length(arr).to_numpy()
+    if (lengths != num_perm).any():
+        row = int(np.flatnonzero(lengths != num_perm)[0])
+        raise UserError(f"{path}: row {first_row + row}: minhash has {lengths[row]} slots but "
+                         f"dedup.num_perm is {num_perm}; rerun `dvc repro clean` after changing "
+                         f"num_perm")
+    return arr.flatten().to_numpy().astype(np.uint32, copy=False).reshape(-1, num_perm)
+
+
+def load_index(paths: dict[str, Path], num_perm: int, priority: list[str]) -> Index:
+    """Read id, exact_hash and minhash of every source (in `paths` order); rank documents."""
+    sources, counts, ids, hashes = list(paths), [0], [], []
+    for src, path in paths.items():
+        path = Path(path)
+        if not path.exists():
+            raise missing_input(path, f"filter@{src}")
+        pf = pq.ParquetFile(path)
+        for need in ("id", "exact_hash", "minhash"):
+            if need not in pf.schema_arrow.names:
+                raise UserError(f"{path}: missing column {need!r}; it is written by clean@{src} "
+                                 f"(columns here: {pf.schema_arrow.names})")
+        counts.append(pf.metadata.num_rows)
+    offsets = np.cumsum(counts, dtype=np.int64)
+    n_docs = int(offsets[-1])
+    sig = np.empty((n_docs, num_perm), np.uint32)       # filled in place: no second copy
+    for k, path in enumerate(paths.values()):
+        row = 0
+        for batch in read_batches(path, ["id", "exact_hash", "minhash"]):
+            lo = int(offsets[k]) + row
+            sig[lo: lo + batch.num_rows] = _signature_block(batch.column("minhash"), num_perm,
+                                                            Path(path), row)
+            ids.append(batch.column("id"))
+            for name in ("id", "exact_hash"):
+                if batch.column(name).null_count:
+                    bad = int(np.flatnonzero(batch.column(name).is_null().to_numpy(
+                        zero_copy_only=False))[0])
+                    raise UserError(f"{path}: row {row + bad}: {name} is null; rerun clean")
+            hashes.append(np.array(batch.column("exact_hash").to_pylist(), dtype=np.bytes_))
+            row += batch.num_rows
+        if row != counts[k + 1]:
+            raise UserError(f"{path}: metadata says {counts[k + 1]} rows, read {row}")
+    ids_arr = pa.chunked_array(ids, type=pa.string())
+    rank_of = {s: (priority.index(s) if s in priority else len(priority) + k)
+               for k, s in enumerate(sources)}
+    rank = np.repeat([rank_of[s] for s in sources], np.diff(offsets)).astype(np.int32)
+    order = pc.sort_indices(pa.table({"rank": rank, "id": ids_arr, "row": np.arange(n_docs)}),
+                            sort_keys=[("rank", "ascending"), ("id", "ascending"),
+                                       ("row", "ascending")]).to_numpy()
+    pref = np.empty(n_docs, np.int64)
+    pref[order] = np.arange(n_docs)
+    hs = np.concatenate(hashes) if hashes else np.empty(0, np.bytes_)
+    return Index(sources, offsets, ids_arr, hs, sig, pref)
+
+
+def band_keys(sig: np.ndarray, band: int, rows: int, docs: np.ndarray) -> np.ndarray:
+    """(len(docs),) uint64 hash of slots [band*rows, (band+1)*rows) of sig[docs]."""
+    h = np.full(len(docs), band + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in range(band * rows, (band + 1) * rows):
+            h = mix64(h * np.uint64(0x9E3779B97F4A7C15) + sig[docs, c].astype(np.uint64))
+    return h
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int,
+                    docs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (u, v), u < v, positions into `docs` (rows of `sig`, ranked best first; default
+    all) whose signatures share a band. Each bucket links every member to its first
+    (best-ranked) member: O(N) pairs per band, never a bucket's N^2.
+    """
+    docs = np.arange(len(sig)) if docs is None else docs
+    codes = []
+    for band in range(bands if len(docs) > 1 else 0):
+        key = band_keys(sig, band, rows, docs)
+        order = np.argsort(key, kind="stable")          # stable: ranks stay ascending in buckets
+        k = key[order]
+        head = np.concatenate(([True], k[1:] != k[:-1]))
+        first = order[np.flatnonzero(head)][np.cumsum(head) - 1]
+        member = ~head
+        codes.append(np.unique(first[member].astype(np.int64) * len(docs) + order[member]))
+    if not codes:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    code = np.unique(np.concatenate(codes))
+    return code // max(len(docs), 1), code % max(len(docs), 1)
+
+
+def matching_slots(sig: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(P,) int: equal slots of sig[u] and sig[v]; divided by num_perm it estimates Jaccard."""
+    out = np.empty(len(u), np.int64)
+    for lo in range(0, len(u), _PAIR_CHUNK):
+        sl = slice(lo, lo + _PAIR_CHUNK)
+        out[sl] = (sig[u[sl]] == sig[v[sl]]).sum(axis=1)
+    return out
+
+
+def components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Connected components of n nodes and edges (u, v): label = smallest node of the component.
+
+    Min-label propagation with hooking of old labels and pointer jumping (union-find, vectorised).
+    """
+    lab = np.arange(n)
+    while len(u):
+        m = np.minimum(lab[u], lab[v])
+        new = lab.copy()
+        for idx in (u, v, lab[u], lab[v]):
+            np.minimum.at(new, idx, m)
+        while not np.array_equal(jump := new[new], new):
+            new = jump
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    return lab
+
+
+@dataclass
+class Decision:
+    status: np.ndarray        # (N,) int8: KEPT, EXACT or NEAR
+    cluster: np.ndarray       # (N,) int64: the kept document of the doc's duplicate cluster
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]  # verified near pairs (u, v, matching slots)
+    candidates: int           # candidate pairs from LSH before verification
+
+
+def find_duplicates(index: Index, threshold: float, bands: int, rows: int) -> Decision:
+    """Exact groups by hash, then LSH candidates among exact survivors, verified and clustered."""
+    n, num_perm = index.sig.shape
+    by_rank = np.argsort(index.pref)                     # (N,) document indices, best first
+    status = np.zeros(n, np.int8)
+    cluster = np.arange(n)
+    # exact: first (best-ranked) occurrence of each hash is kept
+    if n:
+        _, first, inv = np.unique(index.hashes[by_rank], return_index=True, return_inverse=True)
+        head = by_rank[first[inv.ravel()]]               # (N,) in by_rank order
+        cluster[by_rank] = head
+        status[by_rank[head != by_rank]] = EXACT
+    alive = by_rank[status[by_rank] == KEPT]             # exact survivors, best first
+    cu, cv = candidate_pairs(index.sig, bands, rows, alive)
+    match = matching_slots(index.sig, alive[cu], alive[cv])
+    ok = match >= threshold * num_perm - 1e-9
+    u, v, match = cu[ok], cv[ok], match[ok]
+    lab = components(len(alive), u, v)
+    near = lab != np.arange(len(alive))
+    status[alive[near]] = NEAR
+    cluster[alive] = alive[lab]
+    cluster = cluster[cluster]                           # exact copies follow their head's cluster
+    return Decision(status, cluster, (alive[u], alive[v], match), len(cu))
+
+
+def _examples(index: Index, dec: Decision, max_examples: int) -> list[dict]:
+    """The verified pairs closest to the threshold (most informative), as report entries."""
+    u, v, match = dec.pairs
+    if not max_examples or not len(u):
+        return []
+    pick = np.lexsort((index.pref[v], index.pref[u], match))[:max_examples]
+    num_perm = index.sig.shape[1]
+    out = []
+    for p in pick:
+        ends = {}
+        for side, i in (("a", int(u[p])), ("b", int(v[p]))):
+            k = int(index.source_of(np.array([i]))[0])
+            ends[side] = {"id": index.ids[i].as_py(), "source": index.sources[k],
+                          "row": i - int(index.offsets[k]),
+                          "status": "kept" if dec.status[i] == KEPT else REASONS[dec.status[i]]}
+        out.append({"jaccard_estimate": round(float(match[p]) / num_perm, 4), **ends})
+    return out
+
+
+def write_kept(index: Index, dec: Decision, in_paths: dict[str, Path],
+               out_paths: dict[str, Path], examples: list[dict], progress=None) -> dict:
+    """Stream each filtered table, write its kept rows (Document columns); per-source counts.
+
+    Also fills the first 80 characters of text into `examples` (rows read on the way).
+    """
+    want = {(e[s]["source"], e[s]["row"]): e[s] for e in examples for s in ("a", "b")}
+    per_source = {}
+    for k, src in enumerate(index.sources):
+        lo, hi = int(index.offsets[k]), int(index.offsets[k + 1])
+        status = dec.status[lo:hi]
+        chars_in = chars_kept = 0
+        row = 0
+        with TableWriter(out_paths[src], DOC_SCHEMA) as w:
+            for batch in read_batches(in_paths[src], DOC_COLUMNS):
+                keep = status[row: row + batch.num_rows] == KEPT
+                lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
+                chars_in += int(lengths.sum())
+                chars_kept += int(lengths[keep].sum())
+                for (s, r), end in want.items():
+                    if s == src and row <= r < row + batch.num_rows:
+                        end["text"] = batch.column("text")[r - row].as_py()[:80]
+                w.write(batch.filter(pa.array(keep)))
+                row += batch.num_rows
+                if progress is not None:
+                    progress.update(batch.num_rows)
+        if row != hi - lo:
+            raise UserError(f"{in_paths[src]}: changed while dedup ran "
+                             f"({hi - lo} rows, now {row})")
+        per_source[src] = {
+            "docs_in": hi - lo, "docs_kept": int((status == KEPT).sum()),
+            "dropped_by_reason": {name: int((status == code).sum())
+                                  for code, name in REASONS.items()},
+            "chars_in": chars_in, "chars_kept": chars_kept,
+        }
+    return per_source
+
+
+def dedup(in_paths: dict[str, Path], out_paths: dict[str, Path], params: DedupParams,
+          progress=None) -> dict:
+    """The `dedup` stage: decide on stored hashes/signatures, write kept rows; the report.
+
+    `params` is a DedupParams; `in_paths`/`out_paths` map source -> table, in `sources` order.
+    """
+    index = load_index(in_paths, params.num_perm, params.priority)
+    bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
+                                params.false_negative_weight)
+    dec = find_duplicates(index, params.threshold, bands, rows)
+    examples = _examples(index, dec, params.max_examples)
+    per_source = write_kept(index, dec, in_paths, out_paths, examples, progress)
+    total = {key: sum(s[key] for s in per_source.values())
+             for key in ("docs_in", "docs_kept", "chars_in", "chars_kept")}
+    total["dropped_by_reason"] = {name: sum(s["dropped_by_reason"][name]
+                                            for s in per_source.values())
+                                  for name in REASONS.values()}
+    dup = dec.cluster != np.arange(len(dec.cluster))
+    return {
+        **total,
+        "clusters": int(np.unique(dec.cluster[dup]).size),
+        "candidate_pairs": dec.candidates,
+        "verified_pairs": int(len(dec.pairs[0])),
+        "threshold": params.threshold, "num_perm": params.num_perm, "bands": bands, "rows": rows,
+        "detection_probability": {f"jaccard_{s}": round(float(detection_probability(s, bands,
+                                                                                    rows)), 4)
+                                  for s in REPORT_AT},
+        "per_source": per_source,
+        "examples": examples,
+    }

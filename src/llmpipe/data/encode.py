@@ -1,0 +1,215 @@
+"""Encode one source's Document table into a token directory, in parallel (`tokenize@SRC`).
+
+Each document goes to `val` when unit_hash(split.seed, id) < split.val_fraction, else to `train`
+(sha256 of the id: stable across runs, machines and mix weights, so val never shares a document
+with train). The `split.min_val_docs` documents with the lowest hashes also go to val (a source of
+ten books would often get none otherwise), never the source's last document; a first pass over
+the id column finds them.
+
+Work unit = a run of consecutive documents of about `task_bytes` of text (sized so that every
+worker gets ~TASKS_PER_WORKER tasks: the last, uneven ones then balance out). The parent streams
+the table one row group at a time, computes the split and UTF-8 sizes with pyarrow, and sends
+each task's texts to a pool of worker processes; a worker loads SentencePiece once (pool
+initializer), encodes its texts in one thread and returns one compact token array plus the
+document lengths. The parent writes the results in task order and hands them to the writers in
+fixed blocks of WRITE_DOCS documents, so the output bytes depend neither on the number of workers
+nor on the task sizes. Workers are forked from a fork server that imported this module once,
+instead of each starting an interpreter and importing numpy/pyarrow itself (spawn), and they never
+touch pyarrow. Memory: at most IN_FLIGHT x workers tasks in flight (each <= TASK_BYTES_MAX of
+text), one row group in the parent (<= docs.ROW_GROUP_BYTES) and, per worker, the Python ints of
+one SentencePiece call (ENCODE_CHARS of text), whatever the corpus size.
+"""
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import multiprocessing as mp
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from llmpipe.core.atomic import atomic_path, write_json
+from llmpipe.data.table import missing_input, read_batches
+from llmpipe.core.log import get_logger
+from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.data.tokens import SPLITS, SplitWriter, make_meta, token_dtype
+
+log = get_logger("tokenize")
+
+_W: dict = {}  # per-worker state: the SentencePiece processor, EOS id and token dtype
+TASKS_PER_WORKER = 8  # tasks per worker: enough that the uneven last tasks balance out
+TASK_BYTES_MIN = 1 << 18  # 256 KiB of text (~70k tokens, ~0.1 s): amortises the per-task overhead
+TASK_BYTES_MAX = 1 << 20  # 1 MiB of text: bounds worker and in-flight memory on any corpus size
+ENCODE_CHARS = 1 << 17  # characters per SentencePiece call in a worker: its list of Python ints
+                        # (~40 bytes per token) stays ~5 MB instead of growing with the task
+WORKER_BYTES_MIN = 4 << 20  # with jobs=0 (all cores), one worker per 4 MiB of text at most: starting
+                            # the pool costs ~0.4 s, which a smaller source does not win back
+IN_FLIGHT = 4  # tasks per worker submitted ahead: workers stay busy while the parent waits, in
+               # order, for a slow task (a long book); bounds memory to 4 x workers x task size
+WRITE_DOCS = 256  # documents per SplitWriter.add, aligned to row groups: fixes the .docs.parquet
+                  # batches (hence bytes and meta sha256) whatever the task sizes
+
+
+def _init(spm_path: str, eos: int, dtype: str) -> None:
+    # only SentencePiece: the Tokenizer wrapper's checks already ran in the parent
+    import sentencepiece as spm
+    _W.update(sp=spm.SentencePieceProcessor(model_file=spm_path), eos=eos, dtype=np.dtype(dtype))
+
+
+def is_val(doc_id: str, val_fraction: float, seed: int, forced_val: frozenset = frozenset()) -> bool:
+    return unit_hash(seed, doc_id) < val_fraction or doc_id in forced_val
+
+
+def forced_val_ids(path: Path, seed: int, min_val_docs: int) -> frozenset:
+    """Ids of the `min_val_docs` lowest-hash documents (fewer if the source has too few)."""
+    count = itertools.count()  # documents seen; memory stays O(min_val_docs)
+    hashed = ((unit_hash(seed, i), i) for b in read_batches(path, ["id"])
+              for i in b.column(0).to_pylist() if next(count) >= 0)
+    smallest = heapq.nsmallest(min_val_docs, hashed)
+    n_docs = next(count)
+    return frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
+
+
+def worker_count(jobs: int, text_bytes: float, docs: int, cores: int | None = None) -> int:
+    """`jobs` workers (never more than documents); 0 -> all cores, but at most one per
+    WORKER_BYTES_MIN of text (1 = encode in this process)."""
+    if not jobs:
+        jobs = min(cores or len(os.sched_getaffinity(0)), int(text_bytes // WORKER_BYTES_MIN))
+    return max(1, min(jobs, docs))
+
+
+def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate documents, each closed by EOS: (tokens, lengths incl. EOS)."""
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1
+    ends = np.cumsum(lengths)  # one past each EOS
+    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=dtype)
+    text = np.ones(len(flat), dtype=bool)
+    text[ends - 1] = False
+    flat[text] = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype, count=len(flat) - len(ends))
+    flat[ends - 1] = eos
+    return flat, lengths
+
+
+def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: encode one task's texts in one thread (parallelism = the processes), ENCODE_CHARS at a time."""
+    sp, eos, dtype = _W["sp"], _W["eos"], _W["dtype"]
+    parts, lo = [], 0
+    while lo < len(texts):
+        hi, chars = lo + 1, len(texts[lo])
+        while hi < len(texts) and chars < ENCODE_CHARS:
+            chars += len(texts[hi])
+            hi += 1
+        parts.append(_flatten(sp.encode(texts[lo:hi], num_threads=1), eos, dtype))
+        lo = hi
+    if len(parts) <= 1:
+        return parts[0] if parts else _flatten([], eos, dtype)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _tasks(path: Path, task_bytes: int, is_val_doc) -> Iterator[tuple]:
+    """(texts, utf8 bytes, val mask, ids, ends_row_group) of consecutive docs, ~task_bytes of text each."""
+    pf = pq.ParquetFile(path)
+    for rg in range(pf.num_row_groups):
+        table = pf.read_row_group(rg, columns=["id", "text"])  # one row group in memory at a time
+        ids = table.column("id").to_pylist()
+        text = table.column("text")
+        nbytes = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
+        val = np.fromiter(map(is_val_doc, ids), dtype=bool, count=len(ids))
+        # cut where the running byte count crosses a multiple of task_bytes (>= 1 doc per task)
+        cuts = np.unique(np.searchsorted(np.cumsum(nbytes), np.arange(task_bytes, int(nbytes.sum()), task_bytes),
+                                         side="right"))
+        bounds = [0, *(int(c) for c in cuts if 0 < c < len(ids)), len(ids)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            yield text.slice(lo, hi - lo).to_pylist(), nbytes[lo:hi], val[lo:hi], ids[lo:hi], hi == len(ids)
+
+
+def _write_blocks(results: Iterator[tuple], writers: dict, source: str, bar) -> None:
+    """Hand the encoded docs to the split writers in blocks of WRITE_DOCS docs of a row group
+    (the last block of a row group may be shorter), however the docs were cut into tasks."""
+    buf: list[tuple] = []  # (tokens, lengths, utf8 bytes, val mask, ids) not yet written
+    for (nbytes, val, ids, ends_rg), (flat, lengths) in results:
+        buf.append((flat, lengths, nbytes, val, ids))
+        bar.update(len(ids))
+        n_docs = sum(len(b[4]) for b in buf)
+        if n_docs < WRITE_DOCS and not ends_rg:
+            continue
+        flat, lengths, nbytes, val = (np.concatenate([b[k] for b in buf]) for k in range(4))
+        ids = [i for b in buf for i in b[4]]
+        off = np.concatenate([[0], np.cumsum(lengths)])
+        cut = n_docs if ends_rg else n_docs - n_docs % WRITE_DOCS
+        for lo in range(0, cut, WRITE_DOCS):
+            hi = min(lo + WRITE_DOCS, cut)
+            on_val = np.repeat(val[lo:hi], lengths[lo:hi])  # per token: its document goes to val
+            for split, docs, toks in (("train", ~val[lo:hi], ~on_val), ("val", val[lo:hi], on_val)):
+                sel = lo + np.flatnonzero(docs)
+                writers[split].add(flat[off[lo]:off[hi]][toks], lengths[sel], nbytes[sel],
+                                   [ids[i] for i in sel], [source] * len(sel))
+        buf = [(flat[off[cut]:], lengths[cut:], nbytes[cut:], val[cut:], ids[cut:])] if cut < n_docs else []
+
+
+def _run(tasks: Iterator, jobs: int, initargs: tuple) -> Iterator[tuple]:
+    """(task less its texts, (tokens, lengths)) for each task, in task order, with at most IN_FLIGHT x jobs in flight.
+
+    A worker that dies (or fails to start) raises BrokenProcessPool here instead of hanging.
+    """
+    if jobs == 1:
+        _init(*initargs)
+        for task in tasks:
+            yield task[1:], _encode_texts(task[0])
+        return
+    # fork server: a clean process (no pyarrow/SentencePiece threads to fork) that imports this
+    # module once; each worker is then a cheap fork of it instead of a fresh interpreter
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=initargs) as ex:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append((task[1:], ex.submit(_encode_texts, task[0])))  # texts: only in the queue
+            if len(pending) >= IN_FLIGHT * jobs:
+                task, fut = pending.popleft()
+                yield task, fut.result()
+        while pending:
+            task, fut = pending.popleft()
+            yield task, fut.result()
+
+
+def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir: str | Path, *,
+                    source: str, val_fraction: float, seed: int, min_val_docs: int = 0,
+                    jobs: int = 0) -> dict:
+    """Write `out_dir` (SPLIT.bin/.idx/.docs.parquet + meta.json last), atomically. Returns meta."""
+    dedup_path = Path(dedup_path)
+    if not dedup_path.exists():
+        raise missing_input(dedup_path, "dedup")
+    tok = load(tokenizer_path)
+    dtype = token_dtype(tok.vocab_size)
+    meta_pq = pq.ParquetFile(dedup_path).metadata
+    text_col = [meta_pq.schema.column(i).path for i in range(len(meta_pq.schema))].index("text")
+    text_bytes = sum(meta_pq.row_group(rg).column(text_col).total_uncompressed_size
+                     for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes the work
+    jobs = worker_count(jobs, text_bytes, meta_pq.num_rows)
+    task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
+    forced = forced_val_ids(dedup_path, seed, min_val_docs) if min_val_docs else frozenset()
+    log.info("tokenize %s: %d docs, ~%.1f MB of text in tasks of ~%.2f MB on %d workers; "
+             "%d lowest-hash docs forced into val", source, meta_pq.num_rows, text_bytes / 1e6,
+             task_bytes / 1e6, jobs, len(forced))
+    with atomic_path(out_dir) as tmp, contextlib.ExitStack() as stack:
+        tmp.mkdir()
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype)) for s in SPLITS}
+        tasks = _tasks(dedup_path, task_bytes, lambda i: is_val(i, val_fraction, seed, forced))
+        results = _run(tasks, jobs, (str(tok.path), tok.eos_id, dtype.name))
+        with tqdm(total=meta_pq.num_rows, desc=f"tokenize {source}", unit="doc", leave=False) as bar:
+            _write_blocks(results, writers, source, bar)
+        splits = {s: w.close() for s, w in writers.items()}
+        meta = make_meta(tok, dtype, splits, rerun=f"dvc repro tokenize@{source}", source=source,
+                         split={"val_fraction": val_fraction, "seed": seed, "min_val_docs": min_val_docs,
+                                "forced_val_ids": sorted(forced)})
+        write_json(tmp / "meta.json", meta)
+    return meta

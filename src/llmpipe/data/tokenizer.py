@@ -1,0 +1,278 @@
+"""SentencePiece BPE tokenizer: deterministic training sample, training, loading, encoding, stats.
+
+Output contract of the `tokenizer` stage (`artifacts/tokenizer/`):
+    spm.model       the SentencePiece model (its sha256 is the tokenizer *fingerprint*)
+    spm.vocab       piece<TAB>score per line, for humans
+    tokenizer.json  vocab_size, special ids, fingerprint, training-sample counts and, per source,
+                    fertility (tokens per whitespace word), bytes per token, byte-fallback share
+
+Special ids are fixed whatever the vocab: pad=0, unk=1, bos=2, eos=3 (`SPECIAL_IDS`); "\\n" is a
+user-defined piece so newlines never cost a byte-fallback token. Normalisation is `identity` and
+extra whitespace is kept, so `decode(encode(text)) == text` for any UTF-8 text.
+
+Load it back with `load("artifacts/tokenizer/spm.model") -> Tokenizer`.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import contextlib
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+import sentencepiece as spm
+
+from llmpipe.core.atomic import atomic_path, sha256_file, write_json
+from llmpipe.data.table import missing_input, read_batches
+from llmpipe.core.log import get_logger
+from llmpipe.data.weights import shares
+
+log = get_logger("tokenizer")
+
+SPECIAL_IDS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+NEWLINE_PIECE = "\n"
+# SentencePiece silently drops training sentences longer than max_sentence_length bytes; we
+# raise the limit and cut longer lines ourselves (at whitespace), counting every cut.
+MAX_SENTENCE_BYTES = 16384
+STATS_CHARS_PER_SOURCE = 2_000_000  # text per source used for fertility stats (sample prefix)
+
+
+def fingerprint(spm_path: str | Path) -> str:
+    """The tokenizer fingerprint: sha256 of the spm.model bytes."""
+    return sha256_file(spm_path)
+
+
+def unit_hash(seed: int, key: str) -> float:
+    """A stable uniform number in [0, 1) from (seed, key): sha256, never Python's hash()."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+# --------------------------------------------------------------------------- training sample
+
+def sample_budgets(sources: list[str], weights: dict[str, float], sample_chars: int) -> dict[str, int]:
+    """Characters to sample per source: `sample_chars` split by `weights` (empty -> equal)."""
+    return {s: int(sample_chars * f) for s, f in shares(weights, sources, "tokenizer.sample_weights").items()}
+
+
+def iter_sample(path: Path, budget: int, seed: int) -> Iterator[str]:
+    """Texts of one Document table, a deterministic sample of about `budget` characters.
+
+    Two streaming passes: the first sums text lengths; the second keeps a document when
+    unit_hash(seed, id) < budget / total_chars and stops once the budget is spent. Memory stays
+    one row-group batch; the choice depends only on ids, seed and budget.
+    """
+    total = sum(pc.sum(pc.utf8_length(b.column(0))).as_py() or 0 for b in read_batches(path, ["text"]))
+    rate = min(1.0, budget / total) if total else 0.0
+    taken = 0
+    for batch in read_batches(path, ["id", "text"]):
+        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            if taken >= budget:
+                return
+            if rate >= 1.0 or unit_hash(seed, doc_id) < rate:
+                taken += len(text)
+                yield text
+
+
+class SentenceFeed:
+    """Turn documents into SentencePiece training sentences (non-empty lines), counting cuts."""
+
+    def __init__(self, max_bytes: int = MAX_SENTENCE_BYTES):
+        self.max_chars = max_bytes // 4  # a UTF-8 character is at most 4 bytes
+        self.docs = self.sentences = self.chars = self.cut_lines = 0
+
+    def __call__(self, texts: Iterable[str]) -> Iterator[str]:
+        for text in texts:
+            self.docs += 1
+            self.chars += len(text)
+            for line in text.split("\n"):
+                if not line.strip():
+                    continue
+                if len(line) > self.max_chars:
+                    self.cut_lines += 1
+                    yield from self._cut(line)
+                else:
+                    self.sentences += 1
+                    yield line
+
+    def _cut(self, line: str) -> Iterator[str]:
+        while line:
+            piece = line[: self.max_chars]
+            if len(line) > self.max_chars:
+                space = piece.rfind(" ")
+                piece = piece[:space] if space > 0 else piece  # no space at all: hard cut
+            self.sentences += 1
+            yield piece
+            line = line[len(piece):]
+
+
+# --------------------------------------------------------------------------- training
+
+# SentencePiece reports bad sizes as RuntimeError("INTERNAL: ...") after reading the sample;
+# these turn them into the params keys and the numbers it computed.
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+FIXED_PIECES = len(SPECIAL_IDS) + 1 + 256  # specials, "\n", byte fallback
+
+
+@contextlib.contextmanager
+def _sentencepiece_errors(feed: "SentenceFeed", vocab_size: int, character_coverage: float):
+    try:
+        yield
+    except RuntimeError as e:
+        msg = str(e)
+        if m := _TOO_SMALL.search(msg):
+            need = int(m.group(2))
+            raise UserError(
+                f"tokenizer.vocab_size: {vocab_size} is too small for this sample: SentencePiece needs "
+                f">= {need} ({need - FIXED_PIECES} distinct characters at character_coverage "
+                f"{character_coverage} + {FIXED_PIECES} fixed pieces); set tokenizer.vocab_size >= {need} "
+                "or lower tokenizer.character_coverage") from None
+        if m := _TOO_HIGH.search(msg):
+            raise UserError(
+                f"tokenizer.vocab_size: {vocab_size} is more pieces than a sample of {feed.chars:,} "
+                f"characters can make (at most {m.group(2)}); lower tokenizer.vocab_size to <= "
+                f"{m.group(2)} or raise tokenizer.sample_chars") from None
+        if "sentences_.empty()" in msg:
+            raise UserError(f"tokenizer: the training sample is empty ({feed.docs:,} documents, no "
+                            "non-blank line); check tokenizer.sample_chars and that dedup kept "
+                            "documents") from None
+        raise
+
+
+def train(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int, character_coverage: float,
+          model_type: str = "bpe", num_threads: int = 1) -> dict:
+    """Train on `texts` (streamed) and write spm.model + spm.vocab into `out_dir` atomically.
+
+    With fixed input the model bytes are identical run to run for a given `num_threads`;
+    different thread counts give different (equally valid) models, so it is a param.
+    """
+    feed = SentenceFeed()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()  # not model_prefix: the model proto would record that (random) path
+    with _sentencepiece_errors(feed, vocab_size, character_coverage):
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=feed(texts), model_writer=model, model_type=model_type,
+            vocab_size=vocab_size, character_coverage=character_coverage,
+            byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            user_defined_symbols=[NEWLINE_PIECE],
+            pad_id=SPECIAL_IDS["pad"], unk_id=SPECIAL_IDS["unk"],
+            bos_id=SPECIAL_IDS["bos"], eos_id=SPECIAL_IDS["eos"],
+            input_sentence_size=0, shuffle_input_sentence=False,  # we sampled already
+            max_sentence_length=MAX_SENTENCE_BYTES, num_threads=num_threads, minloglevel=2)
+    with atomic_path(out_dir / "spm.model") as t:
+        t.write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    with atomic_path(out_dir / "spm.vocab") as t:
+        t.write_text(vocab, encoding="utf-8")
+    return {"docs": feed.docs, "chars": feed.chars, "sentences": feed.sentences,
+            "long_lines_cut": feed.cut_lines, "sentences_skipped": 0}
+
+
+# --------------------------------------------------------------------------- loading, encoding
+
+@dataclass
+class Tokenizer:
+    """A loaded SentencePiece model with the fixed special ids."""
+
+    sp: spm.SentencePieceProcessor
+    path: Path
+    fingerprint: str
+
+    bos_id = SPECIAL_IDS["bos"]
+    eos_id = SPECIAL_IDS["eos"]
+    pad_id = SPECIAL_IDS["pad"]
+    unk_id = SPECIAL_IDS["unk"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = self.sp.encode(text)
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id, self.eos_id)])
+
+    def piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def byte_mask(self) -> np.ndarray:
+        """(vocab_size,) bool: True for byte-fallback pieces <0x..>."""
+        return np.array([self.sp.is_byte(i) for i in range(self.vocab_size)], dtype=bool)
+
+
+def load(path: str | Path) -> Tokenizer:
+    """Load spm.model (or a directory holding it); checks the special ids are the fixed ones."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "spm.model"
+    if not path.exists():
+        raise missing_input(path, "tokenizer")
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    got = {"pad": sp.pad_id(), "unk": sp.unk_id(), "bos": sp.bos_id(), "eos": sp.eos_id()}
+    if got != SPECIAL_IDS:
+        raise UserError(f"{path}: special ids {got} differ from llmpipe's fixed {SPECIAL_IDS}; "
+                         "retrain with `dvc repro tokenizer`")
+    return Tokenizer(sp=sp, path=path, fingerprint=fingerprint(path))
+
+
+def text_stats(tok: Tokenizer, texts: Iterable[str], max_chars: int = STATS_CHARS_PER_SOURCE) -> dict:
+    """Fertility (tokens per whitespace word), bytes per token and byte-fallback share."""
+    is_byte = tok.byte_mask()
+    words = tokens = nbytes = byte_tokens = chars = 0
+    for text in texts:
+        if chars >= max_chars:
+            break
+        chars += len(text)
+        ids = np.asarray(tok.sp.encode(text), dtype=np.int64)
+        words += len(text.split())
+        tokens += len(ids)
+        nbytes += len(text.encode("utf-8"))
+        byte_tokens += int(is_byte[ids].sum())
+    return {"words": words, "tokens": tokens, "utf8_bytes": nbytes,
+            "fertility": round(tokens / words, 4) if words else None,
+            "bytes_per_token": round(nbytes / tokens, 4) if tokens else None,
+            "byte_fallback_share": round(byte_tokens / tokens, 6) if tokens else None}
+
+
+def build_tokenizer(dedup: dict[str, Path], out_dir: str | Path, *, vocab_size: int, sample_chars: int,
+                    sample_weights: dict[str, float], seed: int, character_coverage: float,
+                    model_type: str = "bpe", num_threads: int = 1) -> dict:
+    """The `tokenizer` stage: sample each source, train, write tokenizer.json last. Returns it."""
+    for src, path in dedup.items():
+        if not Path(path).exists():
+            raise missing_input(path, "dedup")
+    budgets = sample_budgets(sorted(dedup), sample_weights, sample_chars)
+    out_dir = Path(out_dir)
+    log.info("tokenizer sample: %s characters per source", {s: f"{b:,}" for s, b in budgets.items()})
+
+    def texts() -> Iterator[str]:
+        for src, budget in budgets.items():
+            yield from iter_sample(dedup[src], budget, seed)
+
+    sample = train(texts(), out_dir, vocab_size=vocab_size, character_coverage=character_coverage,
+                   model_type=model_type, num_threads=num_threads)
+    tok = load(out_dir / "spm.model")
+    per_source = {src: text_stats(tok, iter_sample(dedup[src], budget, seed))
+                  for src, budget in budgets.items()}
+    info = {"vocab_size": tok.vocab_size, "special_ids": dict(SPECIAL_IDS),
+            "newline_id": tok.sp.piece_to_id(NEWLINE_PIECE), "fingerprint": tok.fingerprint,
+            "model_type": model_type, "character_coverage": character_coverage,
+            "num_threads": num_threads, "sample": {**sample, "chars_budget": budgets},
+            "sources": per_source}
+    write_json(out_dir / "tokenizer.json", info)
+    return info

@@ -1,0 +1,328 @@
+"""Token files: one directory per token set (a source's `data/tokens/SRC`, or `data/mix`).
+
+Per split (`train`, `val`) a directory holds:
+    SPLIT.bin           flat token array, dtype uint16 if vocab <= 65536 else uint32; every
+                        document is followed by EOS (id 3). `np.memmap(p, dtype, mode="r")`.
+    SPLIT.idx           uint64, docs + 1 entries: document start offsets into SPLIT.bin, then the
+                        total token count (so doc i is bin[idx[i]:idx[i+1]], EOS included).
+    SPLIT.docs.parquet  one row per document, in .bin order: id, source, utf8_bytes (of the text,
+                        for bits per byte).
+and, written last and atomically, `meta.json` (`data_meta.json` in data/mix): format, dtype,
+vocab_size, eos_id, tokenizer_fingerprint (sha256 of spm.model), `rerun` (the stage that makes
+it), and per split docs, tokens, utf8_bytes and each file's bytes + sha256.
+
+Read with `open_tokens(dir, split, tokenizer=...)`; check with `verify_dir` / `llmpipe verify`.
+Encoding a Document table into such a directory (`tokenize_source`) lives in encode.py.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llmpipe.core.atomic import close_all, sha256_file
+from llmpipe.data.table import TableWriter
+from llmpipe.data.tokenizer import SPECIAL_IDS, Tokenizer, fingerprint
+
+FORMAT = "llmpipe.data.tokens/1"
+SPLITS = ("train", "val")
+META_NAMES = ("meta.json", "data_meta.json")
+DOCS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),
+                         pa.field("source", pa.string(), nullable=False),
+                         pa.field("utf8_bytes", pa.int64(), nullable=False)])
+CHUNK = 1 << 24  # tokens per chunk when scanning a .bin (32-64 MiB)
+PROJECT_TOKENIZER = Path("artifacts/tokenizer/spm.model")  # what `llmpipe verify` checks by default
+
+
+class TokenizerMismatch(UserError, ValueError):
+    """Token files were made by another tokenizer than the one offered."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 while every id fits (vocab <= 65536), else uint32."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be > 0, got {vocab_size}")
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+# --------------------------------------------------------------------------- writer
+
+class SplitWriter:
+    """Append documents to SPLIT.bin/.idx/.docs.parquet in `out_dir`, hashing as it goes (memory
+    stays constant: the .idx offsets are written as the documents arrive, not kept).
+
+    `out_dir` is the temp directory of an `atomic_path` (the token directory is the atomic unit).
+    Use it as a context manager: on an exception every file is closed at once, so a full disk
+    leaves no open handle behind to fail again (and print) when garbage-collected."""
+
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype):
+        self.dir, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
+        self.bin_sha, self.idx_sha = hashlib.sha256(), hashlib.sha256()
+        self.docs = self.tokens = self.utf8_bytes = 0
+        self.bin = open(self.dir / f"{split}.bin", "wb")
+        try:
+            self.idx = open(self.dir / f"{split}.idx", "wb")
+            self._write_idx(np.zeros(1, np.uint64))
+            self.table = TableWriter(self.dir / f"{split}.docs.parquet", DOCS_SCHEMA).__enter__()
+        except BaseException as e:
+            close_all([f.close for f in (self.bin, getattr(self, "idx", None)) if f is not None])
+            raise
+
+    def _write_idx(self, offsets: np.ndarray) -> None:
+        self.idx.write(offsets.data)
+        self.idx_sha.update(offsets.data)
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray, utf8_bytes: np.ndarray,
+            ids: list[str], sources: list[str]) -> None:
+        """tokens: (sum(lengths),) with EOS closing each doc; lengths, utf8_bytes: (docs,)."""
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        assert len(tokens) == int(lengths.sum()) and len(ids) == len(lengths) == len(utf8_bytes)
+        self.bin.write(tokens.data)
+        self.bin_sha.update(tokens.data)
+        self._write_idx(self.tokens + np.cumsum(lengths, dtype=np.uint64))
+        self.docs += len(ids)
+        self.tokens += len(tokens)
+        self.utf8_bytes += int(np.sum(utf8_bytes))
+        self.table.write({"id": ids, "source": sources, "utf8_bytes": np.asarray(utf8_bytes, np.int64)})
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self._close(exc)
+
+    def _close(self, exc: BaseException | None = None) -> None:
+        """Close every file even if one fails (a write buffered until close can hit a full disk);
+        the docs table sees the first error, so its temp is removed instead of renamed."""
+        if self.bin.closed and self.idx.closed:
+            return
+        err = close_all([self.bin.close, self.idx.close], exc)
+        err = close_all([lambda: self.table.__exit__(type(err) if err else None, err, None)], err)
+        if err is not None and err is not exc:
+            raise err
+
+    def close(self) -> dict:
+        self._close()
+        files = {"bin": (f"{self.split}.bin", self.bin_sha.hexdigest()),
+                 "idx": (f"{self.split}.idx", self.idx_sha.hexdigest()),
+                 "docs": (f"{self.split}.docs.parquet", sha256_file(self.dir / f"{self.split}.docs.parquet"))}
+        return {"docs": self.docs, "tokens": self.tokens, "utf8_bytes": self.utf8_bytes,
+                "files": {k: {"name": name, "bytes": (self.dir / name).stat().st_size, "sha256": sha}
+                          for k, (name, sha) in files.items()}}
+
+
+def make_meta(tok: Tokenizer, dtype: np.dtype, splits: dict, rerun: str, **extra) -> dict:
+    return {"format": FORMAT, "dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id, "special_ids": dict(SPECIAL_IDS),
+            "tokenizer_fingerprint": tok.fingerprint, "rerun": rerun, "splits": splits, **extra}
+
+
+# --------------------------------------------------------------------------- reader
+
+def read_meta(path: str | Path) -> tuple[Path, dict]:
+    """(directory, meta) for a token directory or a .bin inside one."""
+    d = Path(path)
+    if d.is_file():
+        d = d.parent
+    for name in META_NAMES:
+        if (d / name).exists():
+            return d, json.loads((d / name).read_text(encoding="utf-8"))
+    raise FileNotFoundError(f"{d}: no meta.json or data_meta.json; not a token directory "
+                            "(did you run `dvc repro tokenize` / `dvc repro mix`?)")
+
+
+def check_fingerprint(meta: dict, tokenizer: str | Path | Tokenizer, where: str = "") -> None:
+    """Raise TokenizerMismatch unless the token files were made with this tokenizer."""
+    if isinstance(tokenizer, Tokenizer):
+        fp, name = tokenizer.fingerprint, tokenizer.path
+    else:
+        name = Path(tokenizer) / "spm.model" if Path(tokenizer).is_dir() else Path(tokenizer)
+        fp = fingerprint(name)
+    if meta.get("tokenizer_fingerprint") != fp:
+        raise TokenizerMismatch(
+            f"{where or 'token files'}: made with tokenizer {str(meta.get('tokenizer_fingerprint'))[:12]}, "
+            f"but the tokenizer given ({name}) is {fp[:12]}; rerun `{meta.get('rerun', 'dvc repro tokenize')}` "
+            "(or `dvc repro` for the whole chain)")
+
+
+@dataclass
+class TokenFile:
+    """One split of a token directory: memory-mapped tokens plus document offsets."""
+
+    dir: Path
+    split: str
+    meta: dict
+    tokens: np.ndarray   # (tokens,) uint16/uint32 memmap, read-only
+    offsets: np.ndarray  # (docs + 1,) uint64
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def doc(self, i: int) -> np.ndarray:
+        """Tokens of document i, its closing EOS included."""
+        return self.tokens[int(self.offsets[i]):int(self.offsets[i + 1])]
+
+    @property
+    def utf8_bytes(self) -> int:
+        return int(self.meta["splits"][self.split]["utf8_bytes"])
+
+    def doc_table(self) -> pa.Table:
+        """id, source, utf8_bytes per document, in .bin order."""
+        return pq.read_table(self.dir / f"{self.split}.docs.parquet")
+
+    def doc_bytes(self) -> np.ndarray:
+        """(docs,) int64 UTF-8 bytes of each document's text (bits per byte of any subset)."""
+        return self.doc_table().column("utf8_bytes").to_numpy()
+
+
+def memmap_tokens(path: Path, dtype: np.dtype) -> np.ndarray:
+    if path.stat().st_size == 0:  # np.memmap refuses empty files
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer | None = None) -> TokenFile:
+    """Open SPLIT of a token directory; with `tokenizer`, refuse files made by another one."""
+    d, meta = read_meta(path)
+    if split not in meta["splits"]:
+        raise UserError(f"{d}: no split {split!r}; has {sorted(meta['splits'])}")
+    if tokenizer is not None:
+        check_fingerprint(meta, tokenizer, str(d))
+    dtype = np.dtype(meta["dtype"])
+    tokens = memmap_tokens(d / f"{split}.bin", dtype)
+    offsets = np.fromfile(d / f"{split}.idx", dtype=np.uint64)
+    return TokenFile(dir=d, split=split, meta=meta, tokens=tokens, offsets=offsets)
+
+
+# --------------------------------------------------------------------------- verify, stats
+
+class VerifyError(UserError, ValueError):
+    """The first problem found in a token directory."""
+
+
+def _verify_split(d: Path, meta: dict, split: str) -> None:
+    info = meta["splits"][split]
+    dtype = np.dtype(meta["dtype"])
+    for key, f in info["files"].items():
+        p = d / f["name"]
+        if not p.exists():
+            raise VerifyError(f"{p}: missing")
+        if p.stat().st_size != f["bytes"]:
+            raise VerifyError(f"{p}: {p.stat().st_size} bytes, meta says {f['bytes']} (truncated or rewritten)")
+    if dtype != token_dtype(meta["vocab_size"]):
+        raise VerifyError(f"{d}: dtype {dtype} but vocab {meta['vocab_size']} needs {token_dtype(meta['vocab_size'])}")
+    if info["files"]["bin"]["bytes"] != info["tokens"] * dtype.itemsize:
+        raise VerifyError(f"{d / (split + '.bin')}: size is not tokens x {dtype.itemsize} bytes")
+    tf = open_tokens(d, split)
+    off = tf.offsets.astype(np.int64)
+    if len(off) != info["docs"] + 1 or off[0] != 0 or off[-1] != info["tokens"]:
+        raise VerifyError(f"{d / (split + '.idx')}: expected {info['docs'] + 1} offsets from 0 to {info['tokens']}")
+    if len(off) > 1 and not np.all(np.diff(off) > 0):
+        bad = int(np.argmin(np.diff(off) > 0))
+        raise VerifyError(f"{d / (split + '.idx')}: offsets not increasing at document {bad}")
+    eos, n_eos = meta["eos_id"], 0
+    for lo in range(0, len(tf.tokens), CHUNK):
+        chunk = np.asarray(tf.tokens[lo:lo + CHUNK])
+        if chunk.size and int(chunk.max()) >= meta["vocab_size"]:
+            raise VerifyError(f"{d / (split + '.bin')}: token {int(chunk.max())} >= vocab {meta['vocab_size']} "
+                              f"near offset {lo + int(chunk.argmax())}")
+        n_eos += int(np.count_nonzero(chunk == eos))
+    if len(off) > 1:
+        ends = np.asarray(tf.tokens[off[1:] - 1])
+        if not np.all(ends == eos):
+            bad = int(np.argmin(ends == eos))
+            raise VerifyError(f"{d / (split + '.bin')}: document {bad} does not end with EOS ({eos})")
+    if n_eos != info["docs"]:
+        raise VerifyError(f"{d / (split + '.bin')}: {n_eos} EOS tokens for {info['docs']} documents")
+    if pq.ParquetFile(d / info["files"]["docs"]["name"]).metadata.num_rows != info["docs"]:
+        raise VerifyError(f"{d / info['files']['docs']['name']}: row count != {info['docs']} documents")
+    for key, f in info["files"].items():
+        if sha256_file(d / f["name"]) != f["sha256"]:
+            raise VerifyError(f"{d / f['name']}: sha256 differs from meta (corrupted or edited)")
+
+
+def verify_dir(path: str | Path, tokenizer: str | Path | Tokenizer | None = None) -> dict:
+    """Check a token directory (or one .bin's split); raise VerifyError naming the first problem."""
+    d, meta = read_meta(path)
+    if meta.get("format") != FORMAT:
+        raise VerifyError(f"{d}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if tokenizer is not None:
+        try:
+            check_fingerprint(meta, tokenizer, str(d))
+        except TokenizerMismatch as e:
+            raise VerifyError(str(e)) from None
+    p = Path(path)
+    splits = [p.name[:-4]] if p.is_file() and p.suffix == ".bin" else list(meta["splits"])
+    for split in splits:
+        if split not in meta["splits"]:
+            raise VerifyError(f"{p}: not a split listed in the meta")
+        _verify_split(d, meta, split)
+    return meta
+
+
+def verify_path(path: str, tokenizer: str | None = None) -> int:
+    """`llmpipe verify PATH`: 0 and an OK line, or 1 and the first problem.
+
+    `tokenizer`: an spm.model (or its directory) the fingerprint must match; None: the project's,
+    PROJECT_TOKENIZER under the current directory (the repo root), when it exists; "none": skip.
+    """
+    if tokenizer is None:
+        tokenizer = str(PROJECT_TOKENIZER) if PROJECT_TOKENIZER.exists() else None
+        unchecked = f"no {PROJECT_TOKENIZER} in the current directory, pass --tokenizer PATH"
+    else:
+        tokenizer = None if tokenizer.lower() == "none" else tokenizer
+        unchecked = "--tokenizer none"
+    try:
+        meta = verify_dir(path, tokenizer)
+    except VerifyError as e:
+        print(f"FAIL {e}", file=sys.stderr)
+        return 1
+    parts = ", ".join(f"{s}: {v['docs']:,} docs {v['tokens']:,} tokens" for s, v in meta["splits"].items())
+    fp = meta["tokenizer_fingerprint"][:12]
+    tok = f"tokenizer {fp} (= {tokenizer})" if tokenizer else \
+        f"tokenizer {fp} (not checked: {unchecked}; only meta.json's own sha256s were checked)"
+    print(f"OK {path}: {meta['dtype']}, vocab {meta['vocab_size']}, {tok}; {parts}")
+    return 0
+
+
+def stats(path: str | Path) -> dict:
+    """Counts per split and, for a mix, each source's share of the tokens."""
+    d, meta = read_meta(path)
+    out = {"dir": str(d), "dtype": meta["dtype"], "vocab_size": meta["vocab_size"],
+           "tokenizer_fingerprint": meta["tokenizer_fingerprint"], "splits": {}}
+    for split, v in meta["splits"].items():
+        row = {k: v[k] for k in ("docs", "tokens", "utf8_bytes")}
+        row["bytes_per_token"] = round(v["utf8_bytes"] / v["tokens"], 4) if v["tokens"] else None
+        if "sources" in meta:  # a mix: realised tokens per source
+            toks = {s: m[split]["tokens"] for s, m in meta["sources"].items()}
+        else:
+            toks = {meta.get("source", d.name): v["tokens"]}
+        total = sum(toks.values())
+        row["sources"] = {s: {"tokens": t, "share": round(t / total, 6) if total else 0.0} for s, t in toks.items()}
+        out["splits"][split] = row
+    return out
+
+
+def stats_path(path: str, as_json: bool = False) -> int:
+    """`llmpipe stats PATH`: a table (or JSON) of counts and per-source shares."""
+    s = stats(path)
+    if as_json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    print(f"{s['dir']}: {s['dtype']}, vocab {s['vocab_size']:,}, tokenizer {s['tokenizer_fingerprint'][:12]}")
+    print(f"{'split':<6} {'source':<12} {'docs':>12} {'tokens':>14} {'share':>7} {'bytes/tok':>9}")
+    for split, row in s["splits"].items():
+        print(f"{split:<6} {'(all)':<12} {row['docs']:>12,} {row['tokens']:>14,} {1:>7.1%} "
+              f"{row['bytes_per_token'] or 0:>9.3f}")
+        for src, v in row["sources"].items():
+            print(f"{'':<6} {src:<12} {'':>12} {v['tokens']:>14,} {v['share']:>7.1%}")
+    return 0

@@ -1,0 +1,87 @@
+"""Params sections of the `eval` stage: `eval`, its multiple-choice tasks and the built-in task."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from llmpipe.core.config import Section, check, check_nonneg, check_positive
+
+
+DEFAULT_PROMPTS = ("The history of the", "In the beginning", "Once upon a time, there was",
+                   "The most important thing about science is")
+
+
+@dataclass
+class McTaskParams(Section):
+    """One multiple-choice task file (`eval.mc_tasks[i]` as a mapping; a bare string is `path`)."""
+
+    path: str
+    """jsonl, one example per line: {"context": str, "choices": [str, ...], "label": int}."""
+    name: Optional[str] = None
+    """Metric name; null -> the file name without .jsonl."""
+    k: int = 0
+    """Few-shot examples (other examples of the task with their right answer) before each one."""
+    delimiter: str = " "
+    """Joins context and choice (HellaSwag/ARC style: one space)."""
+
+    def __post_init__(self) -> None:
+        check(bool(self.path), "path", "must be a non-empty string")
+        check_nonneg(self.k, "k")
+
+
+@dataclass
+class BuiltinMcParams(Section):
+    """The offline multiple-choice task built from held-out val documents (`eval.builtin_mc`):
+    the first `context_words` words of a document, then its true next `continuation_words`
+    words among the same-position words of other val documents."""
+
+    n: int = 100
+    """Examples; 0 switches the task off."""
+    choices: int = 4
+    context_words: int = 24
+    continuation_words: int = 8
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.n, "n")
+        check(self.choices >= 2, "choices", f"must be >= 2, got {self.choices}")
+        check_positive(self.context_words, "context_words")
+        check_positive(self.continuation_words, "continuation_words")
+
+
+@dataclass
+class EvalParams(Section):
+    """The `eval` stage: held-out loss and bits per byte, samples, multiple choice, the gate."""
+
+    max_tokens: int = 0
+    """Val tokens scored, summed over sources; 0 -> every val document. Otherwise whole
+    documents in a fixed seeded order, each source getting its share of its val tokens."""
+    batch_size: int = 16
+    """Windows of `model.context` tokens per forward pass."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    """Prompt suite for reports/samples.md (greedy and sampled continuation of each)."""
+    prompts_file: Optional[str] = None
+    """Extra prompts, one per line (blank lines and lines starting with # skipped)."""
+    temperature: float = 0.8
+    """Sampled continuations; the greedy one is always written too."""
+    top_k: int = 50
+    """0 -> sample from the whole vocabulary."""
+    max_new_tokens: int = 48
+    seed: int = 0
+    """Seeds the max_tokens subset, the sampled continuations and the built-in MC task."""
+    mc_tasks: list[Union[str, McTaskParams]] = field(default_factory=list)
+    builtin_mc: BuiltinMcParams = field(default_factory=BuiltinMcParams)
+    baseline: Optional[str] = None
+    """A metrics file (e.g. a saved metrics/eval.json) whose `bits_per_byte` is the reference."""
+    max_regression: float = 0.02
+    """Fail when bits_per_byte > baseline * (1 + max_regression) (relative)."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.max_tokens, "max_tokens")
+        check_positive(self.batch_size, "batch_size")
+        check_nonneg(self.temperature, "temperature")
+        check_nonneg(self.top_k, "top_k")
+        check_positive(self.max_new_tokens, "max_new_tokens")
+        check_nonneg(self.max_regression, "max_regression")
+        self.mc_tasks = [McTaskParams(path=t) if isinstance(t, str) else t for t in self.mc_tasks]
+

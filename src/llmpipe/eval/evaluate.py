@@ -1,0 +1,301 @@
+"""Held-out evaluation: loss, perplexity and bits per byte, overall and per source; the prompt
+suite (reports/samples.md); the regression gate. Multiple choice lives in `llmpipe.eval.mc`.
+
+Bits per byte = (summed negative log-likelihood of the documents' tokens, in bits) / (UTF-8 bytes
+of the same documents' text). Unlike loss per token it does not depend on the tokenizer, so it
+compares models across vocabularies (as in the Pile and GPT-3/Gopher byte-level reports).
+
+What is scored: every token of each document, its closing EOS included (the code length of a
+stream of documents needs to say where each ends), each predicted from the tokens before it in
+the same document, preceded by EOS (what the model saw before every training document). A
+document longer than the context is cut into consecutive windows of `context` predictions; the
+first token of a window sees only its own window (no overlap: cheaper, slightly pessimistic).
+Sums are float64 and exact over any partition, so per-source NLL and bytes add up to overall.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmpipe.core.log import get_logger
+from llmpipe.train.model import Transformer
+
+log = get_logger("evaluate")
+LN2 = math.log(2.0)
+DOCS_PER_CHUNK = 2048  # documents whose windows are built and scored together
+
+
+@dataclass
+class Tally:
+    """Summed NLL (nats) over `tokens` predictions of `docs` documents holding `bytes` UTF-8 bytes."""
+
+    nll: float = 0.0
+    tokens: int = 0
+    bytes: int = 0
+    docs: int = 0
+
+    def __iadd__(self, other: "Tally") -> "Tally":
+        self.nll += other.nll
+        self.tokens += other.tokens
+        self.bytes += other.bytes
+        self.docs += other.docs
+        return self
+
+    def metrics(self) -> dict:
+        loss = self.nll / self.tokens if self.tokens else float("nan")
+        return {"loss": loss, "perplexity": math.exp(loss) if self.tokens else float("nan"),
+                "bits_per_byte": self.nll / LN2 / self.bytes if self.bytes else float("nan"),
+                "nll_bits": self.nll / LN2, "tokens": self.tokens, "bytes": self.bytes, "docs": self.docs}
+
+
+def doc_windows(doc: Sequence[int], start_id: int, context: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(inputs, targets) windows of at most `context` predictions covering every token of `doc`."""
+    seq = np.concatenate([[start_id], np.asarray(doc, dtype=np.int64)])
+    n = len(seq) - 1  # predictions
+    return [(seq[j:min(j + context, n)], seq[j + 1:j + 1 + context]) for j in range(0, n, context)]
+
+
+@torch.no_grad()
+def doc_nll(model: Transformer, docs: Sequence[Sequence[int]], start_id: int, batch_size: int,
+            progress: bool = False) -> np.ndarray:
+    """(len(docs),) float64: summed NLL in nats of each document's tokens (see module doc)."""
+    device = next(model.parameters()).device
+    ctx = model.cfg.context
+    windows = [(d, w) for d, doc in enumerate(docs) for w in doc_windows(doc, start_id, ctx)]
+    # Longest first, so each batch pads little; sorted is deterministic (stable sort on length).
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][1][0]))
+    out = np.zeros(len(docs), dtype=np.float64)
+    batches = range(0, len(order), batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="eval", unit="batch", mininterval=5.0)
+    for b in batches:
+        chunk = [windows[i] for i in order[b:b + batch_size]]
+        T = max(len(w[0]) for _, w in chunk)
+        x = torch.zeros((len(chunk), T), dtype=torch.long)
+        y = torch.full((len(chunk), T), -1, dtype=torch.long)  # -1: padding, ignored
+        for r, (_, (inp, tgt)) in enumerate(chunk):
+            x[r, :len(inp)] = torch.from_numpy(inp)
+            y[r, :len(tgt)] = torch.from_numpy(tgt)
+        logits, _ = model(x.to(device))  # (B, T, V) float32
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1).to(device), ignore_index=-1,
+                              reduction="none").view(y.shape)  # (B, T), 0 at padding
+        per_row = nll.double().sum(dim=1).cpu().numpy()
+        for r, (d, _) in enumerate(chunk):
+            out[d] += per_row[r]
+    return out
+
+
+def select_docs(doc_ids: Sequence[str], doc_tokens: np.ndarray, budget: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of whole documents, taken in a seeded order keyed by document id until
+    `budget` tokens are covered; budget 0 -> all. The same ids and seed give the same subset."""
+    if budget <= 0 or int(doc_tokens.sum()) <= budget:
+        return np.arange(len(doc_ids))
+    from llmpipe.data.tokenizer import unit_hash
+    order = sorted(range(len(doc_ids)), key=lambda i: (unit_hash(seed, doc_ids[i]), i))
+    taken, total = [], 0
+    for i in order:
+        if total >= budget:
+            break
+        taken.append(i)
+        total += int(doc_tokens[i])
+    return np.sort(np.asarray(taken, dtype=np.int64))
+
+
+def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer, *, max_tokens: int,
+                     seed: int, batch_size: int) -> dict:
+    """Loss/perplexity/bits per byte of each source's val split and of all together.
+
+    Each source gets `max_tokens * its val tokens / all val tokens` (at least one document).
+    """
+    from llmpipe.data.tokens import open_tokens
+
+    files = {s: open_tokens(d, "val", tokenizer=tokenizer) for s, d in sorted(token_dirs.items())}
+    total_tokens = sum(len(f.tokens) for f in files.values())
+    overall, per_source = Tally(), {}
+    for src, tf in files.items():
+        table = tf.doc_table()
+        ids = table.column("id").to_pylist()
+        nbytes = table.column("utf8_bytes").to_numpy()
+        lengths = np.diff(tf.offsets.astype(np.int64))
+        budget = 0 if max_tokens <= 0 else max(1, round(max_tokens * len(tf.tokens) / max(total_tokens, 1)))
+        pick = select_docs(ids, lengths, budget, seed)
+        nll = 0.0
+        for lo in range(0, len(pick), DOCS_PER_CHUNK):  # bounded memory: windows of a chunk only
+            docs = [tf.doc(int(i)) for i in pick[lo:lo + DOCS_PER_CHUNK]]
+            nll += float(doc_nll(model, docs, tokenizer.eos_id, batch_size, progress=True).sum())
+        if not math.isfinite(nll):
+            from llmpipe.eval.generate import NonFiniteModel
+            raise NonFiniteModel(f"source {src} ({token_dirs[src]}): the model's summed log-likelihood of "
+                                 f"the val documents is {nll} (its logits overflow): the model is broken; "
+                                 "retrain it (`dvc repro -f train`)")
+        t = Tally(nll=nll, tokens=int(lengths[pick].sum()), bytes=int(nbytes[pick].sum()),
+                  docs=len(pick))
+        per_source[src] = t.metrics()
+        overall += t
+        log.info("%s: %s docs, %s tokens, bits/byte %.4f", src, f"{t.docs:,}", f"{t.tokens:,}",
+                 per_source[src]["bits_per_byte"])
+    return {**overall.metrics(), "per_source": per_source}
+
+
+def seeded_val_texts(token_dirs: dict[str, Path], tokenizer, seed: int) -> Iterator[tuple[str, str]]:
+    """(id, text) of every val document of every source, in the order of sha256(seed:id),
+    decoded lazily (a consumer that needs 100 documents decodes about 100)."""
+    from llmpipe.data.tokenizer import unit_hash
+    from llmpipe.data.tokens import open_tokens
+
+    files = {s: open_tokens(d, "val", tokenizer=tokenizer) for s, d in sorted(token_dirs.items())}
+    keys = sorted((unit_hash(seed, doc_id), doc_id, src, i) for src, tf in files.items()
+                  for i, doc_id in enumerate(tf.doc_table().column("id").to_pylist()))
+    for _, doc_id, src, i in keys:
+        yield doc_id, tokenizer.decode(files[src].doc(i))
+
+
+# --------------------------------------------------------------------------- prompts and samples
+
+def load_prompts(prompts: Iterable[str], prompts_file: Optional[str | Path]) -> list[str]:
+    """Params prompts, then the file's non-empty, non-# lines."""
+    out = [p for p in prompts]
+    if prompts_file:
+        path = Path(prompts_file)
+        if not path.exists():
+            raise FileNotFoundError(f"eval.prompts_file: {path} not found")
+        out += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    return out
+
+
+def samples_markdown(model: Transformer, tokenizer, prompts: list[str], *, temperature: float,
+                     top_k: int, max_new_tokens: int, seed: int) -> str:
+    """Greedy and seeded sampled continuations of each prompt, as Markdown."""
+    from llmpipe.eval.generate import generate
+
+    eos = tokenizer.eos_id
+    max_new = min(max_new_tokens, model.cfg.context - 1)
+    lines = ["# Samples", "", f"Greedy, and sampled with temperature {temperature}, top-k {top_k}, "
+             f"seed {seed} + prompt index; up to {max_new} new tokens, stopping at EOS.", ""]
+    for i, prompt in enumerate(prompts):
+        ids = [eos] + tokenizer.encode(prompt)
+        lines += [f"## {i + 1}. {prompt}", ""]
+        for label, temp in (("greedy", 0.0), ("sampled", temperature)):
+            new = generate(model, ids, max_new, temperature=temp, top_k=top_k, seed=seed + i, stop_id=eos)
+            text = tokenizer.decode(ids + new)[len(tokenizer.decode(ids)):]  # decode drops EOS/BOS/pad
+            lines += [f"- {label}: {_emphasise(prompt, text)}" + (" `<eos>`" if new[-1] == eos else "")]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _emphasise(prompt: str, continuation: str) -> str:
+    """One Markdown line: the prompt, then the continuation in bold (newlines shown as ⏎; the
+    bold markers go inside the surrounding spaces, or Markdown would not render them)."""
+    core = continuation.replace("\n", " ⏎ ")
+    stripped = core.strip()
+    if not stripped:
+        return prompt + core
+    lead = core[:len(core) - len(core.lstrip())]
+    trail = core[len(core.rstrip()):]
+    return f"{prompt}{lead}**{stripped}**{trail}"
+
+
+# --------------------------------------------------------------------------- the eval stage
+
+def _rounded(obj):
+    """Floats to 6 decimals: stable, readable metrics files (`dvc metrics diff`)."""
+    if isinstance(obj, float):
+        return round(obj, 6) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
+
+
+def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict[str, Path], p, *,
+             metrics_path: str | Path, samples_path: str | Path, plot_path: str | Path) -> dict:
+    """The `eval` stage (`p` is `EvalParams`): writes metrics, samples and the per-source plot
+    file, then applies the regression gate (so a failing run still leaves its numbers to read).
+    A model with non-finite weights, log-likelihoods or logits fails (NonFiniteModel) before
+    anything is written, so an existing metrics file is left as it was."""
+    from llmpipe.eval import mc
+    from llmpipe.core.atomic import write_json, write_text
+    from llmpipe.eval.generate import check_finite, check_tokenizer, pick_device
+    from llmpipe.core.log import Timer
+    from llmpipe.train.model import load_model
+    from llmpipe.data.tokenizer import load as load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path)
+    model, cfg = load_model(model_dir, device=pick_device(p.device))
+    check_finite(model, Path(model_dir) / "model.safetensors")
+    check_tokenizer(model_dir, tokenizer_path)
+    if tok.vocab_size != cfg.vocab_size:
+        raise UserError(f"{tokenizer_path}: vocab {tok.vocab_size} != model vocab {cfg.vocab_size} "
+                         f"({model_dir}/config.json); rerun `dvc repro train`")
+    torch.manual_seed(p.seed)
+    with Timer() as t:
+        metrics = evaluate_sources(model, token_dirs, tok, max_tokens=p.max_tokens, seed=p.seed,
+                                   batch_size=p.batch_size)
+        tasks = {}
+        if p.builtin_mc.n > 0:
+            texts = seeded_val_texts(token_dirs, tok, p.seed)
+            b = p.builtin_mc
+            ex = mc.builtin_task(texts, n=b.n, choices=b.choices, context_words=b.context_words,
+                                 continuation_words=b.continuation_words, seed=p.seed)
+            if ex:
+                tasks["builtin_val"] = mc.score_task(model, tok, ex, seed=p.seed)
+            else:
+                log.warning("builtin_mc: fewer than %d val documents with %d+ words; task skipped",
+                            b.choices, b.context_words + b.continuation_words)
+        for task in p.mc_tasks:
+            name = task.name or Path(task.path).name.removesuffix(".jsonl")
+            tasks[name] = mc.score_task(model, tok, mc.load_task(task.path), k=task.k, seed=p.seed,
+                                        delimiter=task.delimiter)
+        metrics["mc"] = tasks
+        prompts = load_prompts(p.prompts, p.prompts_file)
+        samples = samples_markdown(model, tok, prompts, temperature=p.temperature, top_k=p.top_k,
+                                   max_new_tokens=p.max_new_tokens, seed=p.seed)
+    metrics = _rounded(metrics)
+    write_json(metrics_path, metrics)
+    write_text(samples_path, samples)
+    write_json(plot_path, [{"source": s, "bits_per_byte": m["bits_per_byte"]}
+                           for s, m in metrics["per_source"].items()])
+    log.info("eval: %s docs, %s tokens, bits/byte %.4f, loss %.4f, %d MC task(s), %d prompts in %.1fs",
+             f"{metrics['docs']:,}", f"{metrics['tokens']:,}", metrics["bits_per_byte"] or float("nan"),
+             metrics["loss"] or float("nan"), len(tasks), len(prompts), t.seconds)
+    verdict = check_regression(metrics["bits_per_byte"] if metrics["bits_per_byte"] is not None
+                               else float("nan"), p.baseline, p.max_regression)
+    if verdict:
+        log.info("regression gate passed: %s", verdict)
+    return metrics
+
+
+# --------------------------------------------------------------------------- regression gate
+
+class RegressionError(UserError, RuntimeError):
+    """bits per byte got worse than the baseline by more than eval.max_regression."""
+
+
+def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_regression: float) -> Optional[str]:
+    """None without a baseline; else a one-line verdict, or RegressionError when over tolerance."""
+    if baseline is None:
+        return None
+    path = Path(baseline)
+    if not path.exists():
+        raise FileNotFoundError(f"eval.baseline: {path} not found (a metrics file with bits_per_byte, "
+                                "e.g. a saved metrics/eval.json)")
+    ref = json.loads(path.read_text(encoding="utf-8")).get("bits_per_byte")
+    if not isinstance(ref, (int, float)) or not ref > 0:
+        raise UserError(f"eval.baseline: {path} has no positive number at key bits_per_byte")
+    limit = ref * (1.0 + max_regression)
+    change = bits_per_byte / ref - 1.0
+    verdict = (f"bits_per_byte {bits_per_byte:.5f} vs baseline {ref:.5f} ({path}): {change:+.2%}, "
+               f"allowed up to {limit:.5f} (eval.max_regression {max_regression:.2%})")
+    if not bits_per_byte <= limit:  # also catches NaN
+        raise RegressionError(f"regression gate failed: {verdict}")
+    return verdict

@@ -1,0 +1,135 @@
+"""Params sections of the training stages: `model`, `train`, `cost`, `bench`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from llmpipe.core.config import Section, check, check_fraction, check_nonneg, check_positive
+
+
+@dataclass
+class ModelParams(Section):
+    """Model shape (`model.*`): a named preset (see llmpipe.train.model.PRESETS) plus overrides.
+
+    Any override left null keeps the preset's value; `vocab_size: null` takes the tokenizer's."""
+
+    preset: str = "tiny"
+    vocab_size: Optional[int] = None
+    d_model: Optional[int] = None
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    n_kv_heads: Optional[int] = None
+    """null -> n_heads (plain multi-head attention); a divisor of n_heads -> grouped-query."""
+    context: Optional[int] = None
+    ffn_hidden: Optional[int] = None
+    rope_theta: Optional[float] = None
+    norm_eps: Optional[float] = None
+    tie_embeddings: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "context",
+                  "ffn_hidden", "rope_theta", "norm_eps"):
+            check_positive(getattr(self, k), k)
+
+
+@dataclass
+class TrainParams(Section):
+    """Training run (`train.*`). Steps are optimizer steps of `batch_tokens` tokens each."""
+
+    tokens: int = 409_600
+    """Training tokens; steps = ceil(tokens / batch_tokens); the tokens actually seen are counted."""
+    lr: float = 3e-3
+    batch_tokens: int = 4096
+    """Global batch in tokens (all devices, all accumulation micro-steps): a multiple of
+    micro_batch * context * num_processes."""
+    micro_batch: int = 8
+    """Sequences per forward/backward per device."""
+    seed: int = 0
+    warmup: int = 10
+    """Linear warmup steps."""
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_fraction: float = 0.2
+    """wsd only: share of the steps spent in the final linear decay."""
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    """Max global grad norm; 0 switches clipping off."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto -> bf16 autocast on a CUDA device that supports it, else fp32."""
+    compile: bool = False
+    ema: float = 0.0
+    """EMA decay of the weights (e.g. 0.999); 0 -> off. With EMA the final model is the EMA."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_every: int = 25
+    eval_batches: int = 4
+    ckpt_every: int = 25
+    keep_ckpts: int = 2
+    log_every: int = 5
+    spike_sigma: float = 6.0
+    """Skip an update whose loss exceeds mean + spike_sigma * std of the last spike_window
+    losses; 0 -> off."""
+    spike_window: int = 50
+    overfit_check: bool = True
+    overfit_steps: int = 30
+    overfit_max_ratio: float = 0.6
+    """The overfit check fails unless final loss <= overfit_max_ratio * first loss."""
+    sample_prompts: list[str] = field(default_factory=lambda: ["The", "Once upon a time"])
+    sample_tokens: int = 32
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps (schedule unchanged): for smoke runs and tests."""
+
+    def __post_init__(self) -> None:
+        for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",
+                  "ckpt_every", "keep_ckpts", "log_every", "spike_window", "overfit_steps",
+                  "max_steps"):
+            check_positive(getattr(self, k), k)
+        for k in ("warmup", "weight_decay", "grad_clip", "spike_sigma", "sample_tokens"):
+            check_nonneg(getattr(self, k), k)
+        check_fraction(self.min_lr_ratio, "min_lr_ratio")
+        check_fraction(self.decay_fraction, "decay_fraction")
+        check_fraction(self.overfit_max_ratio, "overfit_max_ratio", open_low=True)
+        check(0.0 <= self.ema < 1.0, "ema", f"must be in [0, 1), got {self.ema}")
+        check(self.tokens >= self.batch_tokens, "tokens",
+              f"({self.tokens}) is less than one batch (train.batch_tokens {self.batch_tokens}): "
+              "raise train.tokens or lower train.batch_tokens")
+        check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
+              f"must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class CostParams(Section):
+    """The cost gate (`cost.*`): measured throughput -> projected hours and dollars."""
+
+    hourly_rate: float = 0.10
+    """Dollars per device-hour."""
+    max_cost: float = 1.0
+    """Dollars; a projection above it refuses to start, measured spend reaching it stops the run."""
+    num_devices: int = 1
+    require_benchmark: bool = True
+    """Fail closed without a matching runs/throughput.json (false: warn and skip the gate)."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.hourly_rate, "hourly_rate")
+        check_nonneg(self.max_cost, "max_cost")
+        check_positive(self.num_devices, "num_devices")
+
+
+@dataclass
+class BenchParams(Section):
+    """Throughput benchmark (`bench.*`) of the configured model, micro-batch and precision."""
+
+    warmup_steps: int = 3
+    steps: int = 5
+    """Timed optimizer steps per window."""
+    windows: int = 3
+    """tokens/s is the median over windows."""
+    matmul_size: int = 1024
+    """CPU peak: n x n float32 matmul, best of several."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.warmup_steps, "warmup_steps")
+        for k in ("steps", "windows", "matmul_size"):
+            check_positive(getattr(self, k), k)
+

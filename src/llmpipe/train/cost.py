@@ -1,0 +1,91 @@
+"""The cost gate: measured throughput -> projected hours and dollars, checked before any step.
+
+    throughput = bench tokens/s (one device) x cost.num_devices   (linear scaling assumed)
+    hours      = train.tokens / throughput / 3600
+    cost       = hours x cost.hourly_rate x cost.num_devices
+
+A projection above `cost.max_cost` refuses the run with one message naming the params to change.
+The throughput must have been measured (`runs/throughput.json`, the `bench` stage) for exactly the
+setting about to run (model, micro-batch, context, precision, compile, device); otherwise the
+gate fails closed (`cost.require_benchmark: true`). During training, `spent()` prices the
+wall-clock time so far so the loop can stop at a checkpoint when it reaches `max_cost`.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from llmpipe.core.log import get_logger, n
+from llmpipe.params import CostParams
+
+log = get_logger("cost")
+
+
+class CostGateError(UserError, RuntimeError):
+    """The run would cost too much, or its cost cannot be projected."""
+
+
+def _diff(measured: dict, expected: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(measured) | set(expected)):
+        a, b = measured.get(k), expected.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: measured {a!r}, this run {b!r}")
+    return out
+
+
+def read_throughput(path: str | Path, signature: dict[str, Any]) -> float:
+    """tokens/s from the bench record at `path`; CostGateError unless it matches `signature`."""
+    path = Path(path)
+    if not path.exists():
+        raise CostGateError(f"cost gate: {path} not found, so the run's cost cannot be projected; "
+                            "run `dvc repro bench` (or set cost.require_benchmark: false)")
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    diffs = _diff(rec.get("signature", {}), signature)
+    if diffs:
+        raise CostGateError(f"cost gate: {path} was measured for a different setting ("
+                            + "; ".join(diffs[:5]) + "); rerun `dvc repro bench` (`dvc repro -f bench` "
+                            "when only the machine changed)")
+    return float(rec["tokens_per_s"])
+
+
+def project(tokens: int, tokens_per_s: float, cp: CostParams) -> dict[str, Any]:
+    throughput = tokens_per_s * cp.num_devices
+    hours = tokens / throughput / 3600
+    return {"tokens": tokens, "tokens_per_s_per_device": tokens_per_s, "num_devices": cp.num_devices,
+            "hourly_rate": cp.hourly_rate, "max_cost": cp.max_cost,
+            "projected_hours": hours, "projected_cost": hours * cp.hourly_rate * cp.num_devices}
+
+
+def gate(tokens: int, throughput_path: str | Path, signature: dict[str, Any],
+         cp: CostParams) -> Optional[dict[str, Any]]:
+    """The projection if the run may start; CostGateError if not. None when the benchmark is
+    missing or mismatched and `cost.require_benchmark` is false (logged, not silent)."""
+    try:
+        tps = read_throughput(throughput_path, signature)
+    except CostGateError as e:
+        if cp.require_benchmark:
+            raise
+        log.warning("%s; cost.require_benchmark is false, so the run starts unpriced", e)
+        return None
+    p = project(tokens, tps, cp)
+    if p["projected_cost"] > cp.max_cost:
+        raise CostGateError(
+            f"cost gate: training {n(tokens)} tokens at {n(round(tps))} tokens/s x {cp.num_devices} "
+            f"device(s) takes {p['projected_hours']:.3f} h and costs ${p['projected_cost']:.2f} at "
+            f"${cp.hourly_rate:.2f}/device-hour, over cost.max_cost = ${cp.max_cost:.2f}. Lower "
+            "train.tokens, raise cost.max_cost, or correct cost.hourly_rate / cost.num_devices "
+            "(a smaller model.* or larger train.micro_batch changes the throughput; then rerun bench)")
+    log.info("cost gate: %s tokens at %s tokens/s x %d -> %.3f h, $%.2f (max $%.2f)", n(tokens),
+             n(round(tps)), cp.num_devices, p["projected_hours"], p["projected_cost"], cp.max_cost)
+    return p
+
+
+def spent(seconds: float, cp: CostParams) -> float:
+    """Dollars for `seconds` of wall-clock on all devices."""
+    return seconds / 3600 * cp.hourly_rate * cp.num_devices

@@ -1,0 +1,146 @@
+"""Throughput benchmark: timed optimizer steps of the configured model on this device.
+
+Warm-up steps (kernel selection, torch.compile), then `windows` windows of `steps` timed steps
+(forward, backward, clip, AdamW step) on random tokens; tokens/s is the median over windows,
+since single timings are noisy. MFU = tokens/s x FLOPs per token / peak FLOP/s, the peak being
+the datasheet dense bf16 figure for known GPUs and a measured large matmul on CPU.
+
+`signature()` is what the cost gate compares: a throughput measured for another model,
+micro-batch, context, precision, compile setting or device does not price this run.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import importlib.metadata
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmpipe.train.device import autocast, configure_matmul, device_name, peak_flops, synchronize
+from llmpipe.train.model import ModelConfig, Transformer, config_from_preset, param_counts
+from llmpipe.params import BenchParams, ModelParams, TrainParams, as_dict
+from llmpipe.train.optim import make_optimizer
+
+PACKAGES = ["torch", "numpy", "dvc", "dvclive", "accelerate", "safetensors", "sentencepiece",
+            "pyarrow", "datasketch", "transformers", "triton", "llmpipe"]
+
+
+def tokenizer_info(tokenizer_dir: Path) -> dict:
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro tokenizer` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def model_config(mp: ModelParams, vocab_size: int) -> ModelConfig:
+    """`model.*` over its preset; vocab from the tokenizer unless the preset or params fix one."""
+    over = {k: v for k, v in as_dict(mp).items() if k not in ("preset", "vocab_size")}
+    cfg = config_from_preset(mp.preset, vocab_size=vocab_size,
+                             **({"vocab_size": mp.vocab_size} if mp.vocab_size else {}), **over)
+    if cfg.vocab_size < vocab_size:
+        raise UserError(f"model.vocab_size {cfg.vocab_size} (preset {mp.preset!r}) is smaller than the "
+                         f"tokenizer's {vocab_size}; set model.vocab_size: null or >= {vocab_size}")
+    return cfg
+
+
+def signature(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
+              device: torch.device) -> dict[str, Any]:
+    """The exact setting a throughput figure belongs to."""
+    return {"model": cfg.to_dict(), "micro_batch": micro_batch, "context": cfg.context,
+            "precision": precision, "compile": compile, "device_type": device.type,
+            "device_name": device_name(device)}
+
+
+def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
+              device: torch.device, bp: BenchParams, seed: int = 0,
+              tp: TrainParams | None = None) -> dict[str, Any]:
+    """Measure training throughput; returns the throughput record (see module docstring)."""
+    torch.manual_seed(seed)
+    configure_matmul(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model = Transformer(cfg).to(device)
+    opt = make_optimizer(model, tp or TrainParams(), device)
+    step_model = torch.compile(model) if compile else model
+    B, T = micro_batch, cfg.context
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def step() -> None:
+        x = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=gen, device=device)
+        with autocast(device, precision):
+            _, loss = step_model(x[:, :-1], targets=x[:, 1:], return_logits=False)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(bp.warmup_steps):
+        step()
+    synchronize(device)
+    warmup_s = time.perf_counter() - t0
+    window_tps, window_step = [], []
+    for _ in range(bp.windows):
+        synchronize(device)
+        t = time.perf_counter()
+        for _ in range(bp.steps):
+            step()
+        synchronize(device)
+        dt = time.perf_counter() - t
+        window_tps.append(bp.steps * B * T / dt)
+        window_step.append(dt / bp.steps)
+    tps = statistics.median(window_tps)
+    fpt = model.flops_per_token()
+    peak, peak_source = peak_flops(device, precision, bp.matmul_size)
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device)
+    else:  # process peak RSS (Linux reports KiB)
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "signature": signature(cfg, micro_batch, precision, compile, device),
+        "params": param_counts(cfg),
+        "tokens_per_step": B * T,
+        "tokens_per_s": tps,
+        "tokens_per_s_windows": window_tps,
+        "step_time_s": statistics.median(window_step),
+        "warmup_s": warmup_s,
+        "flops_per_token": fpt,
+        "achieved_flops": tps * fpt,
+        "peak_flops": peak,
+        "peak_source": peak_source,
+        "mfu": tps * fpt / peak,
+        "peak_memory_bytes": int(peak_mem),
+        "torch_threads": torch.get_num_threads(),
+        "bench": {"warmup_steps": bp.warmup_steps, "steps": bp.steps, "windows": bp.windows},
+    }
+
+
+def env_info(device: torch.device) -> dict[str, Any]:
+    """Where a result came from: interpreter, torch/CUDA/driver versions, device, packages."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    info = {"python": sys.version.split()[0], "platform": platform.platform(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "driver": None,
+            "device_type": device.type, "device_name": device_name(device),
+            "cpu_count": __import__("os").cpu_count(), "packages": versions}
+    if device.type == "cuda":
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30)
+            info["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError, IndexError):
+            pass
+    return info

@@ -1,0 +1,418 @@
+"""The training loop: cost-gated, checkpointed, resumable, single process or DDP via accelerate.
+
+Order of a run (`train()`):
+ 1. config: model shape from `model.*` + the tokenizer's vocab; batch plan from `train.*`
+    (sequences per step = batch_tokens / context = world x accumulation x micro_batch, exact).
+ 2. cost gate (llmpipe.train.cost) before anything is written.
+ 3. resume: the newest intact checkpoint (hashes verified, weights finite; damaged ones are
+    reported by path and skipped) is loaded when its fingerprint (data + model + trajectory
+    params + world size) matches; a mismatch starts fresh and says which part changed.
+ 4. overfit sanity check on one micro-batch (fresh runs, switchable), on a copy of the model.
+ 5. steps: accumulate micro-batches (DDP syncs only on the last), all-reduce loss and token
+    counts, stop on a non-finite loss, skip spikes, clip, AdamW, EMA; log to DVCLive, eval on
+    fixed val batches, greedy samples, checkpoint every `ckpt_every`, stop at a checkpoint when
+    the measured spend reaches `cost.max_cost`.
+ 6. final checks (finite weights, finite val loss on the fixed val batches), then the weights +
+    config.json (llmpipe.train.model.save_model), cost.json and timing.json.
+
+Every output except timing.json is a function of the inputs and params: no clock reading or
+throughput enters the model, config.json, cost.json, the checkpoints or the DVCLive files.
+"""
+from __future__ import annotations
+
+from llmpipe.core.errors import UserError
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmpipe.train import checkpoint as ckpt
+from llmpipe.core.atomic import write_json
+from llmpipe.train.throughput import model_config, signature, tokenizer_info
+from llmpipe.train.cost import gate, spent
+from llmpipe.train.device import autocast, configure_matmul, resolve_device, resolve_precision
+from llmpipe.train.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
+from llmpipe.core.log import get_logger, n
+from llmpipe.eval.generate import greedy, nonfinite
+from llmpipe.train.model import Transformer, flops_per_token, param_counts, save_model
+from llmpipe.train.optim import EMA, lr_at, make_optimizer
+from llmpipe.params import CostParams, ModelParams, TrainParams
+
+log = get_logger("train")
+
+class TrainingStopped(UserError, RuntimeError):
+    """The run cannot go on (non-finite loss or weights, a broken final model); the last good
+    checkpoint is kept and no model is written."""
+
+
+class OverfitCheckFailed(UserError, RuntimeError):
+    """The model could not overfit one micro-batch: something is broken before the real run."""
+
+
+@dataclass
+class Paths:
+    data: Path = Path("data/mix")
+    tokenizer: Path = Path("artifacts/tokenizer")
+    throughput: Path = Path("runs/throughput.json")
+    out: Path = Path("runs/train")
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "ckpt"
+
+    @property
+    def live(self) -> Path:
+        return self.out / "live"
+
+    @property
+    def timing(self) -> Path:
+        return self.out / "timing.json"
+
+
+def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
+    """Exact split of the global batch; ValueError naming the params when it does not divide."""
+    unit = tp.micro_batch * context * world
+    if tp.batch_tokens % unit:
+        raise UserError(f"train.batch_tokens ({tp.batch_tokens}) must be a multiple of train.micro_batch "
+                         f"x model.context x processes = {tp.micro_batch} x {context} x {world} = {unit}")
+    return {"seqs_per_step": tp.batch_tokens // context, "accum": tp.batch_tokens // unit,
+            "world": world, "total_steps": math.ceil(tp.tokens / tp.batch_tokens)}
+
+
+def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+                  max_ratio: float, device: torch.device, precision: str) -> tuple[float, float]:
+    """Train a copy on one micro-batch; OverfitCheckFailed unless loss falls to <= max_ratio x start."""
+    m = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        with autocast(device, precision):
+            _, loss = m(x, targets=y, return_logits=False)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    first, last = losses[0], losses[-1]
+    if not last <= max_ratio * first:
+        raise OverfitCheckFailed(
+            f"overfit check: loss on one fixed micro-batch went {first:.3f} -> {last:.3f} in {steps} "
+            f"steps, not below train.overfit_max_ratio x start = {max_ratio * first:.3f}; the model or "
+            "lr is broken (check train.lr, model.*), or set train.overfit_check: false")
+    return first, last
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, batches: list, device: torch.device, precision: str) -> float:
+    model.eval()
+    total = 0.0
+    for x, y in batches:
+        with autocast(device, precision):
+            _, loss = model(x.to(device), targets=y.to(device), return_logits=False)
+        total += loss.item()
+    model.train()
+    return total / len(batches)
+
+
+def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
+    """loss > mean + sigma x std of the last `window` accepted losses (needs >= 10 of them;
+    sigma 0 -> never). The skipped loss does not enter the history."""
+    h = hist[-window:]
+    if not sigma or len(h) < min(10, window):
+        return False
+    t = torch.tensor(h, dtype=torch.float64)
+    return loss > t.mean().item() + sigma * t.std().item()
+
+
+class Trainer:
+    """State of one training run; `run()` is the loop (see module docstring)."""
+
+    def __init__(self, paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams) -> None:
+        from accelerate import Accelerator
+
+        self.t_start = time.perf_counter()  # measured spend includes setup time
+        self.paths, self.tp, self.cp = paths, tp, cp
+        self.device = resolve_device(tp.device)
+        configure_matmul(self.device)  # the same kernels bench measured
+        self.acc = Accelerator(cpu=self.device.type == "cpu")
+        self.main = self.acc.is_main_process
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        if not self.main:  # one copy of every log line
+            logging.getLogger("llmpipe").setLevel(logging.WARNING)
+        if self.world != cp.num_devices:
+            log.warning("running on %d processes but cost.num_devices is %d: the cost gate prices %d",
+                        self.world, cp.num_devices, cp.num_devices)
+        self.precision = resolve_precision(tp.precision, self.device)
+        tok = tokenizer_info(paths.tokenizer)
+        self.meta = read_data_meta(paths.data)
+        if self.meta["vocab_size"] != tok["vocab_size"] or self.meta.get("tokenizer_fingerprint") not in (
+                None, tok.get("fingerprint")):
+            raise UserError(f"{paths.data}/data_meta.json was made with another tokenizer than "
+                             f"{paths.tokenizer}; rerun `dvc repro mix`")
+        self.cfg = model_config(mp, tok["vocab_size"])
+        self.plan = batch_plan(tp, self.cfg.context, self.world)
+        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.world, self.precision,
+                                             self.device.type)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        tp, cfg = self.tp, self.cfg
+        pc = param_counts(cfg)
+        log.info("model %s: %s params (%s non-embedding), %s FLOPs/token", cfg.to_dict(), n(pc["total"]),
+                 n(pc["non_embedding"]), n(flops_per_token(cfg)))
+        log.info("batch: %s tokens/step = %d procs x %d accum x %d seqs x %d context; %s steps for "
+                 "train.tokens %s (%s tokens)", n(tp.batch_tokens), self.world, self.plan["accum"],
+                 tp.micro_batch, cfg.context, n(self.plan["total_steps"]), n(tp.tokens),
+                 n(self.plan["total_steps"] * tp.batch_tokens))
+        # Price what will run: whole batches (train.tokens rounds up), at most train.max_steps.
+        steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
+        self.projection = gate(steps * tp.batch_tokens, self.paths.throughput,
+                               signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device), self.cp)
+        torch.manual_seed(tp.seed)
+        self.model = Transformer(cfg).to(self.device)
+        self.opt = make_optimizer(self.model, tp, self.device)
+        self.ema = EMA(self.model, tp.ema) if tp.ema > 0 else None
+        self.windows = TokenWindows(self.paths.data / "train.bin", self.meta["dtype"], cfg.context,
+                                    self.plan["seqs_per_step"], tp.seed)
+        val = TokenWindows(self.paths.data / "val.bin", self.meta["dtype"], cfg.context, 1, tp.seed)
+        vx, vy = val.fixed(VAL_STREAM, tp.eval_batches * tp.micro_batch)
+        self.val_batches = list(zip(vx.split(tp.micro_batch), vy.split(tp.micro_batch)))
+        self.step, self.tokens_seen, self.spikes, self.hist, self.seconds = 0, 0, 0, [], 0.0
+        self.ckpt_seconds: dict[int, float] = {}  # spend when each checkpoint was written
+        self.tps_log: list[list[float]] = []  # [step, tokens/s] at each log step (timing.json)
+        resumed = self.resume()
+        if self.main:
+            self.paths.out.mkdir(parents=True, exist_ok=True)
+            if self.projection is not None:
+                write_json(self.paths.out / "cost.json", {"projection": self.projection})
+        if not resumed and tp.overfit_check:
+            x, y = self.windows.fixed(OVERFIT_STREAM, tp.micro_batch)
+            first, last = overfit_check(self.model, x.to(self.device), y.to(self.device), tp.lr,
+                                        tp.overfit_steps, tp.overfit_max_ratio, self.device, self.precision)
+            log.info("overfit check passed: loss %.3f -> %.3f in %d steps", first, last, tp.overfit_steps)
+        self.fwd = self.acc.prepare_model(self.model)
+        if tp.compile:
+            self.fwd = torch.compile(self.fwd)
+        self.live = self.open_live(resumed) if self.main else None
+        if self.main and not resumed and (self.paths.out / "samples.txt").exists():
+            (self.paths.out / "samples.txt").unlink()
+
+    def open_live(self, resumed: bool):
+        """DVCLive logger. dvcyaml=False: DVCLive must not rewrite the project's dvc.yaml;
+        resume=True keeps the curve, whose step is then set from the checkpoint."""
+        from dvclive import Live
+
+        return Live(dir=str(self.paths.live), dvcyaml=False, resume=resumed, report=None, save_dvc_exp=False)
+
+    def resume(self) -> bool:
+        """Load the newest intact checkpoint (hashes verified, weights finite); a damaged one is
+        reported by path and skipped for the next older one; none left -> fresh start."""
+        damaged = []
+        for path in reversed(ckpt.list_checkpoints(self.paths.ckpt)):
+            try:
+                meta = ckpt.verify(path)
+                if meta.get("fingerprint") != self.fp:
+                    return self.fresh_start(path, meta)
+                c = ckpt.load_checkpoint(path, meta)
+                bad = nonfinite(c["model"]) + nonfinite(c["ema"] or {})
+                if bad:
+                    raise ckpt.CheckpointDamaged(path, f"non-finite weights (NaN or inf) in {bad[0]}")
+            except ckpt.CheckpointDamaged as e:
+                log.warning("checkpoint %s; skipped", e)
+                damaged.append(path.name)
+                continue
+            self.load(path, c)
+            return True
+        if damaged:
+            log.warning("starting fresh: no intact checkpoint in %s (damaged: %s)", self.paths.ckpt,
+                        ", ".join(damaged))
+        return False
+
+    def fresh_start(self, path: Path, meta: dict) -> bool:
+        old = meta.get("fingerprint_parts", {})
+        changed = [k for k in self.fp_parts if old.get(k) != self.fp_parts[k]]
+        log.warning("starting fresh: checkpoint %s was made with different %s", path.name,
+                    ", ".join(changed) or "settings")
+        self.acc.wait_for_everyone()
+        if self.main:
+            ckpt.clear(self.paths.ckpt)
+        return False
+
+    def load(self, path: Path, c: dict) -> None:
+        self.model.load_state_dict(c["model"])
+        s = c["state"]
+        self.opt.load_state_dict(s["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(c["ema"])
+        ckpt.set_rng_state(s["rng"], self.device)
+        self.step, self.tokens_seen, self.spikes = int(s["step"]), int(s["tokens_seen"]), int(s["spikes"])
+        self.hist = [float(v) for v in s["hist"]]
+        self.ckpt_seconds, self.tps_log = ckpt.read_spend(self.paths.timing, self.fp, self.step)
+        if self.step not in self.ckpt_seconds:
+            log.warning("%s has no record of %s: measured spend (cost.max_cost) restarts at 0",
+                        self.paths.timing, path.name)
+        self.seconds = self.ckpt_seconds.get(self.step, 0.0)
+        if self.main:
+            ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
+        log.info("resumed from %s: step %s, %s tokens seen", path.name, n(self.step), n(self.tokens_seen))
+
+    # ------------------------------------------------------------------ loop pieces
+    def save(self) -> None:
+        bad = nonfinite(self.model.state_dict()) + nonfinite(self.ema.state_dict() if self.ema else {})
+        if bad:  # every rank holds the same weights, so every rank stops here
+            raise TrainingStopped(f"non-finite weights (NaN or inf) in {bad[0]} at step {self.step}; stopped "
+                                  f"without checkpointing them, keeping the last good checkpoint in "
+                                  f"{self.paths.ckpt}. Lower train.lr or raise train.warmup")
+        self.acc.wait_for_everyone()
+        if self.main:
+            state = {"optimizer": self.opt.state_dict(), "rng": ckpt.rng_state(self.device),
+                     "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
+                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
+            meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts}
+            self.ckpt_seconds[self.step] = self.seconds
+            self.write_timing()  # first: a kill right after the checkpoint still finds its spend
+            ckpt.save_checkpoint(self.paths.ckpt, self.step, self.model.state_dict(), state, meta,
+                                 self.ema.state_dict() if self.ema else None, keep=self.tp.keep_ckpts)
+        self.acc.wait_for_everyone()
+
+    def write_timing(self) -> None:
+        """runs/train/timing.json: spend and throughput, the run's only wall-clock output."""
+        ckpt.write_timing(self.paths.timing, self.fp, self.paths.ckpt, self.ckpt_seconds, {
+            "seconds": self.seconds, "actual_hours": self.seconds / 3600,
+            "actual_cost": spent(self.seconds, self.cp), "hourly_rate": self.cp.hourly_rate,
+            "num_devices": self.cp.num_devices, "tokens_per_s_log": self.tps_log,
+            "tokens_per_s": self.tps_log[-1][1] if self.tps_log else None})
+
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """Forward/backward over this rank's micro-batches; returns (reduced [loss, tokens], lr)."""
+        tp, accum = self.tp, self.plan["accum"]
+        lr = lr_at(self.step, self.plan["total_steps"], tp)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        stats = torch.zeros(2, dtype=torch.float64)  # summed micro-batch loss, tokens
+        for m in range(accum):
+            x, y = self.windows.micro_batch(self.step, m, self.rank, self.world, tp.micro_batch)
+            sync = m == accum - 1 or self.world == 1
+            with (contextlib.nullcontext() if sync else self.acc.no_sync(self.fwd)), autocast(self.device, self.precision):
+                _, loss = self.fwd(x.to(self.device), targets=y.to(self.device), return_logits=False)
+                (loss / accum).backward()
+            stats += torch.tensor([loss.item(), x.numel()], dtype=torch.float64)
+        if self.world > 1:
+            stats = self.acc.reduce(stats.to(self.device), reduction="sum").cpu()
+        stats[0] /= accum * self.world
+        return stats, lr
+
+    def log_samples(self) -> None:
+        from llmpipe.data.tokenizer import load
+
+        tok = load(self.paths.tokenizer)
+        lines = [f"## step {self.step}\n"]
+        for p in self.tp.sample_prompts:
+            # documents start after EOS (token files, eval and `llmpipe generate` prompt the same way)
+            ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id)
+            lines.append(f"{p!r} -> {tok.decode(ids)!r}\n")
+        with open(self.paths.out / "samples.txt", "a", encoding="utf-8") as f:
+            f.write("".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        tp, total = self.tp, self.plan["total_steps"]
+        last = min(total, tp.max_steps) if tp.max_steps else total
+        stop, t_last, tok_last = "done", time.perf_counter(), self.tokens_seen
+        t_mark = time.perf_counter()
+        self.seconds += t_mark - self.t_start  # this attempt's setup: init, gate, overfit check
+        while self.step < last:
+            stats, lr = self.train_step()
+            loss = float(stats[0])
+            if not math.isfinite(loss):
+                raise TrainingStopped(f"non-finite loss ({loss}) at step {self.step}; stopped, keeping the "
+                                      f"last good checkpoint in {self.paths.ckpt}. Lower train.lr or raise "
+                                      "train.warmup, then `dvc repro` resumes from it")
+            grad_norm = float("nan")
+            if is_spike(self.hist, loss, tp.spike_sigma, tp.spike_window):
+                self.spikes += 1
+                log.warning("loss spike %.3f at step %d: update skipped (%d so far)", loss, self.step, self.spikes)
+            else:
+                params = self.model.parameters()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tp.grad_clip or float("inf")))
+                self.opt.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.hist = (self.hist + [loss])[-tp.spike_window:]
+            self.opt.zero_grad(set_to_none=True)
+            self.tokens_seen += int(stats[1])
+            self.step += 1
+            now = time.perf_counter()
+            self.seconds += now - t_mark
+            t_mark = now
+            metrics = {}
+            if self.step % tp.log_every == 0 or self.step == last:
+                tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
+                t_last, tok_last = now, self.tokens_seen
+                self.tps_log.append([self.step, tps])  # timing.json, never DVCLive (not reproducible)
+                metrics.update({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                                "train/tokens_seen": self.tokens_seen, "train/spikes_skipped": self.spikes})
+                log.info("step %d/%d loss %.4f lr %.2e grad %.3f %s tok/s", self.step, total, loss, lr,
+                         grad_norm, n(round(tps)))
+            if self.step % tp.eval_every == 0 or self.step == last:
+                metrics["val/loss"] = evaluate(self.model, self.val_batches, self.device, self.precision)
+                if self.main:
+                    self.log_samples()
+            if self.live is not None and metrics:
+                self.live.step = self.step
+                for k, v in metrics.items():
+                    self.live.log_metric(k, v)
+                self.live.next_step()
+            over = spent(self.seconds, self.cp) >= self.cp.max_cost and self.projection is not None
+            if self.world > 1:  # rank 0's clock decides for everyone
+                flag = torch.tensor([float(over and self.main)], device=self.device)
+                over = bool(self.acc.reduce(flag, reduction="sum").item())
+            if self.step % tp.ckpt_every == 0 or over or self.step == last:
+                self.save()
+            if over:
+                stop = "max_cost"
+                log.warning("measured spend reached cost.max_cost ($%.2f): stopped at checkpoint step %d",
+                            self.cp.max_cost, self.step)
+                break
+        if self.step < total and stop == "done":
+            stop = "max_steps"
+        return self.finish(stop)
+
+    def finish(self, stop: str) -> dict[str, Any]:
+        """Check the final model (finite weights, finite val loss) on every rank, then write it."""
+        result = {"steps": self.step, "total_steps": self.plan["total_steps"], "tokens_seen": self.tokens_seen,
+                  "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes}
+        final = copy.deepcopy(self.model)
+        if self.ema is not None:
+            final.load_state_dict(self.ema.state_dict())
+        what = f"the final model ({'EMA' if self.ema else 'weights'} at step {self.step})"
+        bad = nonfinite(final.state_dict())
+        val = float("nan") if bad else evaluate(final, self.val_batches, self.device, self.precision)
+        if not math.isfinite(val):
+            why = f"holds NaN or inf in {bad[0]}" if bad else f"gives a non-finite val loss ({val})"
+            raise TrainingStopped(f"{what} {why}; no model written. Its weights are broken: delete "
+                                  f"{self.paths.ckpt} to start fresh, or lower train.lr")
+        if self.main:
+            save_model(self.paths.out, final.cpu(), self.cfg,
+                       extra={"train": result, "tokenizer_fingerprint": self.meta.get("tokenizer_fingerprint"),
+                              "data_fingerprint": self.fp_parts["data"], "ema": self.ema is not None})
+            write_json(self.paths.out / "cost.json", {"projection": self.projection, **result})
+            self.write_timing()
+            if self.live is not None:
+                self.live.end()
+        self.acc.wait_for_everyone()
+        log.info("trained %s steps, %s tokens seen (target %s), final val loss %.4f, %.1f s, stop: %s",
+                 n(self.step), n(self.tokens_seen), n(self.tp.tokens), val, self.seconds, stop)
+        return {**result, "seconds": self.seconds}
+
+
+def train(paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams) -> dict[str, Any]:
+    t = Trainer(paths, mp, tp, cp)
+    t.setup()
+    return t.run()

@@ -17,7 +17,7 @@ import time
 import torch
 
 from llmpipe.core.atomic import write_json
-from llmpipe.eval.generate import generate
+from llmpipe.train.sampling import generate
 from llmpipe.train.model import Transformer, config_from_preset
 
 

@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llmpipe.core.atomic import write_json  # noqa: E402
 from llmpipe.data.table import DOC_SCHEMA, TableWriter  # noqa: E402
-from llmpipe.data.mix import build_mix, gather, source_rng  # noqa: E402
+from llmpipe.core.seeds import rng as seeded_rng  # noqa: E402
+from llmpipe.data.mix import build_mix, gather  # noqa: E402
 from llmpipe.data.tokenizer import build_tokenizer, load  # noqa: E402
 from llmpipe.data.tokens import SplitWriter, open_tokens, token_dtype  # noqa: E402
 
@@ -204,7 +205,7 @@ def main() -> int:
         mix_in = tmp / f"tokens-all{4 if 4 in args.scales else args.scales[0]}-{cores}"
         tf = open_tokens(mix_in, "train")
         lens = np.diff(tf.offsets.astype(np.int64))
-        doc = source_rng(0, "bench").permutation(len(lens))
+        doc = seeded_rng(0, "bench", "").permutation(len(lens))
         (tmp / "g").mkdir()
         w = SplitWriter(tmp / "g", "train", token_dtype(tok.vocab_size))
         t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from llmpipe.data.table import write_docs
 from llmpipe.data.encode import tokenize_source
 from llmpipe.eval.evaluate import doc_nll, evaluate_sources
 from llmpipe.eval.export import export_hf
-from llmpipe.eval.generate import generate
+from llmpipe.train.sampling import generate
 from llmpipe.train.model import KVCache, ModelConfig, Transformer, config_from_preset, save_model
 from llmpipe.data.tokenizer import load as load_tokenizer, train as train_tokenizer
 from llmpipe.data.tokens import open_tokens

@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 from llmpipe.core.atomic import write_json
-from llmpipe.train.throughput import env_info, model_config, run_bench
+from llmpipe.train.model import model_config
+from llmpipe.train.throughput import env_info, run_bench
 from llmpipe.train.device import resolve_device, resolve_precision
 from llmpipe.core.log import get_logger, n
 from llmpipe.core.errors import entry

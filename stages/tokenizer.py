@@ -9,10 +9,10 @@ tokenizer.json (special ids, fingerprint, per-source fertility) into OUT.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core import workers
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 from llmpipe.data.tokenizer import build_tokenizer
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                                vocab_size=p.vocab_size, sample_chars=p.sample_chars,
                                sample_weights=p.sample_weights, seed=p.seed,
                                character_coverage=p.character_coverage, model_type=p.model_type,
-                               num_threads=p.num_threads or len(os.sched_getaffinity(0)))
+                               num_threads=workers.resolve(p.num_threads))
     s = info["sample"]
     fert = ", ".join(f"{k} {v['fertility']}" for k, v in info["sources"].items())
     get_logger("tokenizer").info(

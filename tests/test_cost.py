@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from llmpipe.train.throughput import signature
+from llmpipe.train.cost import signature
 from llmpipe.train.cost import CostGateError, gate, project, spent
 from llmpipe.train.model import ModelConfig
 from llmpipe.params import CostParams

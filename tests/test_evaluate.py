@@ -321,7 +321,7 @@ def test_eval_stage_fails_on_a_non_finite_model_with_one_line_and_writes_nothing
 
 
 def test_generate_refuses_non_finite_logits_instead_of_sampling_garbage():
-    from llmpipe.eval.generate import NonFiniteModel, generate
+    from llmpipe.train.sampling import NonFiniteModel, generate
     model = tiny_model(50, seed=0)
     with torch.no_grad():
         model.model.norm.weight.fill_(3e38)

@@ -13,7 +13,7 @@ import torch
 
 from _evalkit import EXTRA, save_tiny_run, sentences, train_tokenizer
 from llmpipe.eval.export import export_hf
-from llmpipe.eval.generate import generate
+from llmpipe.train.sampling import generate
 
 transformers = pytest.importorskip("transformers")  # the dev extra
 

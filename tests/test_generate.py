@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from _evalkit import constant_logits_model, save_tiny_run, tiny_model, train_tokenizer
-from llmpipe.eval.generate import TextStreamer, generate, sample_next
+from llmpipe.eval.generate import TextStreamer
+from llmpipe.train.sampling import generate, sample_next
 from llmpipe.train.model import KVCache
 
 

@@ -13,7 +13,8 @@ from llmpipe.data.table import write_docs
 from llmpipe.data.encode import tokenize_source
 from llmpipe.data.leakage import val_overlap
 from llmpipe.data.mix import build_mix, fill, pick, train_targets
-from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.core.seeds import unit_hash
+from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import open_tokens, verify_dir
 from test_tokenizer import train_tiny
 

@@ -18,7 +18,8 @@ import sentencepiece as spm
 
 from llmpipe.data.table import DOC_SCHEMA, TableWriter
 from llmpipe.data.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer, iter_sample,
-                               load, sample_budgets, unit_hash)
+                               load, sample_budgets)
+from llmpipe.core.seeds import unit_hash
 
 MODULES = ["json", "re", "collections", "argparse", "textwrap", "typing", "dataclasses", "pathlib",
            "subprocess", "functools", "itertools", "string", "random", "logging", "decimal", "fractions"]

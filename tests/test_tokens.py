@@ -11,7 +11,8 @@ import pytest
 
 from llmpipe.cli import main as cli_main
 from llmpipe.data.encode import tokenize_source
-from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.core.seeds import unit_hash
+from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
                             verify_dir)
 from test_tokenizer import train_tiny

@@ -25,7 +25,6 @@ import contextlib
 import heapq
 import itertools
 import multiprocessing as mp
-import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,7 +38,9 @@ from tqdm import tqdm
 from llmpipe.core.atomic import atomic_path, write_json
 from llmpipe.data.table import missing_input, read_batches
 from llmpipe.core.log import get_logger
-from llmpipe.data.tokenizer import load, unit_hash
+from llmpipe.core import workers
+from llmpipe.core.seeds import unit_hash
+from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import SPLITS, SplitWriter, make_meta, token_dtype
 
 log = get_logger("tokenize")
@@ -82,7 +83,7 @@ def worker_count(jobs: int, text_bytes: float, docs: int, cores: int | None = No
     """`jobs` workers (never more than documents); 0 -> all cores, but at most one per
     WORKER_BYTES_MIN of text (1 = encode in this process)."""
     if not jobs:
-        jobs = min(cores or len(os.sched_getaffinity(0)), int(text_bytes // WORKER_BYTES_MIN))
+        jobs = min(cores or workers.cores(), int(text_bytes // WORKER_BYTES_MIN))
     return max(1, min(jobs, docs))
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from llmpipe.core.errors import UserError
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from llmpipe.core import seeds
 from llmpipe.core.atomic import atomic_path, write_json
 from llmpipe.data.leakage import val_overlap
 from llmpipe.core.log import get_logger
@@ -38,12 +38,6 @@ from llmpipe.data.tokens import SPLITS, SplitWriter, TokenFile, make_meta, open_
 log = get_logger("mix")
 
 GATHER_TOKENS = 1 << 23  # tokens per output chunk (16 MiB of uint16)
-
-
-def source_rng(seed: int, source: str, salt: str = "") -> np.random.Generator:
-    """A generator seeded by (seed, source, salt) through sha256 (stable across runs)."""
-    digest = hashlib.sha256(f"{seed}:{source}:{salt}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
 def train_targets(share: dict[str, float], available: dict[str, int], total: int,
@@ -172,7 +166,7 @@ def plan(lens: dict, share: dict[str, float], *, train_tokens: int, val_tokens: 
             if sp == "train" and avail[s] == 0 and targets[sp][s] > 0:
                 raise UserError(f"mix: source {s!r} has no train documents")
             # val reaches its target (every source with val docs is represented); train fills
-            idx, reps = pick(lens[s][sp], targets[sp][s], source_rng(seed, s, sp),
+            idx, reps = pick(lens[s][sp], targets[sp][s], seeds.rng(seed, s, sp),
                              repeat=sp == "train" and on_short == "repeat", reach=sp == "val")
             picks[(sp, s)] = idx
             report[s][sp] = {"target_tokens": targets[sp][s], "tokens": int(lens[s][sp][idx].sum()),
@@ -224,7 +218,7 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
         for sp in SPLITS:
             src = np.concatenate([np.full(len(picks[(sp, s)]), i) for i, s in enumerate(names)]).astype(np.int64)
             doc = np.concatenate([picks[(sp, s)] for s in names]).astype(np.int64)
-            order = source_rng(seed, "*", sp).permutation(len(src))  # interleave sources
+            order = seeds.rng(seed, "*", sp).permutation(len(src))  # interleave sources
             with SplitWriter(tmp, sp, dtype) as w:
                 gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
                 splits[sp] = w.close()

@@ -17,8 +17,8 @@ from __future__ import annotations
 from llmpipe.core.errors import UserError
 
 import contextlib
-import hashlib
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import sentencepiece as spm
 from llmpipe.core.atomic import atomic_path, sha256_file, write_json
 from llmpipe.data.table import missing_input, read_batches
 from llmpipe.core.log import get_logger
+from llmpipe.core.seeds import unit_hash
 from llmpipe.data.weights import shares
 
 log = get_logger("tokenizer")
@@ -46,12 +47,6 @@ STATS_CHARS_PER_SOURCE = 2_000_000  # text per source used for fertility stats (
 def fingerprint(spm_path: str | Path) -> str:
     """The tokenizer fingerprint: sha256 of the spm.model bytes."""
     return sha256_file(spm_path)
-
-
-def unit_hash(seed: int, key: str) -> float:
-    """A stable uniform number in [0, 1) from (seed, key): sha256, never Python's hash()."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 # --------------------------------------------------------------------------- training sample
@@ -276,3 +271,11 @@ def build_tokenizer(dedup: dict[str, Path], out_dir: str | Path, *, vocab_size: 
             "sources": per_source}
     write_json(out_dir / "tokenizer.json", info)
     return info
+
+
+def read_info(tokenizer_dir: str | Path) -> dict:
+    """The tokenizer stage's tokenizer.json (vocab size, special ids, fingerprint, ...)."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro tokenizer` first")
+    return json.loads(path.read_text(encoding="utf-8"))

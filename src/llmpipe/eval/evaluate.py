@@ -100,7 +100,7 @@ def select_docs(doc_ids: Sequence[str], doc_tokens: np.ndarray, budget: int, see
     `budget` tokens are covered; budget 0 -> all. The same ids and seed give the same subset."""
     if budget <= 0 or int(doc_tokens.sum()) <= budget:
         return np.arange(len(doc_ids))
-    from llmpipe.data.tokenizer import unit_hash
+    from llmpipe.core.seeds import unit_hash
     order = sorted(range(len(doc_ids)), key=lambda i: (unit_hash(seed, doc_ids[i]), i))
     taken, total = [], 0
     for i in order:
@@ -134,7 +134,7 @@ def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer,
             docs = [tf.doc(int(i)) for i in pick[lo:lo + DOCS_PER_CHUNK]]
             nll += float(doc_nll(model, docs, tokenizer.eos_id, batch_size, progress=True).sum())
         if not math.isfinite(nll):
-            from llmpipe.eval.generate import NonFiniteModel
+            from llmpipe.train.sampling import NonFiniteModel
             raise NonFiniteModel(f"source {src} ({token_dirs[src]}): the model's summed log-likelihood of "
                                  f"the val documents is {nll} (its logits overflow): the model is broken; "
                                  "retrain it (`dvc repro -f train`)")
@@ -150,7 +150,7 @@ def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer,
 def seeded_val_texts(token_dirs: dict[str, Path], tokenizer, seed: int) -> Iterator[tuple[str, str]]:
     """(id, text) of every val document of every source, in the order of sha256(seed:id),
     decoded lazily (a consumer that needs 100 documents decodes about 100)."""
-    from llmpipe.data.tokenizer import unit_hash
+    from llmpipe.core.seeds import unit_hash
     from llmpipe.data.tokens import open_tokens
 
     files = {s: open_tokens(d, "val", tokenizer=tokenizer) for s, d in sorted(token_dirs.items())}
@@ -177,7 +177,7 @@ def load_prompts(prompts: Iterable[str], prompts_file: Optional[str | Path]) -> 
 def samples_markdown(model: Transformer, tokenizer, prompts: list[str], *, temperature: float,
                      top_k: int, max_new_tokens: int, seed: int) -> str:
     """Greedy and seeded sampled continuations of each prompt, as Markdown."""
-    from llmpipe.eval.generate import generate
+    from llmpipe.train.sampling import generate
 
     eos = tokenizer.eos_id
     max_new = min(max_new_tokens, model.cfg.context - 1)
@@ -225,13 +225,15 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     anything is written, so an existing metrics file is left as it was."""
     from llmpipe.eval import mc
     from llmpipe.core.atomic import write_json, write_text
-    from llmpipe.eval.generate import check_finite, check_tokenizer, pick_device
+    from llmpipe.train.device import resolve_device
+    from llmpipe.train.model import check_tokenizer
+    from llmpipe.train.sampling import check_finite
     from llmpipe.core.log import Timer
     from llmpipe.train.model import load_model
     from llmpipe.data.tokenizer import load as load_tokenizer
 
     tok = load_tokenizer(tokenizer_path)
-    model, cfg = load_model(model_dir, device=pick_device(p.device))
+    model, cfg = load_model(model_dir, device=resolve_device(p.device, key="eval.device", mps=True))
     check_finite(model, Path(model_dir) / "model.safetensors")
     check_tokenizer(model_dir, tokenizer_path)
     if tok.vocab_size != cfg.vocab_size:

@@ -139,7 +139,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, tokenizer: str | Path) -
     module doc for what an existing OUT may hold)."""
     from safetensors.torch import load_file, save_file
 
-    from llmpipe.eval.generate import check_tokenizer
+    from llmpipe.train.model import check_tokenizer
     from llmpipe.eval.hf_tokenizer import spm_special_ids, write_hf_tokenizer
 
     run_dir, out_dir, tokenizer = Path(run_dir), Path(out_dir), Path(tokenizer)

@@ -100,7 +100,7 @@ def mean_logprobs(model: Transformer, start_id: int, pairs: Sequence[tuple[list[
 def few_shot_prefix(examples: list[dict], i: int, k: int, seed: int, delimiter: str) -> str:
     if k <= 0:
         return ""
-    from llmpipe.data.tokenizer import unit_hash
+    from llmpipe.core.seeds import unit_hash
     others = sorted((j for j in range(len(examples)) if j != i), key=lambda j: (unit_hash(seed, f"{i}:{j}"), j))
     shots = [examples[j]["context"] + delimiter + examples[j]["choices"][examples[j]["label"]] for j in others[:k]]
     return "\n\n".join(shots) + "\n\n"
@@ -130,7 +130,7 @@ def builtin_task(texts: Iterable[tuple[str, str]], *, n: int, choices: int, cont
     repeats of the true one), so every continuation is also a distractor elsewhere. The right
     answer's position is seeded. Fewer eligible documents than `choices` -> [].
     """
-    from llmpipe.data.tokenizer import unit_hash
+    from llmpipe.core.seeds import unit_hash
     need = context_words + continuation_words
     picked = []
     for doc_id, text in texts:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from llmpipe.core.log import get_logger, n
+from llmpipe.train.device import device_name
 from llmpipe.params import CostParams
 
 log = get_logger("cost")
@@ -89,3 +90,11 @@ def gate(tokens: int, throughput_path: str | Path, signature: dict[str, Any],
 def spent(seconds: float, cp: CostParams) -> float:
     """Dollars for `seconds` of wall-clock on all devices."""
     return seconds / 3600 * cp.hourly_rate * cp.num_devices
+
+
+def signature(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
+              device) -> dict[str, Any]:
+    """The exact setting a throughput figure belongs to."""
+    return {"model": cfg.to_dict(), "micro_batch": micro_batch, "context": cfg.context,
+            "precision": precision, "compile": compile, "device_type": device.type,
+            "device_name": device_name(device)}

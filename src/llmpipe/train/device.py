@@ -24,11 +24,21 @@ GPU_BF16_PEAK: list[tuple[str, float]] = [
 ]
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def resolve_device(name: str = "auto", *, key: str = "train.device", mps: bool = False) -> torch.device:
+    """The one device resolver. `auto`: CUDA if torch sees one, else Apple's MPS when `mps` (eval
+    and generate allow it; training does not), else CPU. `key` names the param in errors."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps and _mps_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda asked for but torch sees no CUDA device")
+        raise UserError(f"{key}: cuda asked for but torch sees no CUDA device")
+    if name == "mps" and not (mps and _mps_available()):
+        raise UserError(f"{key}: mps asked for but {'torch sees no MPS device' if mps else 'training runs on cpu or cuda'}")
     return torch.device(name)
 
 

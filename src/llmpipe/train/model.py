@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmpipe.core.atomic import atomic_path
+from llmpipe.core.config import as_dict
 
 
 @dataclass
@@ -351,3 +352,26 @@ def load_model(run_dir: str | Path, device: Any = "cpu") -> tuple[Transformer, M
     model = Transformer(cfg)
     model.load_state_dict(load_file(str(run_dir / "model.safetensors")), strict=True)
     return model.to(device).eval(), cfg
+
+
+def model_config(mp, vocab_size: int) -> ModelConfig:
+    """`model.*` over its preset; vocab from the tokenizer unless the preset or params fix one."""
+    over = {k: v for k, v in as_dict(mp).items() if k not in ("preset", "vocab_size")}
+    cfg = config_from_preset(mp.preset, vocab_size=vocab_size,
+                             **({"vocab_size": mp.vocab_size} if mp.vocab_size else {}), **over)
+    if cfg.vocab_size < vocab_size:
+        raise UserError(f"model.vocab_size {cfg.vocab_size} (preset {mp.preset!r}) is smaller than the "
+                         f"tokenizer's {vocab_size}; set model.vocab_size: null or >= {vocab_size}")
+    return cfg
+
+
+def check_tokenizer(run_dir: str | Path, spm_path: str | Path) -> None:
+    """Refuse a tokenizer other than the one the run was trained with (train records its
+    sha256 as `tokenizer_fingerprint` in config.json; runs without it are not checked)."""
+    from llmpipe.core.atomic import sha256_file
+
+    cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    want = cfg.get("tokenizer_fingerprint")
+    if want and want != sha256_file(spm_path):
+        raise UserError(f"{spm_path}: not the tokenizer {Path(run_dir) / 'config.json'} was trained with "
+                         f"(fingerprint {want[:12]}); pass the run's tokenizer or rerun `dvc repro train`")

@@ -5,59 +5,31 @@ Warm-up steps (kernel selection, torch.compile), then `windows` windows of `step
 since single timings are noisy. MFU = tokens/s x FLOPs per token / peak FLOP/s, the peak being
 the datasheet dense bf16 figure for known GPUs and a measured large matmul on CPU.
 
-`signature()` is what the cost gate compares: a throughput measured for another model,
+`cost.signature()` is what the cost gate compares: a throughput measured for another model,
 micro-batch, context, precision, compile setting or device does not price this run.
 """
 from __future__ import annotations
 
-from llmpipe.core.errors import UserError
 
 import importlib.metadata
-import json
 import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from llmpipe.train.device import autocast, configure_matmul, device_name, peak_flops, synchronize
-from llmpipe.train.model import ModelConfig, Transformer, config_from_preset, param_counts
-from llmpipe.params import BenchParams, ModelParams, TrainParams, as_dict
+from llmpipe.train.model import ModelConfig, Transformer, param_counts
+from llmpipe.params import BenchParams, TrainParams
+from llmpipe.train.cost import signature
 from llmpipe.train.optim import make_optimizer
 
 PACKAGES = ["torch", "numpy", "dvc", "dvclive", "accelerate", "safetensors", "sentencepiece",
             "pyarrow", "datasketch", "transformers", "triton", "llmpipe"]
-
-
-def tokenizer_info(tokenizer_dir: Path) -> dict:
-    path = Path(tokenizer_dir) / "tokenizer.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `dvc repro tokenizer` first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def model_config(mp: ModelParams, vocab_size: int) -> ModelConfig:
-    """`model.*` over its preset; vocab from the tokenizer unless the preset or params fix one."""
-    over = {k: v for k, v in as_dict(mp).items() if k not in ("preset", "vocab_size")}
-    cfg = config_from_preset(mp.preset, vocab_size=vocab_size,
-                             **({"vocab_size": mp.vocab_size} if mp.vocab_size else {}), **over)
-    if cfg.vocab_size < vocab_size:
-        raise UserError(f"model.vocab_size {cfg.vocab_size} (preset {mp.preset!r}) is smaller than the "
-                         f"tokenizer's {vocab_size}; set model.vocab_size: null or >= {vocab_size}")
-    return cfg
-
-
-def signature(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
-              device: torch.device) -> dict[str, Any]:
-    """The exact setting a throughput figure belongs to."""
-    return {"model": cfg.to_dict(), "micro_batch": micro_batch, "context": cfg.context,
-            "precision": precision, "compile": compile, "device_type": device.type,
-            "device_name": device_name(device)}
 
 
 def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,

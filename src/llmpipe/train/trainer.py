@@ -35,12 +35,13 @@ import torch
 
 from llmpipe.train import checkpoint as ckpt
 from llmpipe.core.atomic import write_json
-from llmpipe.train.throughput import model_config, signature, tokenizer_info
-from llmpipe.train.cost import gate, spent
+from llmpipe.data.tokenizer import read_info as tokenizer_info
+from llmpipe.train.model import model_config
+from llmpipe.train.cost import gate, signature, spent
 from llmpipe.train.device import autocast, configure_matmul, resolve_device, resolve_precision
 from llmpipe.train.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.core.log import get_logger, n
-from llmpipe.eval.generate import greedy, nonfinite
+from llmpipe.train.sampling import greedy, nonfinite
 from llmpipe.train.model import Transformer, flops_per_token, param_counts, save_model
 from llmpipe.train.optim import EMA, lr_at, make_optimizer
 from llmpipe.params import CostParams, ModelParams, TrainParams

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from llmpipe.core import workers
 from llmpipe.data import kinds, minhash
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
 from llmpipe.data.clean import quality, signals
@@ -93,7 +93,7 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
 
 
 def resolve_jobs(jobs: int) -> int:
-    return jobs if jobs > 0 else (os.cpu_count() or 1)
+    return workers.resolve(jobs)
 
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,

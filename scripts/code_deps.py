@@ -45,11 +45,11 @@ def _module_name(path: Path) -> str:
     raise ValueError(path)
 
 
-# Packages that import their subpackages by discovery (pkgutil), invisible to `ast`: importing
-# one imports every subpackage's __init__.py. The source kinds' `text.py` modules are imported
-# by name at run time (`kinds.text(kind)`); `clean@SRC` depends on `data/kinds/${item.kind}`,
-# a templated line this script leaves alone.
+# Packages that import their subpackages by discovery (pkgutil) or by name at run time
+# (`kinds.text(kind)`), which `ast` cannot see: a stage that imports one depends on its whole
+# folder, one dep line that also covers a kind added later (and names no kind in dvc.yaml).
 DISCOVERS = {"llmpipe.data.kinds"}
+COLLAPSE = ["src/llmpipe/data/kinds"]
 
 
 def _discovered(name: str) -> set[str]:
@@ -102,12 +102,14 @@ def closure(path: Path) -> frozenset[Path]:
 def stage_code_deps(script: str) -> list[str]:
     files = closure(_module_file(script))
     rel = {str(f.relative_to(ROOT)) for f in files} - SKIP
+    rel = {next((c for c in COLLAPSE if r.startswith(c + "/")), r) for r in rel}
     return sorted(rel, key=lambda r: (not r.startswith("stages/"), r))
 
 
 _STAGE = re.compile(r"^  ([A-Za-z0-9_-]+):\n", re.M)
 _CMD = re.compile(r"python -m (stages\.[A-Za-z0-9_]+)")
-_CODE = re.compile(r"^(\s*)- ((?:src|stages)/[^\s$]+\.py)\s*(#.*)?$")  # templated lines (${...}) are kept
+_CODE = re.compile(r"^(\s*)- ((?:src|stages)/[^\s$]+\.py|" + "|".join(map(re.escape, COLLAPSE))
+                   + r")\s*(#.*)?$")  # templated lines (${...}) are kept
 
 
 def rewrite(text: str) -> tuple[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Each stage's dvc.yaml declaration matches what it really does (DESIGN.md, style rule 3).
+"""Each stage's dvc.yaml declaration matches what it really does (docs/ARCHITECTURE.md, "Exact dependencies").
 
 The session's full `dvc repro` (conftest `built_repo`) ran with LLMPIPE_AUDIT_DIR set, so every
 stage process recorded the params keys it read and the llmpipe modules it imported. A key read

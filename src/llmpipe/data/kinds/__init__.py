@@ -11,9 +11,9 @@ A kind package `NAME/` holds everything about documents of that kind:
       - `SIGNALS`: signal column -> "int" | "float", in storage order;
       - `clean(text, params) -> (text, {cleaner: chars removed})`;
       - `signals(raw, text, words, lines) -> {signal: value}`.
-Adding a kind is a new package here, its `clean.NAME` / `filter.NAME` sections in params.yaml,
-its tests, and `make deps` (every stage's params loader imports the kind's `__init__.py`).
-docs/ARCHITECTURE.md walks through it.
+Adding a kind is a new package here, its `clean.NAME` / `filter.NAME` sections in params.yaml
+and its tests: every stage depends on this folder as a whole (dvc.yaml), so nothing else
+changes. docs/ARCHITECTURE.md walks through it.
 """
 from __future__ import annotations
 

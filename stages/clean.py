@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     with Timer() as t:
         stats = clean_table(args.src, args.out, kind, params.clean, params.dedup.ngram,
                             params.dedup.num_perm, params.dedup.seed, jobs=jobs)
+    long = (f", {n(stats['long_docs'])} docs over clean.max_doc_chars={n(params.clean.max_doc_chars)} "
+            f"{'cut' if params.clean.on_long_doc == 'cut' else 'skipped'} ({n(stats['long_chars'])} chars)"
+            if stats["long_docs"] else "")
     get_logger("clean").info(
-        "clean@%s (%s): %s docs, %s -> %s chars in %.1fs (%s docs/s, %d jobs) -> %s", args.source, kind,
-        n(stats["docs"]), n(stats["chars_raw"]), n(stats["chars"]), t.seconds,
+        "clean@%s (%s): %s docs, %s -> %s chars%s in %.1fs (%s docs/s, %d jobs) -> %s", args.source, kind,
+        n(stats["docs"]), n(stats["chars_raw"]), n(stats["chars"]), long, t.seconds,
         n(stats["docs"] / max(t.seconds, 1e-9)), jobs, args.out)
     return 0
 

@@ -89,10 +89,19 @@ class CleanBase(Section):
     """Documents per work unit sent to a worker; memory holds ~2 x jobs batches."""
     whitespace: bool = True
     """Every kind: CRLF -> LF, control chars removed, trailing spaces cut, blank lines collapsed."""
+    max_doc_chars: int = 10_000_000
+    """Longest raw document cleaned, in characters; longer ones are handled by `on_long_doc` and
+    their extra characters counted as removed by `max_doc_chars`. Bounds a worker's memory
+    (~60 bytes per character cleaned). 10M is ~1.8x the longest single book on gutenberg.org
+    (Shakespeare's complete works, ~5.5M) and far above any web page or Wikipedia article."""
+    on_long_doc: Literal["cut", "skip"] = "cut"
+    """`cut`: clean the first `max_doc_chars` characters; `skip`: clean nothing (the row stays,
+    with empty text, which the filter drops). Either way the document is counted."""
 
     def __post_init__(self) -> None:
         check_nonneg(self.jobs, "jobs")
         check_positive(self.batch_docs, "batch_docs")
+        check_positive(self.max_doc_chars, "max_doc_chars")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Output (`data/clean/SRC.parquet`), one row per input document, input order kept:
     id, source, text (cleaned), url, meta        the Document columns
     chars_raw        int64   characters before cleaning
-    removed_<name>   int64   characters removed by each cleaner of this kind (`cleaner_names`)
+    removed_<name>   int64   characters removed by each cleaner of this kind (`cleaner_names`);
+                             `removed_max_doc_chars`: those past `clean.max_doc_chars` (cut),
+                             or all of a skipped document's (`clean.on_long_doc: skip`)
     <signal>         int64 | float64, every signal of `signals.signal_types(kind)`
     exact_hash       string  `minhash.exact_hash` of the cleaned text (hex)
     minhash          fixed_size_list<uint32>[num_perm], `minhash.signatures` of the cleaned text
@@ -11,7 +13,9 @@ No thresholds are applied here: `rules.py` (the `filter` stage) reads these colu
 
 Work is split into batches of `batch_docs` documents, processed by `jobs` worker processes and
 written back in input order, with at most 2 x jobs batches in flight (bounded memory whatever
-the corpus size). Output bytes do not depend on `jobs`.
+the corpus size). Output bytes do not depend on `jobs`. A document longer than
+`clean.max_doc_chars` is cut to that length (or emptied, `on_long_doc: skip`) before anything
+else, so one huge document cannot blow a worker's memory (~60 bytes per character cleaned).
 """
 from __future__ import annotations
 
@@ -28,14 +32,26 @@ from llmpipe.data import kinds, minhash
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
 from llmpipe.data.clean import quality, signals
 
+LONG_DOC = "max_doc_chars"  # counted like a cleaner: characters past clean.max_doc_chars
+
+
 def cleaner_names(kind: str) -> list[str]:
-    """`whitespace` (every kind), then the kind's own cleaners in the order they run."""
-    return ["whitespace", *kinds.text(kind).CLEANERS]
+    """The `removed_<name>` columns of a clean table of `kind`, in the order they apply: the
+    length limit, `whitespace` (every kind), then the kind's own cleaners."""
+    return [LONG_DOC, "whitespace", *kinds.text(kind).CLEANERS]
+
+
+def limit_length(text: str, params) -> tuple[str, int]:
+    """`text` within `params.max_doc_chars` (cut, or "" when `on_long_doc` is skip), chars removed."""
+    if len(text) <= params.max_doc_chars:
+        return text, 0
+    kept = text[:params.max_doc_chars] if params.on_long_doc == "cut" else ""
+    return kept, len(text) - len(kept)
 
 
 def clean_text(text: str, kind: str, params) -> tuple[str, dict[str, int]]:
     """Run every cleaner of `kind` (`params`: CleanParams); returns (text, {cleaner: chars removed})."""
-    removed = dict.fromkeys(cleaner_names(kind), 0)
+    removed = dict.fromkeys(cleaner_names(kind)[1:], 0)  # the length limit is process_batch's
     if params.whitespace:
         new = quality.whitespace(text)
         removed["whitespace"] += len(text) - len(new)
@@ -67,9 +83,11 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
     cols.update({f"removed_{c}": [] for c in cleaner_names(kind)})
     cols.update({k: [] for k in names})
     for raw in texts:
-        text, removed = clean_text(raw, kind, params)
         cols["chars_raw"].append(len(raw))
+        raw, cut = limit_length(raw, params)  # what the cleaners and signals see
+        text, removed = clean_text(raw, kind, params)
         cols["text"].append(text)
+        cols[f"removed_{LONG_DOC}"].append(cut)
         for c, v in removed.items():
             cols[f"removed_{c}"].append(v)
         for k, v in signals.compute(raw, text, kind).items():
@@ -98,12 +116,13 @@ def resolve_jobs(jobs: int) -> int:
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
                 seed: int, jobs: int | None = None) -> dict:
-    """Clean `src` (Document table) into `dst` atomically; returns {docs, chars_raw, chars}."""
+    """Clean `src` (Document table) into `dst` atomically; returns {docs, chars_raw, chars,
+    long_docs, long_chars} (long: documents over `params.max_doc_chars`, characters cut)."""
     jobs = resolve_jobs(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
-    stats = {"docs": 0, "chars_raw": 0, "chars": 0}
+    stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0}
     pool = mp.get_context("spawn").Pool(jobs) if jobs > 1 else None
     try:
         with TableWriter(dst, schema) as w, tqdm(total=num_rows(src), unit="doc", desc=f"clean {kind}",
@@ -118,6 +137,8 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                     stats["docs"] += docs.num_rows
                     stats["chars_raw"] += sum(cols["chars_raw"])
                     stats["chars"] += sum(cols["chars"])
+                    stats["long_docs"] += sum(1 for c in cols[f"removed_{LONG_DOC}"] if c)
+                    stats["long_chars"] += sum(cols[f"removed_{LONG_DOC}"])
                     bar.update(docs.num_rows)
 
             for docs in batches:

@@ -23,10 +23,13 @@ TERMINAL = (".", "!", "?", '"', "'", "”", "’", ")", ":")  # a line ending a 
 SHORT_LINE_CHARS = 30  # FineWeb's `short_line_length` (Penedo et al. 2024)
 
 _ALPHA_RUN = re.compile(r"[^\W\d_]+")                 # letters only (any script)
-_ALPHA_WORD = re.compile(r"\S*[^\W\d_]\S*")           # a whitespace token holding a letter
+# The lookbehinds below start a match only where one can start (a token's first character, a
+# run's first blank): without them a 100 KB token of digits or run of spaces took seconds
+# (every start rescanned the rest of the run). Same matches.
+_ALPHA_WORD = re.compile(r"(?<!\S)\S*[^\W\d_]\S*")    # a whitespace token holding a letter
 _REPEAT_RUN = re.compile(r"(\S)\1{4,}")               # one character 5+ times in a row
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_TRAILING_WS = re.compile(r"[ \t\f\v]+\n")
+_TRAILING_WS = re.compile(r"(?<![ \t\f\v])[ \t\f\v]+\n")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\u200b\ufeff]")
 
 # Gopher's "at least two of these" English words.

@@ -36,7 +36,7 @@ _PARA_SPLIT = re.compile(r"\n\s*\n")
 MIN_WORDS = 8
 MIN_ALPHA = 0.8  # share of letters and spaces in a kept paragraph
 NGRAM = 13  # words; paragraphs sharing an n-gram this long with an earlier one are dropped
-_COMMENT = re.compile(r"^[ \t]*#+ ?(.*?)\s*$")
+_COMMENT = re.compile(r"[ \t]*#+ ?")  # then the rest of the line, trailing blanks cut
 
 
 def stdlib_dir() -> Path:
@@ -96,7 +96,7 @@ def comment_text(source: str, skip: set[int] = frozenset()) -> str:
     lines: list[str] = []
     for i, line in enumerate(source.splitlines(), 1):
         m = None if i in skip else _COMMENT.match(line)
-        text = m.group(1) if m else ""
+        text = line[m.end():].rstrip() if m else ""
         if text or (lines and lines[-1]):
             lines.append(text)
     return "\n".join(lines)

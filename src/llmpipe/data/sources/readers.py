@@ -232,8 +232,10 @@ def _txt(f: InputFile, text_field: str, mode: str) -> Iterator[Item]:
             start = m.end()
         blocks.append((start, data[start:]))
         blocks = [(s, b) for s, b in blocks if b.strip()]
+    line, counted = 1, 0  # newlines before `start`, counted once over the file (not per block)
     for k, (start, block) in enumerate(blocks, 1):
-        line = data.count(b"\n", 0, start) + 1
+        line += data.count(b"\n", counted, start)
+        counted = start
         where = f"{f.display}:{line}"
         try:
             text = block.decode("utf-8")

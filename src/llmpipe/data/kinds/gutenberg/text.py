@@ -20,14 +20,16 @@ from __future__ import annotations
 import re
 
 _EBOOK = r"(?:E-?BOOK|E-?TEXT|ETEXT)"
+# A marker line may start with blanks and stars: `[ \t]*(?:\*+[ \t]*)?`, not `[ \t]*\**[ \t]*`,
+# whose two adjacent blank runs made a line of 100k tabs quadratic (seconds). Same lines match.
 _HEADER = re.compile(  # a START line that does not close with stars may wrap onto one more line
-    r"^[ \t]*\**[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG " + _EBOOK
+    r"^[ \t]*(?:\*+[ \t]*)?START OF (?:THE|THIS) PROJECT GUTENBERG " + _EBOOK
     + r"(?:[^\n]*\*[ \t]*$|[^\n]*\n[^\n*]{1,120}\*{3}[ \t]*$|[^\n]*$)"
     r"|^[ \t]*\*END\*[ \t]*THE SMALL PRINT![^\n]*$", re.M | re.I)
 _FOOTER = re.compile(
-    r"^[ \t]*\**[ \t]*END OF (?:THE |THIS )?PROJECT GUTENBERG(?:'S)? [^\n]*$"
-    r"|^[ \t]*\**[ \t]*End of (?:the |this )?Project Gutenberg(?:'s)?\b[^\n]*$"
-    r"|^[ \t]*\**[ \t]*START:? FULL LICENSE[^\n]*$", re.M | re.I)
+    r"^[ \t]*(?:\*+[ \t]*)?END OF (?:THE |THIS )?PROJECT GUTENBERG(?:'S)? [^\n]*$"
+    r"|^[ \t]*(?:\*+[ \t]*)?End of (?:the |this )?Project Gutenberg(?:'s)?\b[^\n]*$"
+    r"|^[ \t]*(?:\*+[ \t]*)?START:? FULL LICENSE[^\n]*$", re.M | re.I)
 _CREDIT = re.compile(r"(?:Produced|E-?text prepared|This e-?text was prepared|Prepared|"
                      r"Transcribed|Scanned|Digitized)\b[^\n]*\bby\b|Note: Project Gutenberg", re.I)
 CREDIT_PARAS = 5  # credit notes are looked for among the body's first paragraphs

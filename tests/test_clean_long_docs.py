@@ -15,7 +15,7 @@ from _cleankit import BASE
 from llmpipe.data.clean.pipeline import clean_table, cleaner_names, process_batch
 from llmpipe.data.clean.rules import filter_table
 from llmpipe.data.table import write_docs
-from llmpipe.log import get_logger
+from llmpipe.core.log import get_logger
 from llmpipe.params import CleanParams, FilterParams, ParamsError, from_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,8 @@ from pathlib import Path
 
 
 from llmpipe.core.atomic import write_json
-from llmpipe.train.model import model_config
-from llmpipe.train.throughput import env_info, run_bench
-from llmpipe.train.device import resolve_device, resolve_precision
-from llmpipe.core.log import get_logger, n
+from llmpipe.core.log import get_logger
+from llmpipe.train.throughput import measure, summary_line
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -31,19 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    cfg = model_config(p.model, p.tokenizer.vocab_size)
-    device = resolve_device(p.train.device)
-    precision = resolve_precision(p.train.precision, device)
-    # The optimizer's hyperparameters (lr, betas, ...) do not change a step's cost: the bench uses
-    # defaults, so an lr sweep never reruns it (tests/test_pipeline_contract.py checks this).
-    rec = run_bench(cfg, p.train.micro_batch, precision, p.train.compile, device, p.bench,
-                    seed=p.train.seed)
+    rec, env = measure(p.model, p.train, p.bench, p.tokenizer.vocab_size)
     write_json(args.out, rec)
-    write_json(args.env, env_info(device))
-    get_logger("bench").info("bench: %s on %s (%s): %s tokens/s, %.3f s/step, MFU %.1f%% of %.1f GFLOP/s (%s)",
-                             p.model.preset, rec["signature"]["device_name"], precision,
-                             n(round(rec["tokens_per_s"])), rec["step_time_s"], 100 * rec["mfu"],
-                             rec["peak_flops"] / 1e9, rec["peak_source"])
+    write_json(args.env, env)
+    get_logger("bench").info(summary_line(p.model.preset, rec))
     return 0
 
 

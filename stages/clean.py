@@ -9,10 +9,10 @@ import sys
 import argparse
 from pathlib import Path
 
-from llmpipe.data.clean.pipeline import clean_table, resolve_jobs
+from llmpipe.data.clean.pipeline import clean_table, summary_line
 from llmpipe.data.table import missing_input
 from stages import source_params
-from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -30,17 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     kind = source_params(ap, params, args.source).kind
     if not Path(args.src).exists():
         raise missing_input(args.src, f"ingest@{args.source}")
-    jobs = resolve_jobs(params.clean.jobs if args.jobs is None else args.jobs)
     with Timer() as t:
         stats = clean_table(args.src, args.out, kind, params.clean, params.dedup.ngram,
-                            params.dedup.num_perm, params.dedup.seed, jobs=jobs)
-    long = (f", {n(stats['long_docs'])} docs over clean.max_doc_chars={n(params.clean.max_doc_chars)} "
-            f"{'cut' if params.clean.on_long_doc == 'cut' else 'skipped'} ({n(stats['long_chars'])} chars)"
-            if stats["long_docs"] else "")
-    get_logger("clean").info(
-        "clean@%s (%s): %s docs, %s -> %s chars%s in %.1fs (%s docs/s, %d jobs) -> %s", args.source, kind,
-        n(stats["docs"]), n(stats["chars_raw"]), n(stats["chars"]), long, t.seconds,
-        n(stats["docs"] / max(t.seconds, 1e-9)), jobs, args.out)
+                            params.dedup.num_perm, params.dedup.seed, jobs=args.jobs)
+    get_logger("clean").info(summary_line(args.source, kind, stats, params.clean, t.seconds, args.out))
     return 0
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from llmpipe.core.atomic import atomic_path, write_json
-from llmpipe.data.dedup import dedup
+from llmpipe.data.dedup import dedup, summary_line
 from llmpipe.data.table import num_rows
-from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_path(args.out_dir) as tmp:
         report = dedup(ins, {s: tmp / f"{s}.parquet" for s in params.sources}, params.dedup, progress=bar)
     write_json(args.report, report)
-    d = report["dropped_by_reason"]
-    log.info("dedup: %s docs in, %s kept, %s exact + %s near duplicates removed, %s clusters "
-             "(%d bands x %d rows) in %.1fs (%s docs/s)", n(report["docs_in"]), n(report["docs_kept"]),
-             n(d["exact_duplicate"]), n(d["near_duplicate"]), n(report["clusters"]), report["bands"],
-             report["rows"], t.seconds, n(report["docs_in"] / max(t.seconds, 1e-9)))
+    log.info(summary_line(report, t.seconds))
     return 0
 
 

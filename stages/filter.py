@@ -11,10 +11,10 @@ import argparse
 from pathlib import Path
 
 from llmpipe.core.atomic import write_json
-from llmpipe.data.clean.rules import filter_table
+from llmpipe.data.clean.rules import filter_table, summary_line
 from llmpipe.data.table import missing_input
 from stages import source_params
-from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     with Timer() as t:
         report = filter_table(args.src, args.out, args.rejects, kind, params.filter)
     write_json(args.report, report)
-    top = sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1])[:3]
-    get_logger("filter").info(
-        "filter@%s (%s): kept %s of %s docs, %s of %s chars in %.2fs; top drops %s", args.source, kind,
-        n(report["docs_kept"]), n(report["docs_in"]), n(report["chars_kept"]), n(report["chars_in"]),
-        t.seconds, ", ".join(f"{k}={n(v)}" for k, v in top if v) or "none")
+    get_logger("filter").info(summary_line(args.source, kind, report, t.seconds))
     return 0
 
 

@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 
 from llmpipe.core.atomic import write_json
-from llmpipe.core.log import Timer, get_logger, n
-from llmpipe.data.mix import build_mix, summary
+from llmpipe.core.log import Timer, get_logger
+from llmpipe.data.mix import build_mix, summary, summary_line
 from llmpipe.core.errors import entry
 from llmpipe.params import as_dict, load_params
 
@@ -32,14 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = build_mix({s: args.tokens / s for s in params.sources}, args.tokenizer, args.out,
                          **as_dict(params.mix))
     write_json(args.report, summary(meta))
-    tr, va = meta["splits"]["train"], meta["splits"]["val"]
-    mb = (tr["files"]["bin"]["bytes"] + va["files"]["bin"]["bytes"]) / 1e6
-    shares = ", ".join(f"{s} {r['train']['tokens'] / max(tr['tokens'], 1):.1%}"
-                       f"{' x' + str(r['train']['repeats'] + 1) if r['train']['repeats'] else ''}"
-                       for s, r in meta["sources"].items())
-    get_logger("mix").info("mix: train %s tokens (%s docs), val %s tokens (%s docs); %s; val overlap %.2f%%; "
-                           "%.1f MB in %.1fs", n(tr["tokens"]), n(tr["docs"]), n(va["tokens"]), n(va["docs"]),
-                           shares, 100 * meta["leakage"]["fraction"], mb, t.seconds)
+    get_logger("mix").info(summary_line(meta, t.seconds))
     return 0
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llmpipe.data.encode import tokenize_source
-from llmpipe.core.log import Timer, get_logger, n
+from llmpipe.data.encode import summary_line, tokenize_source
+from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -23,21 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup", type=Path, required=True)
     ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer/spm.model"))
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--jobs", type=int, default=0, help="worker processes; 0 -> all cores, one per 4 MiB of text at most (output is the same)")
+    ap.add_argument("--jobs", type=int, default=None, help="override tokenize.jobs (output is the same)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
-    split = load_params(args.params).split
+    params = load_params(args.params)
+    split = params.split
     with Timer() as t:
         meta = tokenize_source(args.dedup, args.tokenizer, args.out, source=args.source,
                                val_fraction=split.val_fraction, seed=split.seed,
-                               min_val_docs=split.min_val_docs, jobs=args.jobs)
-    tr, va = meta["splits"]["train"], meta["splits"]["val"]
-    total = tr["tokens"] + va["tokens"]
-    get_logger("tokenize").info(
-        "tokenize %s: %s docs -> train %s docs / %s tokens, val %s docs / %s tokens (%s) in %.1fs "
-        "(%s tokens/s, %.2f bytes/token)", args.source, n(tr["docs"] + va["docs"]), n(tr["docs"]),
-        n(tr["tokens"]), n(va["docs"]), n(va["tokens"]), meta["dtype"], t.seconds,
-        n(total / max(t.seconds, 1e-9)), (tr["utf8_bytes"] + va["utf8_bytes"]) / max(total, 1))
+                               min_val_docs=split.min_val_docs,
+                               jobs=params.tokenize.jobs if args.jobs is None else args.jobs)
+    get_logger("tokenize").info(summary_line(args.source, meta, t.seconds))
     return 0
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llmpipe.core.log import Timer, get_logger, n
-from llmpipe.core import workers
+from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
-from llmpipe.data.tokenizer import build_tokenizer
+from llmpipe.data.tokenizer import build_tokenizer, summary_line
 
 
 @entry("tokenizer")
@@ -32,14 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                                vocab_size=p.vocab_size, sample_chars=p.sample_chars,
                                sample_weights=p.sample_weights, seed=p.seed,
                                character_coverage=p.character_coverage, model_type=p.model_type,
-                               num_threads=workers.resolve(p.num_threads))
-    s = info["sample"]
-    fert = ", ".join(f"{k} {v['fertility']}" for k, v in info["sources"].items())
-    get_logger("tokenizer").info(
-        "tokenizer: vocab %s trained on %s docs, %s chars, %s sentences (%s long lines cut) in %.1fs "
-        "(%s chars/s); tokens per word: %s; fingerprint %s", n(info["vocab_size"]), n(s["docs"]),
-        n(s["chars"]), n(s["sentences"]), n(s["long_lines_cut"]), t.seconds,
-        n(s["chars"] / max(t.seconds, 1e-9)), fert, info["fingerprint"][:12])
+                               num_threads=p.num_threads)
+    get_logger("tokenizer").info(summary_line(info, t.seconds))
     return 0
 
 

@@ -45,7 +45,7 @@ def test_clean_table_schema_and_contents(tmp_path):
     assert t.column("text").to_pylist() == [BASE, BASE, ""]
     assert t.column("chars_raw").to_pylist() == [len(x) for x in texts]
     assert stats == {"docs": 3, "chars_raw": sum(map(len, texts)), "chars": 2 * len(BASE),
-                     "long_docs": 0, "long_chars": 0}
+                     "long_docs": 0, "long_chars": 0, "jobs": 1}
     assert t.column("exact_hash").to_pylist() == [minhash.exact_hash(x) for x in (BASE, BASE, "")]
     sig = np.array(t.column("minhash").to_pylist(), dtype=np.uint32)
     assert np.array_equal(sig, minhash.signatures([BASE, BASE, ""], 5, 32, 7))

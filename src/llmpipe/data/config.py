@@ -197,6 +197,18 @@ class TokenizerParams(Section):
 
 
 @dataclass
+class TokenizeParams(Section):
+    """`tokenize@SRC`: how the encode runs (the split is `split.*`). Output is the same for any value."""
+
+    jobs: int = 0
+    """Worker processes; 0 -> all cores, but at most one per 4 MiB of the source's text (a small
+    source encodes in-process)."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.jobs, "jobs")
+
+
+@dataclass
 class MixParams(Section):
     """Weighted mixing of per-source token files (`mix` stage)."""
 

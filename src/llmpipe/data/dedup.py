@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llmpipe.core.log import n
 from llmpipe.data.table import DOC_COLUMNS, DOC_SCHEMA, TableWriter, missing_input, read_batches
 from llmpipe.data.minhash import mix64
 from llmpipe.params import DedupParams
@@ -329,3 +330,12 @@ def dedup(in_paths: dict[str, Path], out_paths: dict[str, Path], params: DedupPa
         "per_source": per_source,
         "examples": examples,
     }
+
+
+def summary_line(report: dict, seconds: float) -> str:
+    """The dedup stage's one-line summary."""
+    d = report["dropped_by_reason"]
+    return (f"dedup: {n(report['docs_in'])} docs in, {n(report['docs_kept'])} kept, {n(d['exact_duplicate'])} exact + "
+            f"{n(d['near_duplicate'])} near duplicates removed, {n(report['clusters'])} clusters "
+            f"({report['bands']} bands x {report['rows']} rows) in {seconds:.1f}s "
+            f"({n(report['docs_in'] / max(seconds, 1e-9))} docs/s)")

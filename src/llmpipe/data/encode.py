@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from llmpipe.core.atomic import atomic_path, write_json
 from llmpipe.data.table import missing_input, read_batches
-from llmpipe.core.log import get_logger
+from llmpipe.core.log import get_logger, n
 from llmpipe.core import workers
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
@@ -209,8 +209,18 @@ def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir:
         with tqdm(total=meta_pq.num_rows, desc=f"tokenize {source}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
         splits = {s: w.close() for s, w in writers.items()}
-        meta = make_meta(tok, dtype, splits, rerun=f"dvc repro tokenize@{source}", source=source,
+        meta = make_meta(tok, dtype, splits, rerun=f"dvc repro tokenize@{source}", kind="source", source=source,
                          split={"val_fraction": val_fraction, "seed": seed, "min_val_docs": min_val_docs,
                                 "forced_val_ids": sorted(forced)})
         write_json(tmp / "meta.json", meta)
     return meta
+
+
+def summary_line(source: str, meta: dict, seconds: float) -> str:
+    """The tokenize stage's one-line summary."""
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    total = tr["tokens"] + va["tokens"]
+    return (f"tokenize {source}: {n(tr['docs'] + va['docs'])} docs -> train {n(tr['docs'])} docs / "
+            f"{n(tr['tokens'])} tokens, val {n(va['docs'])} docs / {n(va['tokens'])} tokens "
+            f"({meta['dtype']}) in {seconds:.1f}s ({n(total / max(seconds, 1e-9))} tokens/s, "
+            f"{(tr['utf8_bytes'] + va['utf8_bytes']) / max(total, 1):.2f} bytes/token)")

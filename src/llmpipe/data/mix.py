@@ -30,7 +30,7 @@ from tqdm import tqdm
 from llmpipe.core import seeds
 from llmpipe.core.atomic import atomic_path, write_json
 from llmpipe.data.leakage import val_overlap
-from llmpipe.core.log import get_logger
+from llmpipe.core.log import get_logger, n
 from llmpipe.data.tokenizer import load
 from llmpipe.data.weights import shares
 from llmpipe.data.tokens import SPLITS, SplitWriter, TokenFile, make_meta, open_tokens, token_dtype
@@ -222,12 +222,24 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
             with SplitWriter(tmp, sp, dtype) as w:
                 gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
                 splits[sp] = w.close()
-        meta = make_meta(tok, dtype, splits, rerun="dvc repro mix", sources=report, leakage=leak,
+        meta = make_meta(tok, dtype, splits, rerun="dvc repro mix", kind="mix", sources=report, leakage=leak,
                          params={"weights": weights, "train_tokens": train_tokens, "val_tokens": val_tokens,
                                  "seed": seed, "on_short": on_short, "tolerance": tolerance,
                                  "max_val_overlap": max_val_overlap})
         write_json(tmp / "data_meta.json", meta)
     return meta
+
+
+def summary_line(meta: dict, seconds: float) -> str:
+    """The mix stage's one-line summary."""
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    mb = (tr["files"]["bin"]["bytes"] + va["files"]["bin"]["bytes"]) / 1e6
+    shares = ", ".join(f"{s} {r['train']['tokens'] / max(tr['tokens'], 1):.1%}"
+                       f"{' x' + str(r['train']['repeats'] + 1) if r['train']['repeats'] else ''}"
+                       for s, r in meta["sources"].items())
+    return (f"mix: train {n(tr['tokens'])} tokens ({n(tr['docs'])} docs), val {n(va['tokens'])} tokens "
+            f"({n(va['docs'])} docs); {shares}; val overlap {100 * meta['leakage']['fraction']:.2f}%; "
+            f"{mb:.1f} MB in {seconds:.1f}s")
 
 
 def summary(meta: dict) -> dict:

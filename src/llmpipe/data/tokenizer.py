@@ -30,7 +30,8 @@ import sentencepiece as spm
 
 from llmpipe.core.atomic import atomic_path, sha256_file, write_json
 from llmpipe.data.table import missing_input, read_batches
-from llmpipe.core.log import get_logger
+from llmpipe.core import workers
+from llmpipe.core.log import get_logger, n
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.weights import shares
 
@@ -259,6 +260,7 @@ def build_tokenizer(dedup: dict[str, Path], out_dir: str | Path, *, vocab_size: 
         for src, budget in budgets.items():
             yield from iter_sample(dedup[src], budget, seed)
 
+    num_threads = workers.resolve(num_threads)  # 0 -> all cores (model bytes then depend on them)
     sample = train(texts(), out_dir, vocab_size=vocab_size, character_coverage=character_coverage,
                    model_type=model_type, num_threads=num_threads)
     tok = load(out_dir / "spm.model")
@@ -279,3 +281,13 @@ def read_info(tokenizer_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; run `dvc repro tokenizer` first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def summary_line(info: dict, seconds: float) -> str:
+    """The tokenizer stage's one-line summary."""
+    s = info["sample"]
+    fert = ", ".join(f"{k} {v['fertility']}" for k, v in info["sources"].items())
+    return (f"tokenizer: vocab {n(info['vocab_size'])} trained on {n(s['docs'])} docs, {n(s['chars'])} chars, "
+            f"{n(s['sentences'])} sentences ({n(s['long_lines_cut'])} long lines cut) in {seconds:.1f}s "
+            f"({n(s['chars'] / max(seconds, 1e-9))} chars/s); tokens per word: {fert}; "
+            f"fingerprint {info['fingerprint'][:12]}")

@@ -120,8 +120,11 @@ class SplitWriter:
                           for k, (name, sha) in files.items()}}
 
 
-def make_meta(tok: Tokenizer, dtype: np.dtype, splits: dict, rerun: str, **extra) -> dict:
-    return {"format": FORMAT, "dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size,
+def make_meta(tok: Tokenizer, dtype: np.dtype, splits: dict, rerun: str, kind: str, **extra) -> dict:
+    """meta.json of a token directory; `kind` says what wrote it: "source" (tokenize@SRC, with
+    `source`) or "mix" (the mix stage, with `sources`: each source's realised tokens)."""
+    assert kind in ("source", "mix"), kind
+    return {"format": FORMAT, "kind": kind, "dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size,
             "eos_id": tok.eos_id, "special_ids": dict(SPECIAL_IDS),
             "tokenizer_fingerprint": tok.fingerprint, "rerun": rerun, "splits": splits, **extra}
 
@@ -302,7 +305,7 @@ def stats(path: str | Path) -> dict:
     for split, v in meta["splits"].items():
         row = {k: v[k] for k in ("docs", "tokens", "utf8_bytes")}
         row["bytes_per_token"] = round(v["utf8_bytes"] / v["tokens"], 4) if v["tokens"] else None
-        if "sources" in meta:  # a mix: realised tokens per source
+        if meta.get("kind", "mix" if "sources" in meta else "source") == "mix":  # per source realised
             toks = {s: m[split]["tokens"] for s, m in meta["sources"].items()}
         else:
             toks = {meta.get("source", d.name): v["tokens"]}

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
-from llmpipe.train.device import autocast, configure_matmul, device_name, peak_flops, synchronize
-from llmpipe.train.model import ModelConfig, Transformer, param_counts
+from llmpipe.core.log import n
+from llmpipe.train.device import (autocast, configure_matmul, device_name, peak_flops, resolve_device,
+                                  resolve_precision, synchronize)
+from llmpipe.train.model import ModelConfig, Transformer, model_config, param_counts
 from llmpipe.params import BenchParams, TrainParams
 from llmpipe.train.cost import signature
 from llmpipe.train.optim import make_optimizer
@@ -116,3 +118,22 @@ def env_info(device: torch.device) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError, IndexError):
             pass
     return info
+
+
+def measure(mp, tp, bp, vocab_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `bench` stage: (throughput record, environment) of exactly what train will run:
+    `model.*` at `vocab_size`, and train's micro-batch, precision, compile and device (resolved
+    here, as train resolves them). The optimizer's hyperparameters (lr, betas, ...) do not change
+    a step's cost, so the bench uses defaults and an lr sweep never reruns it."""
+    cfg = model_config(mp, vocab_size)
+    device = resolve_device(tp.device)
+    precision = resolve_precision(tp.precision, device)
+    rec = run_bench(cfg, tp.micro_batch, precision, tp.compile, device, bp, seed=tp.seed)
+    return rec, env_info(device)
+
+
+def summary_line(preset: str, rec: dict[str, Any]) -> str:
+    """The bench stage's one-line summary."""
+    return (f"bench: {preset} on {rec['signature']['device_name']} ({rec['signature']['precision']}): "
+            f"{n(round(rec['tokens_per_s']))} tokens/s, {rec['step_time_s']:.3f} s/step, MFU "
+            f"{100 * rec['mfu']:.1f}% of {rec['peak_flops'] / 1e9:.1f} GFLOP/s ({rec['peak_source']})")

@@ -28,6 +28,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from llmpipe.core import workers
+from llmpipe.core.log import n
 from llmpipe.data import kinds, minhash
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
 from llmpipe.data.clean import quality, signals
@@ -122,7 +123,7 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
-    stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0}
+    stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0, "jobs": jobs}
     pool = mp.get_context("spawn").Pool(jobs) if jobs > 1 else None
     try:
         with TableWriter(dst, schema) as w, tqdm(total=num_rows(src), unit="doc", desc=f"clean {kind}",
@@ -152,3 +153,13 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
         if pool:
             pool.terminate()
     return stats
+
+
+def summary_line(source: str, kind: str, stats: dict, params, seconds: float, out) -> str:
+    """The clean stage's one-line summary (`params`: CleanParams)."""
+    long = (f", {n(stats['long_docs'])} docs over clean.max_doc_chars={n(params.max_doc_chars)} "
+            f"{'cut' if params.on_long_doc == 'cut' else 'skipped'} ({n(stats['long_chars'])} chars)"
+            if stats["long_docs"] else "")
+    return (f"clean@{source} ({kind}): {n(stats['docs'])} docs, {n(stats['chars_raw'])} -> {n(stats['chars'])} "
+            f"chars{long} in {seconds:.1f}s ({n(stats['docs'] / max(seconds, 1e-9))} docs/s, "
+            f"{stats['jobs']} jobs) -> {out}")

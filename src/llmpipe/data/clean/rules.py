@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llmpipe.core.log import n
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, read_batches
 
 KEPT = 0  # reason code of a kept document; rule i has code i + 1
@@ -167,3 +168,10 @@ def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 
                 rej.write(pa.RecordBatch.from_arrays([*dropped.columns, why], schema=rej_schema))
     return tally.report()
 
+
+def summary_line(source: str, kind: str, report: dict, seconds: float) -> str:
+    """The filter stage's one-line summary."""
+    top = sorted(report["dropped_by_reason"].items(), key=lambda kv: -kv[1])[:3]
+    return (f"filter@{source} ({kind}): kept {n(report['docs_kept'])} of {n(report['docs_in'])} docs, "
+            f"{n(report['chars_kept'])} of {n(report['chars_in'])} chars in {seconds:.2f}s; top drops "
+            + (", ".join(f"{k}={n(v)}" for k, v in top if v) or "none"))

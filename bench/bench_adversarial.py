@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import yaml  # noqa: E402
 
-from llmpipe.data import minhash  # noqa: E402
+from llmpipe.data import kinds, minhash  # noqa: E402
 from llmpipe.core.atomic import write_json  # noqa: E402
 from llmpipe.data.clean import pipeline, quality, signals  # noqa: E402
 from llmpipe.data.kinds.c4 import text as c4  # noqa: E402
@@ -151,7 +151,7 @@ def split(text: str) -> tuple[list, list, list, list]:
 
 def signal_fns(kind: str) -> list:
     """(name, fn(raw, text, pieces)) for each part of `signals.compute`, and the hashes."""
-    mod = signals.KIND_MODULES[kind]
+    mod = kinds.text(kind)
     return [
         ("signals.split (lines, words, tokens, paragraphs)", lambda raw, t, s: split(t)),
         ("quality.quality_signals", lambda raw, t, s: quality.quality_signals(t, s[1], s[2], s[0])),

@@ -247,3 +247,16 @@ def test_sample_corpus_is_unchanged_by_the_rewrites(sample):
         assert wikipedia.strip_extlinks(text) == OLD_EXTLINK.sub(lambda m: m.group(1) or "", text)
         assert wikipedia.strip_tags(text) == OLD_TAG.sub("", text)
         assert wikipedia.strip_comments(text) == OLD_COMMENT.sub("", text)
+
+
+def test_minhash_normalize_on_one_huge_cluster_of_combining_marks_is_linear():
+    """NFKC's canonical reordering is quadratic in a run of combining marks; the hashed view
+    caps a run at MAX_MARK_RUN marks (no language stacks more), so it grows linearly."""
+    from llmpipe.data import minhash
+
+    def make(n):
+        return "a" + "\u0301\u0316" * n + " tail words"
+    assert growth(minhash.normalize, make, 4000) < GROWTH_LIMIT
+    # normal accented text is unchanged by the cap
+    assert minhash.normalize("Cafe\u0301 Ame\u0301lie") == "café amélie"
+    assert minhash.normalize("a" + "\u0301" * 40) == minhash.normalize("a" + "\u0301" * 32)

@@ -22,7 +22,8 @@ from llmpipe.train.loader import TokenWindows
 from llmpipe.train.model import ModelConfig, Transformer, load_model
 from llmpipe.train.optim import EMA, lr_at, param_groups
 from llmpipe.params import TrainParams
-from llmpipe.train.trainer import OverfitCheckFailed, batch_plan, is_spike, overfit_check
+from llmpipe.train.checks import OverfitCheckFailed, is_spike, overfit_check
+from llmpipe.train.trainer import batch_plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,6 +43,7 @@ from llmpipe.train.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_
 from llmpipe.core.log import get_logger, n
 from llmpipe.train.sampling import greedy, nonfinite
 from llmpipe.train.model import Transformer, flops_per_token, param_counts, save_model
+from llmpipe.train.checks import evaluate, is_spike, overfit_check
 from llmpipe.train.optim import EMA, lr_at, make_optimizer
 from llmpipe.params import CostParams, ModelParams, TrainParams
 
@@ -51,10 +52,6 @@ log = get_logger("train")
 class TrainingStopped(UserError, RuntimeError):
     """The run cannot go on (non-finite loss or weights, a broken final model); the last good
     checkpoint is kept and no model is written."""
-
-
-class OverfitCheckFailed(UserError, RuntimeError):
-    """The model could not overfit one micro-batch: something is broken before the real run."""
 
 
 @dataclass
@@ -85,50 +82,6 @@ def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
                          f"x model.context x processes = {tp.micro_batch} x {context} x {world} = {unit}")
     return {"seqs_per_step": tp.batch_tokens // context, "accum": tp.batch_tokens // unit,
             "world": world, "total_steps": math.ceil(tp.tokens / tp.batch_tokens)}
-
-
-def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
-                  max_ratio: float, device: torch.device, precision: str) -> tuple[float, float]:
-    """Train a copy on one micro-batch; OverfitCheckFailed unless loss falls to <= max_ratio x start."""
-    m = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
-    losses = []
-    for _ in range(steps):
-        with autocast(device, precision):
-            _, loss = m(x, targets=y, return_logits=False)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    first, last = losses[0], losses[-1]
-    if not last <= max_ratio * first:
-        raise OverfitCheckFailed(
-            f"overfit check: loss on one fixed micro-batch went {first:.3f} -> {last:.3f} in {steps} "
-            f"steps, not below train.overfit_max_ratio x start = {max_ratio * first:.3f}; the model or "
-            "lr is broken (check train.lr, model.*), or set train.overfit_check: false")
-    return first, last
-
-
-@torch.no_grad()
-def evaluate(model: Transformer, batches: list, device: torch.device, precision: str) -> float:
-    model.eval()
-    total = 0.0
-    for x, y in batches:
-        with autocast(device, precision):
-            _, loss = model(x.to(device), targets=y.to(device), return_logits=False)
-        total += loss.item()
-    model.train()
-    return total / len(batches)
-
-
-def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
-    """loss > mean + sigma x std of the last `window` accepted losses (needs >= 10 of them;
-    sigma 0 -> never). The skipped loss does not enter the history."""
-    h = hist[-window:]
-    if not sigma or len(h) < min(10, window):
-        return False
-    t = torch.tensor(h, dtype=torch.float64)
-    return loss > t.mean().item() + sigma * t.std().item()
 
 
 class Trainer:

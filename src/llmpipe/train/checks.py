@@ -1,0 +1,59 @@
+"""Checks of a training run: the overfit pre-flight (can the model fit one micro-batch?), the
+val loss, and loss-spike detection (an update whose loss is far above the recent ones is skipped)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from llmpipe.core.errors import UserError
+from llmpipe.train.device import autocast
+from llmpipe.train.model import Transformer
+
+
+class OverfitCheckFailed(UserError, RuntimeError):
+    """The model could not overfit one micro-batch: something is broken before the real run."""
+
+
+def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+                  max_ratio: float, device: torch.device, precision: str) -> tuple[float, float]:
+    """Train a copy on one micro-batch; OverfitCheckFailed unless loss falls to <= max_ratio x start."""
+    m = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        with autocast(device, precision):
+            _, loss = m(x, targets=y, return_logits=False)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    first, last = losses[0], losses[-1]
+    if not last <= max_ratio * first:
+        raise OverfitCheckFailed(
+            f"overfit check: loss on one fixed micro-batch went {first:.3f} -> {last:.3f} in {steps} "
+            f"steps, not below train.overfit_max_ratio x start = {max_ratio * first:.3f}; the model or "
+            "lr is broken (check train.lr, model.*), or set train.overfit_check: false")
+    return first, last
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, batches: list, device: torch.device, precision: str) -> float:
+    model.eval()
+    total = 0.0
+    for x, y in batches:
+        with autocast(device, precision):
+            _, loss = model(x.to(device), targets=y.to(device), return_logits=False)
+        total += loss.item()
+    model.train()
+    return total / len(batches)
+
+
+def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:
+    """loss > mean + sigma x std of the last `window` accepted losses (needs >= 10 of them;
+    sigma 0 -> never). The skipped loss does not enter the history."""
+    h = hist[-window:]
+    if not sigma or len(h) < min(10, window):
+        return False
+    t = torch.tensor(h, dtype=torch.float64)
+    return loss > t.mean().item() + sigma * t.std().item()

@@ -32,7 +32,7 @@ from llmpipe.core.atomic import close_all, sha256_file
 from llmpipe.data.table import TableWriter
 from llmpipe.data.tokenizer import SPECIAL_IDS, Tokenizer, fingerprint
 
-FORMAT = "llmpipe.data.tokens/1"
+FORMAT = "llmpipe.tokens/1"  # the token-directory format name (not a module path): keep it
 SPLITS = ("train", "val")
 META_NAMES = ("meta.json", "data_meta.json")
 DOCS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False),

@@ -55,7 +55,8 @@ def main(out: str, preset: str = "100m", compile: bool = True) -> int:
         tr.setup()
         rec[name] = tr.run()
         rec[f"{name}_wall_s"] = time.perf_counter() - t
-    rec["cost"] = json.loads(Path("runs/train/cost.json").read_text())
+    rec["cost"] = json.loads(Path("runs/train/cost.json").read_text())      # projection, counters
+    rec["timing"] = json.loads(Path("runs/train/timing.json").read_text())  # spend, tokens/s
     rec["samples"] = Path("runs/train/samples.txt").read_text()
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "gpu_train_smoke.json").write_text(json.dumps(rec, indent=2, sort_keys=True))

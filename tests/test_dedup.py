@@ -112,7 +112,7 @@ def test_empty_and_single_document_sources(tmp_path):
 def test_dvc_stage_declares_what_it_reads():
     import yaml
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["dedup"]
-    read = {f"dedup.{k}" for k in ("num_perm", "threshold", "bands", "rows",
+    read = {f"dedup.{k}" for k in ("num_perm", "exact", "near", "threshold", "bands", "rows",
                                    "false_negative_weight", "priority", "max_examples")}
     assert set(stage["params"]) == read | {"sources"}
     for dep in ("stages/dedup.py", "src/llmpipe/data/dedup.py", "src/llmpipe/data/minhash.py",

@@ -61,7 +61,7 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     (with_source(on_bad_record="ignore"), "sources.c4.on_bad_record: must be one of 'fail', 'skip', got 'ignore'"),
     (with_source(on_bad_file="keep"), "sources.c4.on_bad_file: must be one of 'fail', 'skip', got 'keep'"),
     (with_source(format="csv"), "sources.c4.format: must be one of 'auto', 'parquet', 'jsonl', 'txt', got 'csv'"),
-    ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'fineweb', 'gutenberg', 'wikipedia', got 'news'"),
+    ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'fineweb', 'gutenberg', 'text', 'wikipedia', got 'news'"),
     (with_source(max_docs=0), "sources.c4.max_docs: must be > 0, got 0"),
     (with_source(sample_docs=-1), "sources.c4.sample_docs: must be >= 0, got -1"),
     (with_source(sample_seed=-2), "sources.c4.sample_seed: must be >= 0, got -2"),

@@ -109,6 +109,8 @@ class FilterBase(Section):
     """Thresholds applied by `filter@SRC` to stored signals. `null` switches a rule off.
     `filter.KIND` sections come from the kinds."""
 
+    enabled: bool = True
+    """false: `filter@SRC` keeps every document (no rule runs), e.g. for curated text."""
     keep_rejects: bool = False
     """Also write rejected documents with their reason to data/rejects/SRC.parquet."""
     global_: GlobalFilter = field(default_factory=GlobalFilter)
@@ -137,6 +139,11 @@ class DedupParams(Section):
     """MinHash slots per signature (read by `clean`; `dedup` checks the stored width)."""
     seed: int = 1
     """Seed of the MinHash hash functions (read by `clean`)."""
+    exact: bool = True
+    """Remove exact duplicates (same normalised text); false keeps them (to near dedup, if on,
+    they are near duplicates of Jaccard 1)."""
+    near: bool = True
+    """Remove near duplicates (MinHash LSH); false skips it."""
     threshold: float = 0.8
     """Estimated Jaccard at or above which two documents are near duplicates."""
     bands: Optional[int] = None

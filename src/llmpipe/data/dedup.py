@@ -218,19 +218,24 @@ class Decision:
     candidates: int           # candidate pairs from LSH before verification
 
 
-def find_duplicates(index: Index, threshold: float, bands: int, rows: int) -> Decision:
-    """Exact groups by hash, then LSH candidates among exact survivors, verified and clustered."""
+def find_duplicates(index: Index, threshold: float, bands: int, rows: int, *, exact: bool = True,
+                    near: bool = True) -> Decision:
+    """Exact groups by hash, then LSH candidates among exact survivors, verified and clustered.
+    `exact` / `near` false switch either pass off (`dedup.exact`, `dedup.near`)."""
     n, num_perm = index.sig.shape
     by_rank = np.argsort(index.pref)                     # (N,) document indices, best first
     status = np.zeros(n, np.int8)
     cluster = np.arange(n)
     # exact: first (best-ranked) occurrence of each hash is kept
-    if n:
+    if n and exact:
         _, first, inv = np.unique(index.hashes[by_rank], return_index=True, return_inverse=True)
         head = by_rank[first[inv.ravel()]]               # (N,) in by_rank order
         cluster[by_rank] = head
         status[by_rank[head != by_rank]] = EXACT
     alive = by_rank[status[by_rank] == KEPT]             # exact survivors, best first
+    if not near:
+        none = np.zeros(0, np.int64)
+        return Decision(status, cluster[cluster], (none, none, none), 0)
     cu, cv = candidate_pairs(index.sig, bands, rows, alive)
     match = matching_slots(index.sig, alive[cu], alive[cv])
     ok = match >= threshold * num_perm - 1e-9
@@ -309,7 +314,7 @@ def dedup(in_paths: dict[str, Path], out_paths: dict[str, Path], params: DedupPa
     index = load_index(in_paths, params.num_perm, params.priority)
     bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
                                 params.false_negative_weight)
-    dec = find_duplicates(index, params.threshold, bands, rows)
+    dec = find_duplicates(index, params.threshold, bands, rows, exact=params.exact, near=params.near)
     examples = _examples(index, dec, params.max_examples)
     per_source = write_kept(index, dec, in_paths, out_paths, examples, progress)
     total = {key: sum(s[key] for s in per_source.values())

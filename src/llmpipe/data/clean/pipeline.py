@@ -53,13 +53,15 @@ def limit_length(text: str, params) -> tuple[str, int]:
 def clean_text(text: str, kind: str, params) -> tuple[str, dict[str, int]]:
     """Run every cleaner of `kind` (`params`: CleanParams); returns (text, {cleaner: chars removed})."""
     removed = dict.fromkeys(cleaner_names(kind)[1:], 0)  # the length limit is process_batch's
-    if params.whitespace:
+    code = kinds.text(kind)
+    whitespace = params.whitespace and getattr(code, "WHITESPACE", True)  # a kind may opt out
+    if whitespace:
         new = quality.whitespace(text)
         removed["whitespace"] += len(text) - len(new)
         text = new
-    text, by_kind = kinds.text(kind).clean(text, kinds.clean_params(params, kind))
+    text, by_kind = code.clean(text, kinds.clean_params(params, kind))
     removed.update(by_kind)
-    if params.whitespace:  # removed lines leave blank runs behind
+    if whitespace:  # removed lines leave blank runs behind
         new = quality.whitespace(text)
         removed["whitespace"] += len(text) - len(new)
         text = new

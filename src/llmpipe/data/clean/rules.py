@@ -62,7 +62,10 @@ class Rule:
 
 
 def rules_for(filter_params, kind: str) -> list[Rule]:
-    """The enabled rules for a source of `kind`, in evaluation order."""
+    """The enabled rules for a source of `kind`, in evaluation order (none when
+    `filter.enabled` is false)."""
+    if not filter_params.enabled:
+        return []
     own = getattr(filter_params, kind)
     skip = set(own.skip_global)
     out = _section_rules(own, kind, set())

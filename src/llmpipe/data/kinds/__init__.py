@@ -10,7 +10,8 @@ A kind package `NAME/` holds everything about documents of that kind:
       - `CLEANERS`: cleaner names in the order they run (`removed_<name>` columns);
       - `SIGNALS`: signal column -> "int" | "float", in storage order;
       - `clean(text, params) -> (text, {cleaner: chars removed})`;
-      - `signals(raw, text, words, lines) -> {signal: value}`.
+      - `signals(raw, text, words, lines) -> {signal: value}`;
+      - optional `WHITESPACE = False`: the global whitespace cleaner leaves this kind alone.
 Adding a kind is a new package here, its `clean.NAME` / `filter.NAME` sections in params.yaml
 and its tests: every stage depends on this folder as a whole (dvc.yaml), so nothing else
 changes. docs/ARCHITECTURE.md walks through it.

@@ -53,7 +53,7 @@ def test_declared_params_and_deps_are_exact():
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     clean, filt = stages["clean"]["do"], stages["filter"]["do"]
     assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
-    assert filt["params"] == ["filter.global", "filter.keep_rejects", "filter.${item.kind}",
+    assert filt["params"] == ["filter.global", "filter.enabled", "filter.keep_rejects", "filter.${item.kind}",
                               "sources.${key}.kind"]
     pkg = sorted(p.name for p in (repo / "src/llmpipe/data/clean").glob("*.py"))
     clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/data/clean/"))

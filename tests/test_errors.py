@@ -76,3 +76,21 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
     from llmpipe.cli import main
     assert main(["stats", str(tmp_path / "nothing")]) == 2
     _one_line_error(capsys.readouterr().err, "llmpipe stats", "nothing")
+
+
+def test_inputs_that_are_not_parquet_and_bad_token_meta_are_one_line(tmp_path, capsys):
+    import importlib as il
+    from llmpipe.cli import main as cli
+    bad = tmp_path / "x.parquet"
+    bad.write_text("not parquet\n")
+    clean = il.import_module("stages.clean")
+    args = ["--source", "c4", "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")]
+    assert clean.main(["--in", str(bad), *args]) == 2
+    _one_line_error(capsys.readouterr().err, "clean@c4", "x.parquet: not a readable Parquet file")
+    assert clean.main(["--in", str(tmp_path), *args]) == 2  # a folder where a file is expected
+    _one_line_error(capsys.readouterr().err, "clean@c4", "is a folder; this input is one Parquet file")
+    for text, what in (("{", "not valid JSON"), ("[1, 2]", "not a token-directory meta"),
+                       ('{"format": "llmpipe.tokens/1"}', "missing dtype, splits")):
+        (tmp_path / "meta.json").write_text(text)
+        assert cli(["stats", str(tmp_path)]) == 2
+        _one_line_error(capsys.readouterr().err, "llmpipe stats", what)

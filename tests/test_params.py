@@ -79,7 +79,10 @@ def test_code_defaults_equal_the_shipped_params_yaml():
       "mix": {"weights": {"c4": 1.0}}},
      "mix.weights: names c4 but not wiki: give every source a weight (0 leaves a source out), or {} for equal"),
     ({**BASE, "train": {"tokens": 100, "batch_tokens": 4096}},
-     "train.tokens: (100) is less than one batch (train.batch_tokens 4096): raise train.tokens"),
+     "train.tokens: 100 is less than one batch (train.batch_tokens 4096): raise train.tokens"),
+    ({"sources": {"ne/ws": {"kind": "c4", "uri": "sample://c4"}}},
+     "sources.ne/ws: a source name is letters, digits, '_' and '-'"),
+    ({**BASE, "tokenizer": {"vocab_size": 10**23}}, "tokenizer.vocab_size: must be in [300, 1048576]"),
 ])
 def test_errors_name_key_and_allowed_values(tmp_path, data, message):
     with pytest.raises(ParamsError) as e:

@@ -10,6 +10,7 @@ here, so `from llmpipe.params import TrainParams` keeps working.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 from llmpipe.core.config import (ParamsError, Section, as_dict, check, from_dict, read_yaml,  # noqa: F401
@@ -39,6 +40,9 @@ class Params(Section):
 
     def __post_init__(self) -> None:
         check(len(self.sources) > 0, "sources", "must name at least one source")
+        for name in self.sources:  # a name becomes a stage name and file names (data/clean/NAME.parquet)
+            check(bool(_SOURCE_NAME.fullmatch(name)), f"sources.{name}",
+                  "a source name is letters, digits, '_' and '-' (it names stages and files)")
         names = set(self.sources)
         for section, weights in (("mix.weights", self.mix.weights),
                                  ("tokenizer.sample_weights", self.tokenizer.sample_weights)):
@@ -50,6 +54,9 @@ class Params(Section):
                   "source a weight (0 leaves a source out), or {} for equal weights")
         for k in self.dedup.priority:
             check(k in names, "dedup.priority", f"{k!r} is not a source; sources are {sorted(names)}")
+
+
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

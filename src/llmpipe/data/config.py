@@ -194,7 +194,8 @@ class TokenizerParams(Section):
     param, not the machine's core count; 0 -> all cores (then not reproducible across machines)."""
 
     def __post_init__(self) -> None:
-        check(self.vocab_size >= 300, "vocab_size", f"must be >= 300 (261 fixed pieces + text), got {self.vocab_size}")
+        check(300 <= self.vocab_size <= 1 << 20, "vocab_size",
+              f"must be in [300, 1048576] (261 fixed pieces + text), got {self.vocab_size}")
         check_positive(self.sample_chars, "sample_chars")
         for k, w in self.sample_weights.items():
             check(w >= 0, f"sample_weights.{k}", f"must be >= 0, got {w}")

@@ -15,6 +15,8 @@ Read it back with `read_batches(path)` (bounded memory) or `pyarrow.parquet.read
 """
 from __future__ import annotations
 
+from llmpipe.core.errors import UserError
+
 import hashlib
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -133,7 +135,7 @@ def read_batches(path: str | Path, columns: list[str] | None = None,
     # pre_buffer=False: pyarrow otherwise reads ahead about the whole file, so memory would grow
     # with the table instead of the batch. One row group at a time: a batch never spans two, so
     # ROW_GROUP_BYTES bounds it for tables we wrote, even when 2048 rows are 2048 books.
-    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    pf = open_parquet(path, pre_buffer=False, buffer_size=1 << 20)
     for rg in range(pf.num_row_groups):
         yield from pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[rg])
 
@@ -145,7 +147,20 @@ def iter_docs(path: str | Path, columns: list[str] | None = None) -> Iterator[di
 
 
 def num_rows(path: str | Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+    return open_parquet(path).metadata.num_rows
+
+
+def open_parquet(path: str | Path, **kw) -> pq.ParquetFile:
+    """Open an input table; a folder, or a file that is not Parquet, is a user error naming it."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder; this input is one Parquet file")
+    try:
+        return pq.ParquetFile(path, **kw)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())[:200]}); "
+                        "rerun the stage that writes it") from None
 
 
 def missing_input(path: str | Path, stage: str) -> FileNotFoundError:

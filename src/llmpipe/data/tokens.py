@@ -138,7 +138,15 @@ def read_meta(path: str | Path) -> tuple[Path, dict]:
         d = d.parent
     for name in META_NAMES:
         if (d / name).exists():
-            return d, json.loads((d / name).read_text(encoding="utf-8"))
+            try:
+                meta = json.loads((d / name).read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise VerifyError(f"{d / name}: not valid JSON ({e}); rerun the stage that wrote it") from None
+            missing = [k for k in ("format", "dtype", "splits") if not isinstance(meta, dict) or k not in meta]
+            if missing:
+                raise VerifyError(f"{d / name}: not a token-directory meta (missing {', '.join(missing)}); "
+                                  "rerun the stage that wrote it")
+            return d, meta
     raise FileNotFoundError(f"{d}: no meta.json or data_meta.json; not a token directory "
                             "(did you run `dvc repro tokenize` / `dvc repro mix`?)")
 

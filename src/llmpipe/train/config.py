@@ -92,7 +92,7 @@ class TrainParams(Section):
         check_fraction(self.overfit_max_ratio, "overfit_max_ratio", open_low=True)
         check(0.0 <= self.ema < 1.0, "ema", f"must be in [0, 1), got {self.ema}")
         check(self.tokens >= self.batch_tokens, "tokens",
-              f"({self.tokens}) is less than one batch (train.batch_tokens {self.batch_tokens}): "
+              f"{self.tokens} is less than one batch (train.batch_tokens {self.batch_tokens}): "
               "raise train.tokens or lower train.batch_tokens")
         check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
               f"must be two numbers in [0, 1), got {self.betas}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from llmpipe.core.errors import UserError
 from llmpipe.train.device import resolve_device
 from llmpipe.train.model import check_tokenizer
-from llmpipe.train.sampling import NonFiniteModel, check_finite, generate  # noqa: F401 (re-export)
+from llmpipe.train.sampling import check_finite, generate
 
 
 class TextStreamer:

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from llmpipe.core.atomic import atomic_path, sha256_file, write_json, write_text
+from llmpipe.core.atomic import atomic_path, remove_stale_temps, sha256_file, write_json, write_text
 
 META = "meta.json"
 _STEP = re.compile(r"step_(\d{8,})")
@@ -132,8 +132,8 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model_state: dict, state: d
     and are removed."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ckpt_dir.glob(".step_*.tmp-*"):  # left by a kill during an earlier save
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in ckpt_dir.glob(".step_*.tmp-*"):  # a kill during an earlier save, of any step
+        remove_stale_temps(ckpt_dir / stale.name[1:].rsplit(".tmp-", 1)[0])  # dead runs' only
     final = ckpt_dir / f"step_{step:08d}"
     tensors, plain = _split_state(state)
     with atomic_path(final) as tmp:

@@ -35,7 +35,7 @@ import torch
 
 from llmpipe.train import checkpoint as ckpt
 from llmpipe.core.atomic import write_json
-from llmpipe.data.tokenizer import read_info as tokenizer_info
+from llmpipe.data.tokenizer import read_info
 from llmpipe.train.model import model_config
 from llmpipe.train.cost import gate, signature, spent
 from llmpipe.train.device import autocast, configure_matmul, resolve_device, resolve_precision
@@ -103,7 +103,7 @@ class Trainer:
             log.warning("running on %d processes but cost.num_devices is %d: the cost gate prices %d",
                         self.world, cp.num_devices, cp.num_devices)
         self.precision = resolve_precision(tp.precision, self.device)
-        tok = tokenizer_info(paths.tokenizer)
+        tok = read_info(paths.tokenizer)
         self.meta = read_data_meta(paths.data)
         if self.meta["vocab_size"] != tok["vocab_size"] or self.meta.get("tokenizer_fingerprint") not in (
                 None, tok.get("fingerprint")):

@@ -59,7 +59,7 @@ def clean_text(text: str, kind: str, params) -> tuple[str, dict[str, int]]:
         new = quality.whitespace(text)
         removed["whitespace"] += len(text) - len(new)
         text = new
-    text, by_kind = code.clean(text, kinds.clean_params(params, kind))
+    text, by_kind = code.clean(text, getattr(params, kind, None))  # None: the kind has no clean.KIND
     removed.update(by_kind)
     if whitespace:  # removed lines leave blank runs behind
         new = quality.whitespace(text)
@@ -113,15 +113,11 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def resolve_jobs(jobs: int) -> int:
-    return workers.resolve(jobs)
-
-
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
                 seed: int, jobs: int | None = None) -> dict:
     """Clean `src` (Document table) into `dst` atomically; returns {docs, chars_raw, chars,
     long_docs, long_chars} (long: documents over `params.max_doc_chars`, characters cut)."""
-    jobs = resolve_jobs(params.jobs if jobs is None else jobs)
+    jobs = workers.resolve(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)

@@ -18,6 +18,7 @@ changes. docs/ARCHITECTURE.md walks through it.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from types import ModuleType
@@ -51,12 +52,9 @@ def get(kind: str) -> ModuleType:
     return KINDS[kind]
 
 
+@functools.lru_cache(maxsize=None)
 def text(kind: str) -> ModuleType:
-    """The cleaners and signals of `kind` (its `text.py`)."""
+    """The cleaners and signals of `kind` (its `text.py`); cached, as clean calls it per document."""
     get(kind)
     return importlib.import_module(f"{__name__}.{kind}.text")
 
-
-def clean_params(params, kind: str):
-    """The `clean.KIND` section of a CleanParams, or None for a kind without cleaners."""
-    return getattr(params, kind, None)

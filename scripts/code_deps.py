@@ -13,94 +13,16 @@ tests/test_pipeline_contract.py checks dvc.yaml against this and the modules a r
 from __future__ import annotations
 
 import argparse
-import ast
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ROOTS = {"llmpipe": ROOT / "src" / "llmpipe", "stages": ROOT / "stages"}
-SKIP = {"src/llmpipe/__init__.py"}
-
-
-def _module_file(name: str) -> Path | None:
-    """`llmpipe.data.mix` -> its .py file (or package __init__.py); None outside the project."""
-    top, *rest = name.split(".")
-    if top not in ROOTS:
-        return None
-    base = ROOTS[top].joinpath(*rest)
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def _module_name(path: Path) -> str:
-    for top, root in ROOTS.items():
-        if path.is_relative_to(root):
-            parts = [top, *path.relative_to(root).with_suffix("").parts]
-            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-    raise ValueError(path)
-
-
-# Packages that import their subpackages by discovery (pkgutil) or by name at run time
-# (`kinds.text(kind)`), which `ast` cannot see: a stage that imports one depends on its whole
-# folder, one dep line that also covers a kind added later (and names no kind in dvc.yaml).
-DISCOVERS = {"llmpipe.data.kinds"}
-COLLAPSE = ["src/llmpipe/data/kinds"]
-
-
-def _discovered(name: str) -> set[str]:
-    base = _module_file(name)
-    if name not in DISCOVERS or base is None:
-        return set()
-    return {f"{name}.{d.name}" for d in sorted(base.parent.iterdir())
-            if d.is_dir() and (d / "__init__.py").is_file()}
-
-
-def _imported(path: Path) -> set[str]:
-    """Module names a file imports (absolute, relative resolved; `from X import Y` tries X.Y)."""
-    me = _module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            names.add(mod)
-            names.update(f"{mod}.{a.name}" for a in node.names)
-    return names | {sub for n in names for sub in _discovered(n)} | _discovered(me)
-
-
-@lru_cache(maxsize=None)
-def closure(path: Path) -> frozenset[Path]:
-    """Every project file importing `path` executes (itself, imports, their packages)."""
-    seen: set[Path] = set()
-    todo = [path]
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for name in _imported(f):
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__
-                target = _module_file(".".join(parts[:i]))
-                if target is not None and target not in seen:
-                    todo.append(target)
-    return frozenset(seen)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from llmpipe.core.code import COLLAPSE, ROOT, SKIP, closure, module_file  # noqa: E402
 
 
 def stage_code_deps(script: str) -> list[str]:
-    files = closure(_module_file(script))
+    files = closure(module_file(script))
     rel = {str(f.relative_to(ROOT)) for f in files} - SKIP
     rel = {next((c for c in COLLAPSE if r.startswith(c + "/")), r) for r in rel}
     return sorted(rel, key=lambda r: (not r.startswith("stages/"), r))

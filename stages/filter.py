@@ -1,18 +1,17 @@
 """filter@SRC: apply the `filter.*` thresholds to the signals stored by `clean@SRC` (cheap).
 
-    python -m stages.filter --source c4 --in data/clean/c4.parquet --out data/filtered/c4.parquet \
-        --report reports/filter/c4.json --rejects data/rejects/c4.parquet
+    python -m stages.filter --source c4 --in data/clean/c4 --out data/filtered/c4 \
+        --report reports/filter/c4.json --rejects data/rejects/c4
+Writes a reason-code mask per clean shard (`OUT/NAME.npy`), never a copy of the text.
 `--rejects` is always written; it holds rows only when `filter.keep_rejects` is true.
 """
 from __future__ import annotations
 
 import sys
 import argparse
-from pathlib import Path
 
 from llmpipe.core.atomic import write_json
-from llmpipe.data.clean.rules import filter_table, summary_line
-from llmpipe.data.table import missing_input
+from llmpipe.data.clean.rules import filter_source, summary_line
 from stages import source_params
 from llmpipe.core.log import Timer, get_logger
 from llmpipe.core.errors import entry
@@ -23,8 +22,9 @@ from llmpipe.params import load_params
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
-    ap.add_argument("--in", dest="src", required=True, help="clean table (signals)")
-    ap.add_argument("--out", required=True, help="filtered Document table to write")
+    ap.add_argument("--in", dest="src", required=True, help="clean shard directory (signals)")
+    ap.add_argument("--out", required=True, help="mask directory to write")
+    ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", required=True, help="JSON metrics to write")
     ap.add_argument("--rejects", default=None,
                     help="rejected documents + reason (rows only if filter.keep_rejects)")
@@ -32,12 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     kind = source_params(ap, params, args.source).kind
-    if not Path(args.src).exists():
-        raise missing_input(args.src, f"clean@{args.source}")
     with Timer() as t:
-        report = filter_table(args.src, args.out, args.rejects, kind, params.filter)
+        report, reuse = filter_source(args.src, args.out, args.rejects, source=args.source, kind=kind,
+                                      filter_params=params.filter, jobs=args.jobs)
     write_json(args.report, report)
-    get_logger("filter").info(summary_line(args.source, kind, report, t.seconds))
+    get_logger("filter").info(summary_line(args.source, kind, report, t.seconds) + f" ({reuse})")
     return 0
 
 

@@ -1,8 +1,9 @@
 """Stage `ingest@SRC`: read one source (`sources.SRC` in params.yaml) into the Document table.
 
-    python -m stages.ingest --source c4 --out data/ingested/c4.parquet --report reports/ingest/c4.json
+    python -m stages.ingest --source c4 --out data/ingested/c4 --report reports/ingest/c4.json
 
-Writes the table atomically and a flat JSON report: docs_in, docs_out, skipped_by_reason, chars_out.
+Writes the sharded directory (one unit per input file, `manifest.json`) atomically, rebuilding only
+the files that changed, and a flat JSON report: docs_in, docs_out, skipped_by_reason, chars_out.
 A bad record with `on_bad_record: fail`, a file that breaks part-way with `on_bad_file: fail`
 (the default, whatever on_bad_record says), or an unreadable/empty source exits with status 2 and
 one line naming the file, line/row and rule; nothing is written.
@@ -24,14 +25,15 @@ from stages import source_params
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="a key of `sources` in params.yaml")
-    ap.add_argument("--out", required=True, help="output Document table (.parquet)")
+    ap.add_argument("--out", required=True, help="output directory of Document shards")
+    ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", help="output JSON report (DVC metric)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
     source = source_params(ap, load_params(a.params), a.source)
-    report = ingest_source(a.source, source, a.out, progress=not a.no_progress)
+    report = ingest_source(a.source, source, a.out, progress=not a.no_progress, jobs=a.jobs)
     if a.report:
         write_json(a.report, report)
     return 0

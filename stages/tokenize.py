@@ -1,9 +1,10 @@
 """Stage `tokenize@SRC`: split one source into train/val by id hash and encode it in parallel.
 
-    python -m stages.tokenize --source c4 --dedup data/dedup/c4.parquet \
+    python -m stages.tokenize --source c4 --clean data/clean/c4 --dedup data/dedup/c4 \
         --tokenizer artifacts/tokenizer/spm.model --out data/tokens/c4
 
-Writes OUT/{train,val}.{bin,idx,docs.parquet} and OUT/meta.json (last), atomically.
+Reads the clean shards through dedup's masks; writes OUT/NAME.{train,val}.{bin,idx,docs.parquet}
+per shard, OUT/meta.json and OUT/manifest.json, atomically, re-encoding only changed shards.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from llmpipe.params import load_params
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True)
-    ap.add_argument("--dedup", type=Path, required=True)
+    ap.add_argument("--clean", type=Path, required=True, help="clean shard directory of the source")
+    ap.add_argument("--dedup", type=Path, required=True, help="dedup mask directory of the source")
     ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer/spm.model"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jobs", type=int, default=None, help="override tokenize.jobs (output is the same)")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     split = params.split
     with Timer() as t:
-        meta = tokenize_source(args.dedup, args.tokenizer, args.out, source=args.source,
+        meta = tokenize_source(args.clean, args.dedup, args.tokenizer, args.out, source=args.source,
                                val_fraction=split.val_fraction, seed=split.seed,
                                min_val_docs=split.min_val_docs,
                                jobs=params.tokenize.jobs if args.jobs is None else args.jobs)

@@ -180,8 +180,10 @@ def _seal(p: Path) -> None:
             f = Path(root) / name
             if not f.is_symlink():
                 # some writers (safetensors' save_file) create 0600 files, which a teammate
-                # reading the shared DVC cache could not open
-                f.chmod(0o666 & ~mask)
+                # reading the shared DVC cache could not open; a file with other links is one
+                # reused from a previous output or DVC's cache (core/shards.py): its mode is theirs
+                if f.stat().st_nlink == 1:
+                    f.chmod(0o666 & ~mask)
                 _fsync(f)
         _fsync(Path(root))
 

@@ -44,6 +44,9 @@ class SourceParams(Section):
     on_bad_file: Literal["fail", "skip"] = "fail"
     """A file that breaks part-way (truncated/corrupt compressed stream or Parquet, unreadable) stops
     the stage (fail), or its records before the break are kept and the file is reported (skip)."""
+    shard_mb: int = 256
+    """Text (millions of characters) per shard: an input file with more is cut into several shards,
+    `FILE.00000`, `FILE.00001`, ... Each shard is redone or reused as a whole (README "Shards")."""
     sample_docs: int = 0
     """For sample:// only: number of documents to generate (0 -> the generator's default)."""
     sample_seed: int = 0
@@ -51,6 +54,7 @@ class SourceParams(Section):
 
     def __post_init__(self) -> None:
         check_positive(self.max_docs, "max_docs")
+        check_positive(self.shard_mb, "shard_mb")
         check_nonneg(self.sample_docs, "sample_docs")
         check_nonneg(self.sample_seed, "sample_seed")
         check(bool(self.uri), "uri", "must be a non-empty string")
@@ -157,6 +161,11 @@ class DedupParams(Section):
     sources follow in `sources` order."""
     max_examples: int = 10
     """Example duplicate pairs written to reports/dedup.json."""
+    memory_mb: int = 1024
+    """Memory for the band and hash records grouped at once: dedup partitions its on-disk
+    records so that one partition fits (peak RSS follows this, not the corpus size)."""
+    jobs: int = 0
+    """Worker processes for band keys and partitions; 0 -> all cores (same output for any value)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
@@ -166,6 +175,8 @@ class DedupParams(Section):
         check_positive(self.rows, "rows")
         check_fraction(self.false_negative_weight, "false_negative_weight")
         check_nonneg(self.max_examples, "max_examples")
+        check(self.memory_mb >= 16, "memory_mb", f"must be >= 16, got {self.memory_mb}")
+        check_nonneg(self.jobs, "jobs")
         b, r = self.bands or 1, self.rows or 1
         check(b * r <= self.num_perm, "bands",
               f"bands * rows must be <= num_perm ({self.num_perm}), got {b} * {r}")
@@ -186,6 +197,9 @@ class TokenizerParams(Section):
     """Source -> relative share of the sample; empty -> equal shares; 0 leaves a source out."""
     seed: int = 0
     """Seeds which documents the sample takes (sha256 of seed and id)."""
+    sample_shards: int = 8
+    """The sample is drawn from the first `sample_shards` shards of each source (in input-file
+    order), so new files do not move the tokenizer; retraining is a params change."""
     character_coverage: float = 0.9995
     """Share of sample characters the vocab must cover; the rarest go to byte fallback."""
     model_type: Literal["bpe", "unigram"] = "bpe"
@@ -197,6 +211,7 @@ class TokenizerParams(Section):
         check(300 <= self.vocab_size <= 1 << 20, "vocab_size",
               f"must be in [300, 1048576] (261 fixed pieces + text), got {self.vocab_size}")
         check_positive(self.sample_chars, "sample_chars")
+        check_positive(self.sample_shards, "sample_shards")
         for k, w in self.sample_weights.items():
             check(w >= 0, f"sample_weights.{k}", f"must be >= 0, got {w}")
         check(0.9 <= self.character_coverage <= 1.0, "character_coverage",

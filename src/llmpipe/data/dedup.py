@@ -344,3 +344,225 @@ def summary_line(report: dict, seconds: float) -> str:
             f"{n(d['near_duplicate'])} near duplicates removed, {n(report['clusters'])} clusters "
             f"({report['bands']} bands x {report['rows']} rows) in {seconds:.1f}s "
             f"({n(report['docs_in'] / max(seconds, 1e-9))} docs/s)")
+
+
+# --------------------------------------------------------------------------- sharded dedup
+
+FILTERED = 3          # status of a clean row that filter dropped (dedup never saw it)
+SHARD_BITS, ROW_BITS = 32, 24
+
+
+@dataclass
+class SourceShard:
+    """One clean shard as dedup sees it: the rows filter kept and their keep ranks."""
+
+    source: str
+    name: str
+    rows: np.ndarray      # (n,) int64: clean rows of the documents filter kept
+    pref: np.ndarray      # (n,) uint64: keep rank (lower survives), unique over the corpus
+    exact: np.ndarray     # (n, 2) uint64: the 128-bit exact hash
+    chars: np.ndarray     # (n,) int64: cleaned characters
+    clean_rows: int       # rows of the clean shard
+    sig_path: Path        # NAME.minhash.npy (clean rows x num_perm)
+    fingerprint: str      # of what decides band keys: the clean shard and the filter mask
+
+
+def exact_words(hexes: list[str]) -> np.ndarray:
+    """(n, 2) uint64 from 32-hex-digit exact hashes."""
+    if not hexes:
+        return np.zeros((0, 2), np.uint64)
+    return np.frombuffer(bytes.fromhex("".join(hexes)), dtype=">u8").astype(np.uint64).reshape(-1, 2)
+
+
+def source_ranks(sources: list[str], priority: list[str]) -> dict[str, int]:
+    return {s: (priority.index(s) if s in priority else len(priority) + k) for k, s in enumerate(sources)}
+
+
+def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], priority: list[str],
+                num_perm: int) -> list[SourceShard]:
+    """Every kept document's keep rank, exact hash and size, shard by shard (no text, no signature).
+
+    Keep rank = (source rank in `dedup.priority`, shard position in the source's input-file order,
+    id order within the shard): the copy in the first-listed source survives; within a source, the
+    copy in the earlier input file, then the smaller id. A file added after the others therefore
+    never removes a document that was kept before it (only a higher-priority source's can)."""
+    from llmpipe.core.shards import read_manifest, shards
+    from llmpipe.data.clean.rules import kept_mask
+    ranks = source_ranks(sources, priority)
+    out = []
+    for src in sources:
+        clean_m = read_manifest(clean_root / src, f"clean@{src}")
+        filt_m = read_manifest(filtered_root / src, f"filter@{src}")
+        fsh = {s["name"]: s for s in shards(filt_m)}
+        csh = shards(clean_m)
+        if len(csh) >= 1 << SHARD_BITS:
+            raise UserError(f"{clean_root / src}: {len(csh)} shards; at most {1 << SHARD_BITS}")
+        for j, sh in enumerate(csh):
+            name = sh["name"]
+            if name not in fsh:
+                raise UserError(f"{filtered_root / src}: no mask for shard {name}; rerun `dvc repro filter@{src}`")
+            path = clean_root / src / f"{name}.parquet"
+            table = pq.read_table(path, columns=["id", "exact_hash", "chars"])
+            keep = kept_mask(filtered_root / src, name)
+            if len(keep) != table.num_rows:
+                raise UserError(f"{filtered_root / src / (name + '.npy')}: {len(keep)} rows, the clean "
+                                f"shard has {table.num_rows}; rerun `dvc repro filter@{src}`")
+            rows = np.flatnonzero(keep)
+            if len(rows) >= 1 << ROW_BITS:
+                raise UserError(f"{path}: {len(rows)} kept documents in one shard, at most {1 << ROW_BITS}; "
+                                f"lower sources.{src}.shard_mb")
+            kept = table.take(pa.array(rows))
+            order = pc.sort_indices(pa.table({"id": kept.column("id"), "row": rows}),
+                                    sort_keys=[("id", "ascending"), ("row", "ascending")]).to_numpy()
+            rank = np.empty(len(rows), np.uint64)
+            rank[order] = np.arange(len(rows), dtype=np.uint64)
+            pref = (np.uint64(ranks[src]) << np.uint64(SHARD_BITS + ROW_BITS)) | \
+                (np.uint64(j) << np.uint64(ROW_BITS)) | rank
+            sig_path = clean_root / src / f"{name}.minhash.npy"
+            width = np.load(sig_path, mmap_mode="r").shape
+            if width != (table.num_rows, num_perm):
+                raise UserError(f"{sig_path}: signatures {width}, expected ({table.num_rows}, {num_perm}): "
+                                "rerun `dvc repro clean` after changing dedup.num_perm")
+            out.append(SourceShard(src, name, rows, pref, exact_words(kept.column("exact_hash").to_pylist()),
+                                   kept.column("chars").to_numpy().astype(np.int64), table.num_rows, sig_path,
+                                   digest_of(sh, fsh[name], name)))
+    return out
+
+
+def digest_of(clean_shard: dict, filter_shard: dict, name: str) -> str:
+    from llmpipe.core.shards import digest
+    return digest(clean_shard["files"][f"{name}.minhash.npy"]["sha256"],
+                  filter_shard["files"][f"{name}.npy"]["sha256"])
+
+
+def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, rows: int, *, exact: bool,
+                     near: bool) -> tuple[list[np.ndarray], list[np.ndarray], tuple, int]:
+    """The reference decision on the concatenation of `units` (everything in RAM): per unit status
+    and cluster head pref; verified pairs as prefs; candidate count."""
+    sig = np.concatenate([np.load(u.sig_path, mmap_mode="r")[u.rows] for u in units]) if units \
+        else np.zeros((0, 1), np.uint32)
+    pref_all = np.concatenate([u.pref for u in units]) if units else np.zeros(0, np.uint64)
+    rank = np.empty(len(pref_all), np.int64)
+    rank[np.argsort(pref_all, kind="stable")] = np.arange(len(pref_all))
+    hashes = np.concatenate([u.exact for u in units]).view("S16").ravel() if units else np.zeros(0, "S16")
+    offsets = np.cumsum([0] + [len(u.rows) for u in units])
+    index = Index([u.name for u in units], offsets, pa.chunked_array([], pa.string()), hashes, sig, rank)
+    dec = find_duplicates(index, threshold, bands, rows, exact=exact, near=near)
+    status = [dec.status[a:b] for a, b in zip(offsets, offsets[1:])]
+    cluster = [pref_all[dec.cluster[a:b]] for a, b in zip(offsets, offsets[1:])]
+    u, v, m = dec.pairs
+    return status, cluster, (pref_all[u], pref_all[v], m), dec.candidates
+
+
+def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources: list[str],
+                  params: DedupParams, cache_dir: Path | None = None) -> dict:
+    """The `dedup` stage on sharded inputs: decide on stored hashes and signatures of the
+    documents filter kept, write one status mask per clean shard (`OUT/SRC/NAME.npy`, uint8 per
+    clean row: 0 kept, 1 exact, 2 near duplicate, 3 dropped by filter) and return the report.
+    The decision is the bounded, partitioned one (`dedup_ext`) unless `cache_dir` is None."""
+    from llmpipe.core.atomic import atomic_path
+    from llmpipe.core.shards import FORMAT, MANIFEST
+    import json
+    clean_root, filtered_root, out_dir = Path(clean_root), Path(filtered_root), Path(out_dir)
+    units = load_shards(clean_root, filtered_root, sources, params.priority, params.num_perm)
+    bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
+                                params.false_negative_weight)
+    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir)
+    per_source = {s: {"docs_in": 0, "docs_kept": 0, "dropped_by_reason": dict.fromkeys(REASONS.values(), 0),
+                      "chars_in": 0, "chars_kept": 0} for s in sources}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        listing: dict[str, list] = {s: [] for s in sources}
+        for u, st in zip(units, status):
+            full = np.full(u.clean_rows, FILTERED, np.uint8)
+            full[u.rows] = st
+            (tmp / u.source).mkdir(exist_ok=True)
+            np.save(tmp / u.source / f"{u.name}.npy", full, allow_pickle=False)
+            r = per_source[u.source]
+            r["docs_in"] += len(u.rows)
+            r["docs_kept"] += int((st == KEPT).sum())
+            for code, name in REASONS.items():
+                r["dropped_by_reason"][name] += int((st == code).sum())
+            r["chars_in"] += int(u.chars.sum())
+            r["chars_kept"] += int(u.chars[st == KEPT].sum())
+            listing[u.source].append({"name": u.name, "docs": int(u.clean_rows), "kept": int((st == KEPT).sum())})
+        for s in sources:
+            (tmp / s).mkdir(exist_ok=True)
+            (tmp / s / MANIFEST).write_text(json.dumps({"format": FORMAT, "stage": "dedup", "source": s,
+                                                        "units": [{"key": x["name"], "shards": [x], "files": {},
+                                                                   "stats": {}, "fingerprint": ""}
+                                                                  for x in listing[s]]},
+                                                       indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        examples = _shard_examples(units, status, pairs, params.num_perm, params.max_examples, clean_root)
+    total = {key: sum(s[key] for s in per_source.values())
+             for key in ("docs_in", "docs_kept", "chars_in", "chars_kept")}
+    total["dropped_by_reason"] = {name: sum(s["dropped_by_reason"][name] for s in per_source.values())
+                                  for name in REASONS.values()}
+    heads = np.concatenate([c[s != KEPT] for c, s in zip(cluster, status)]) if units else np.zeros(0, np.uint64)
+    return {
+        **total,
+        "clusters": int(np.unique(heads).size),
+        "candidate_pairs": int(candidates),
+        "verified_pairs": int(len(pairs[0])),
+        "threshold": params.threshold, "num_perm": params.num_perm, "bands": bands, "rows": rows,
+        "detection_probability": {f"jaccard_{s}": round(float(detection_probability(s, bands, rows)), 4)
+                                  for s in REPORT_AT},
+        "per_source": per_source,
+        "shards": len(units),
+        "examples": examples,
+    }
+
+
+def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None):
+    """Per unit status and cluster head, verified pairs (prefs), candidates: bounded and
+    partitioned (`dedup_ext`) when a cache folder is given, else in memory (the reference)."""
+    if cache_dir is None:
+        return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near)
+    from llmpipe.core import workers
+    try:
+        from llmpipe.data import dedup_ext
+    except ImportError:  # TEMP until dedup_ext lands
+        return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near)
+    import tempfile
+    ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
+                                fingerprint=u.fingerprint, rows=u.rows) for u in units]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".run-") as work:
+        dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
+                                    rows=rows, exact=params.exact, near=params.near, work_dir=Path(work),
+                                    cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
+                                    jobs=workers.resolve(params.jobs))
+    status = [dec.status[u.name] for u in ext_units]
+    cluster = [dec.cluster[u.name] for u in ext_units]
+    return status, cluster, dec.pairs, dec.candidates
+
+
+def _shard_examples(units: list[SourceShard], status: list[np.ndarray], pairs: tuple, num_perm: int,
+                    max_examples: int, clean_root: Path) -> list[dict]:
+    """The verified pairs closest to the threshold, each end with id, source, shard, row, status and
+    the first 80 characters of its text."""
+    pu, pv, match = pairs
+    if not max_examples or not len(pu):
+        return []
+    pick = np.lexsort((pv, pu, match))[:max_examples]
+    allp = np.concatenate([u.pref for u in units])
+    unit_of = np.concatenate([np.full(len(u.pref), k) for k, u in enumerate(units)])
+    pos_of = np.concatenate([np.arange(len(u.pref)) for u in units])
+    order = np.argsort(allp)
+
+    def where(p):
+        i = order[np.searchsorted(allp[order], p)]
+        return int(unit_of[i]), int(pos_of[i])
+    out = []
+    for p in pick.tolist():
+        ends = {}
+        for side, pref in (("a", pu[p]), ("b", pv[p])):
+            k, i = where(pref)
+            u = units[k]
+            row = int(u.rows[i])
+            t = pq.read_table(clean_root / u.source / f"{u.name}.parquet", columns=["id", "text"]).slice(row, 1)
+            st = int(status[k][i])
+            ends[side] = {"id": t.column("id")[0].as_py(), "source": u.source, "shard": u.name, "row": row,
+                          "status": "kept" if st == KEPT else REASONS[st], "text": t.column("text")[0].as_py()[:80]}
+        out.append({"jaccard_estimate": round(float(match[p]) / num_perm, 4), **ends})
+    return out

@@ -1,10 +1,20 @@
-"""Encode one source's Document table into a token directory, in parallel (`tokenize@SRC`).
+"""Encode one source's kept documents into a sharded token directory, in parallel (`tokenize@SRC`).
+
+Input: the clean shards (`data/clean/SRC/NAME.parquet`) read through dedup's status masks
+(`data/dedup/SRC/NAME.npy`: a document is encoded when its status is 0, i.e. filter and dedup
+kept it). Output, per shard: `NAME.train.{bin,idx,docs.parquet}` and `NAME.val.*` (the token
+files of `tokens.py`), `meta.json` (the token directory's meta: totals and each shard's files)
+and `manifest.json` (core/shards.py). A shard is re-encoded only when its text, its mask, the
+tokenizer, the split params or the code changed (or a document of it joined or left the forced
+val set, below); a new input file re-encodes its own shard.
 
 Each document goes to `val` when unit_hash(split.seed, id) < split.val_fraction, else to `train`
 (sha256 of the id: stable across runs, machines and mix weights, so val never shares a document
 with train). The `split.min_val_docs` documents with the lowest hashes also go to val (a source of
-ten books would often get none otherwise), never the source's last document; a first pass over
-the id column finds them.
+ten books would often get none otherwise), never the source's last document. Each shard's lowest
+hashes are kept in the manifest, so finding them reads only new shards' ids; a forced document
+changes its shard's bytes only when its hash would not have put it in val anyway (a source with
+enough val documents never depends on other shards).
 
 Work unit = a run of consecutive documents of about `task_bytes` of text (sized so that every
 worker gets ~TASKS_PER_WORKER tasks: the last, uneven ones then balance out). The parent streams
@@ -31,11 +41,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from llmpipe.core.atomic import atomic_path, write_json
+from llmpipe.core.atomic import sha256_file, write_json
 from llmpipe.data.table import missing_input, read_batches
 from llmpipe.core.log import get_logger, n
 from llmpipe.core import workers
@@ -69,14 +80,9 @@ def is_val(doc_id: str, val_fraction: float, seed: int, forced_val: frozenset = 
     return unit_hash(seed, doc_id) < val_fraction or doc_id in forced_val
 
 
-def forced_val_ids(path: Path, seed: int, min_val_docs: int) -> frozenset:
-    """Ids of the `min_val_docs` lowest-hash documents (fewer if the source has too few)."""
-    count = itertools.count()  # documents seen; memory stays O(min_val_docs)
-    hashed = ((unit_hash(seed, i), i) for b in read_batches(path, ["id"])
-              for i in b.column(0).to_pylist() if next(count) >= 0)
-    smallest = heapq.nsmallest(min_val_docs, hashed)
-    n_docs = next(count)
-    return frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
+def lowest_hashes(ids: list[str], seed: int, k: int) -> list[list]:
+    """The k lowest [unit_hash(seed, id), id] of `ids`, ascending."""
+    return [list(x) for x in heapq.nsmallest(k, ((unit_hash(seed, i), i) for i in ids))]
 
 
 def worker_count(jobs: int, text_bytes: float, docs: int, cores: int | None = None) -> int:
@@ -115,11 +121,19 @@ def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _tasks(path: Path, task_bytes: int, is_val_doc) -> Iterator[tuple]:
-    """(texts, utf8 bytes, val mask, ids, ends_row_group) of consecutive docs, ~task_bytes of text each."""
+def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray) -> Iterator[tuple]:
+    """(texts, utf8 bytes, val mask, ids, ends_row_group) of consecutive kept docs (`keep`: bool per
+    row of the table), ~task_bytes of text each."""
     pf = pq.ParquetFile(path)
+    row = 0
     for rg in range(pf.num_row_groups):
         table = pf.read_row_group(rg, columns=["id", "text"])  # one row group in memory at a time
+        sel = keep[row: row + table.num_rows]
+        row += table.num_rows
+        if not sel.all():
+            table = table.filter(pa.array(sel))
+        if table.num_rows == 0:
+            continue
         ids = table.column("id").to_pylist()
         text = table.column("text")
         nbytes = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -156,64 +170,129 @@ def _write_blocks(results: Iterator[tuple], writers: dict, source: str, bar) -> 
         buf = [(flat[off[cut]:], lengths[cut:], nbytes[cut:], val[cut:], ids[cut:])] if cut < n_docs else []
 
 
-def _run(tasks: Iterator, jobs: int, initargs: tuple) -> Iterator[tuple]:
+def _run(tasks: Iterator, jobs: int, ex) -> Iterator[tuple]:
     """(task less its texts, (tokens, lengths)) for each task, in task order, with at most IN_FLIGHT x jobs in flight.
 
     A worker that dies (or fails to start) raises BrokenProcessPool here instead of hanging.
     """
-    if jobs == 1:
-        _init(*initargs)
+    if ex is None:
         for task in tasks:
             yield task[1:], _encode_texts(task[0])
+        return
+    pending: deque = deque()
+    for task in tasks:
+        pending.append((task[1:], ex.submit(_encode_texts, task[0])))  # texts: only in the queue
+        if len(pending) >= IN_FLIGHT * jobs:
+            task, fut = pending.popleft()
+            yield task, fut.result()
+    while pending:
+        task, fut = pending.popleft()
+        yield task, fut.result()
+
+
+@contextlib.contextmanager
+def _executor(jobs: int, initargs: tuple):
+    """A pool of `jobs` encoders (None: encode in this process)."""
+    if jobs == 1:
+        _init(*initargs)
+        yield None
         return
     # fork server: a clean process (no pyarrow/SentencePiece threads to fork) that imports this
     # module once; each worker is then a cheap fork of it instead of a fresh interpreter
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=initargs) as ex:
-        pending: deque = deque()
-        for task in tasks:
-            pending.append((task[1:], ex.submit(_encode_texts, task[0])))  # texts: only in the queue
-            if len(pending) >= IN_FLIGHT * jobs:
-                task, fut = pending.popleft()
-                yield task, fut.result()
-        while pending:
-            task, fut = pending.popleft()
-            yield task, fut.result()
+        yield ex
 
 
-def tokenize_source(dedup_path: str | Path, tokenizer_path: str | Path, out_dir: str | Path, *,
-                    source: str, val_fraction: float, seed: int, min_val_docs: int = 0,
-                    jobs: int = 0) -> dict:
-    """Write `out_dir` (SPLIT.bin/.idx/.docs.parquet + meta.json last), atomically. Returns meta."""
-    dedup_path = Path(dedup_path)
-    if not dedup_path.exists():
-        raise missing_input(dedup_path, "dedup")
+def _text_bytes(path: Path) -> int:
+    meta_pq = pq.ParquetFile(path).metadata
+    text_col = [meta_pq.schema.column(i).path for i in range(len(meta_pq.schema))].index("text")
+    return sum(meta_pq.row_group(rg).column(text_col).total_uncompressed_size
+               for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes the work
+
+
+def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path: str | Path,
+                    out_dir: str | Path, *, source: str, val_fraction: float, seed: int,
+                    min_val_docs: int = 0, jobs: int = 0) -> dict:
+    """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
+    fingerprint changed. Returns meta.json (with `shards_built`, `shards_reused`)."""
+    from llmpipe.core import code
+    from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
+    clean_dir, dedup_dir = Path(clean_dir), Path(dedup_dir)
+    clean = shards(read_manifest(clean_dir, f"clean@{source}"))
+    if not (dedup_dir / "manifest.json").exists():
+        raise missing_input(dedup_dir / "manifest.json", "dedup")
     tok = load(tokenizer_path)
     dtype = token_dtype(tok.vocab_size)
-    meta_pq = pq.ParquetFile(dedup_path).metadata
-    text_col = [meta_pq.schema.column(i).path for i in range(len(meta_pq.schema))].index("text")
-    text_bytes = sum(meta_pq.row_group(rg).column(text_col).total_uncompressed_size
-                     for rg in range(meta_pq.num_row_groups))  # ~ UTF-8 size; only sizes the work
-    jobs = worker_count(jobs, text_bytes, meta_pq.num_rows)
-    task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
-    forced = forced_val_ids(dedup_path, seed, min_val_docs) if min_val_docs else frozenset()
-    log.info("tokenize %s: %d docs, ~%.1f MB of text in tasks of ~%.2f MB on %d workers; "
-             "%d lowest-hash docs forced into val", source, meta_pq.num_rows, text_bytes / 1e6,
-             task_bytes / 1e6, jobs, len(forced))
-    with atomic_path(out_dir) as tmp, contextlib.ExitStack() as stack:
-        tmp.mkdir()
-        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype)) for s in SPLITS}
-        tasks = _tasks(dedup_path, task_bytes, lambda i: is_val(i, val_fraction, seed, forced))
-        results = _run(tasks, jobs, (str(tok.path), tok.eos_id, dtype.name))
-        with tqdm(total=meta_pq.num_rows, desc=f"tokenize {source}", unit="doc", leave=False) as bar:
-            _write_blocks(results, writers, source, bar)
-        splits = {s: w.close() for s, w in writers.items()}
-        meta = make_meta(tok, dtype, splits, rerun=f"dvc repro tokenize@{source}", kind="source", source=source,
+    base = digest("tokenize", code.fingerprint("stages.tokenize"), tok.fingerprint, val_fraction, seed,
+                  min_val_docs)
+    with ShardedDir(out_dir, stage="tokenize", source=source) as d:
+        plan = []
+        for sh in clean:  # pass 1: masks, and each shard's lowest id hashes (cached in the manifest)
+            name = sh["name"]
+            mask_path = dedup_dir / f"{name}.npy"
+            if not mask_path.exists():
+                raise missing_input(mask_path, "dedup")
+            keep = np.load(mask_path, allow_pickle=False) == 0
+            inp = digest(sh["files"][f"{name}.parquet"]["sha256"], sha256_file(mask_path), seed, min_val_docs)
+            old = d.previous.units.get(name, {}).get("stats", {})
+            if old.get("input") == inp:
+                lowest, kept = old["lowest"], old["kept_docs"]
+            else:
+                lowest, kept = [], int(keep.sum())
+                if min_val_docs and kept:
+                    ids = pq.read_table(clean_dir / f"{name}.parquet", columns=["id"]).column("id")
+                    lowest = lowest_hashes(ids.filter(pa.array(keep)).to_pylist(), seed, min_val_docs)
+            plan.append({"name": name, "keep": keep, "input": inp, "lowest": lowest, "kept": kept})
+        n_docs = sum(p["kept"] for p in plan)
+        smallest = heapq.nsmallest(min_val_docs, (tuple(x) for p in plan for x in p["lowest"]))
+        forced = frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
+        extra = {i for h, i in smallest if i in forced and h >= val_fraction}  # not val by hash alone
+        text_bytes = sum(_text_bytes(clean_dir / f"{p['name']}.parquet") for p in plan)
+        jobs = worker_count(jobs, text_bytes, max(1, n_docs))
+        log.info("tokenize %s: %d shards, %d docs; %d lowest-hash docs forced into val", source, len(plan),
+                 n_docs, len(forced))
+        with contextlib.ExitStack() as stack:
+            ex, ready = None, False
+            for p in plan:
+                name = p["name"]
+                mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
+                fp = digest(base, p["input"], mine)
+                if d.reuse(name, fp) is not None:
+                    continue
+                if not ready:
+                    ex = stack.enter_context(_executor(jobs, (str(tok.path), tok.eos_id, dtype.name)))
+                    ready = True
+                splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype,
+                                       lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
+                      shards=[{"name": name, "docs": p["kept"]}],
+                      stats={"input": p["input"], "lowest": p["lowest"], "kept_docs": p["kept"], "splits": splits})
+        per_shard = [{"name": u["key"], "splits": u["stats"]["splits"]} for u in d.units]
+        totals = {sp: {k: sum(x["splits"][sp][k] for x in per_shard) for k in ("docs", "tokens", "utf8_bytes")}
+                  for sp in SPLITS}
+        meta = make_meta(tok, dtype, totals, rerun=f"dvc repro tokenize@{source}", kind="source", source=source,
                          split={"val_fraction": val_fraction, "seed": seed, "min_val_docs": min_val_docs,
-                                "forced_val_ids": sorted(forced)})
-        write_json(tmp / "meta.json", meta)
+                                "forced_val_ids": sorted(forced)}, shards=per_shard)
+        write_json(d.tmp / "meta.json", meta)
+        d.finish()
+    meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
+    meta["reuse"] = d.summary()
     return meta
+
+
+def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: str, dtype, is_val_doc,
+                  jobs: int, ex) -> dict:
+    """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp."""
+    text_bytes = _text_bytes(path)
+    task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
+    with contextlib.ExitStack() as stack:
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}")) for s in SPLITS}
+        results = _run(_tasks(path, task_bytes, is_val_doc, keep), jobs, ex)
+        with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
+            _write_blocks(results, writers, source, bar)
+        return {s: w.close() for s, w in writers.items()}
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:
@@ -222,5 +301,5 @@ def summary_line(source: str, meta: dict, seconds: float) -> str:
     total = tr["tokens"] + va["tokens"]
     return (f"tokenize {source}: {n(tr['docs'] + va['docs'])} docs -> train {n(tr['docs'])} docs / "
             f"{n(tr['tokens'])} tokens, val {n(va['docs'])} docs / {n(va['tokens'])} tokens "
-            f"({meta['dtype']}) in {seconds:.1f}s ({n(total / max(seconds, 1e-9))} tokens/s, "
-            f"{(tr['utf8_bytes'] + va['utf8_bytes']) / max(total, 1):.2f} bytes/token)")
+            f"({meta['dtype']}) in {seconds:.1f}s, {(tr['utf8_bytes'] + va['utf8_bytes']) / max(total, 1):.2f} "
+            f"bytes/token; {meta.get('reuse', '')}")

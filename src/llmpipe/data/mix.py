@@ -81,13 +81,19 @@ def fill(lengths: np.ndarray, target: int, reach: bool = False) -> np.ndarray:
     take[:k] = True
     got = int(cum[k - 1]) if k else 0
     if k < len(lengths):
-        rest_min = np.minimum.accumulate(lengths[::-1])[::-1].tolist()  # smallest doc from i on
-        for i, n in enumerate(lengths[k:].tolist(), start=k):
-            if target - got < rest_min[i]:  # nothing left fits (also: target reached)
-                break
-            if n <= target - got:
-                take[i] = True
-                got += n
+        # first fit over the rest, in numpy: jump to the next document that still fits; the loop
+        # runs once per document taken (few: each one shrinks the gap), never once per document
+        rest_min = np.minimum.accumulate(lengths[::-1])[::-1]  # smallest doc from i on
+        i, step = k, 1 << 16
+        while i < len(lengths) and target - got >= rest_min[i]:
+            fits = np.flatnonzero(lengths[i:i + step] <= target - got)
+            if not len(fits):
+                i += step
+                continue
+            i += int(fits[0])
+            take[i] = True
+            got += int(lengths[i])
+            i += 1
         gap = target - got
         over = np.flatnonzero(~take & (lengths < 2 * gap))  # overshoot n - gap < gap
         if gap > 0 and len(over):

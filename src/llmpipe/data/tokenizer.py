@@ -245,34 +245,102 @@ def text_stats(tok: Tokenizer, texts: Iterable[str], max_chars: int = STATS_CHAR
             "byte_fallback_share": round(byte_tokens / tokens, 6) if tokens else None}
 
 
-def build_tokenizer(dedup: dict[str, Path], out_dir: str | Path, *, vocab_size: int, sample_chars: int,
-                    sample_weights: dict[str, float], seed: int, character_coverage: float,
-                    model_type: str = "bpe", num_threads: int = 1) -> dict:
-    """The `tokenizer` stage: sample each source, train, write tokenizer.json last. Returns it."""
-    for src, path in dedup.items():
-        if not Path(path).exists():
-            raise missing_input(path, "dedup")
-    budgets = sample_budgets(sorted(dedup), sample_weights, sample_chars)
-    out_dir = Path(out_dir)
-    log.info("tokenizer sample: %s characters per source", {s: f"{b:,}" for s, b in budgets.items()})
+def pinned_shards(clean_root: Path, filtered_root: Path, sources: list[str], count: int) -> dict[str, list[dict]]:
+    """The shards each source's sample is drawn from: its first `count` shards in input-file order,
+    each {name, chars_kept (by filter), fingerprint (clean text + filter mask sha256)}."""
+    from llmpipe.core.shards import read_manifest, shards
+    out = {}
+    for src in sources:
+        clean = {s["name"]: s for s in shards(read_manifest(Path(clean_root) / src, f"clean@{src}"))}
+        filt = shards(read_manifest(Path(filtered_root) / src, f"filter@{src}"))
+        picked = []
+        for sh in filt[:count]:
+            name = sh["name"]
+            if name not in clean:
+                raise UserError(f"{filtered_root}/{src}: shard {name} is not in {clean_root}/{src}; "
+                                f"rerun `dvc repro filter@{src}`")
+            picked.append({"name": name, "chars_kept": int(sh["stats"].get("chars_kept", 0)),
+                           "fingerprint": [clean[name]["files"][f"{name}.parquet"]["sha256"],
+                                           sh["files"][f"{name}.npy"]["sha256"]]})
+        out[src] = picked
+    return out
 
-    def texts() -> Iterator[str]:
-        for src, budget in budgets.items():
-            yield from iter_sample(dedup[src], budget, seed)
 
+def iter_pinned_sample(clean_dir: Path, filtered_dir: Path, picked: list[dict], budget: int, seed: int,
+                       chars_total: int) -> Iterator[str]:
+    """Texts of one source's sample, in one pass over its pinned shards: a document filter kept is
+    taken when unit_hash(seed, id) < budget / chars_total, unless an exact copy of it (same
+    exact_hash) is already in the sample; stops once the budget is spent. Memory: one batch and
+    the exact hashes taken."""
+    from llmpipe.data.clean.rules import kept_mask
+    rate = min(1.0, budget / chars_total) if chars_total else 0.0
+    taken, seen = 0, set()
+    for sh in picked:
+        keep = kept_mask(filtered_dir, sh["name"])
+        row = 0
+        for batch in read_batches(Path(clean_dir) / f"{sh['name']}.parquet", ["id", "text", "exact_hash"]):
+            ids, texts, hashes = (batch.column(k).to_pylist() for k in ("id", "text", "exact_hash"))
+            for i, (doc_id, text, h) in enumerate(zip(ids, texts, hashes)):
+                if taken >= budget:
+                    return
+                if keep[row + i] and h not in seen and (rate >= 1.0 or unit_hash(seed, doc_id) < rate):
+                    seen.add(h)
+                    taken += len(text)
+                    yield text
+            row += batch.num_rows
+
+
+def build_tokenizer(clean_root: str | Path, filtered_root: str | Path, sources: list[str], out_dir: str | Path,
+                    *, vocab_size: int, sample_chars: int, sample_weights: dict[str, float], seed: int,
+                    character_coverage: float, model_type: str = "bpe", num_threads: int = 1,
+                    sample_shards: int = 8) -> tuple[dict, str]:
+    """The `tokenizer` stage: sample each source's pinned shards, train, write `out_dir` (spm.model,
+    spm.vocab, tokenizer.json and a manifest) atomically. The tokenizer is kept, byte for byte,
+    while its sample's inputs and params are unchanged: data added in later shards never retrains
+    it. Returns (tokenizer.json, "trained" | "reused ...")."""
+    from llmpipe.core import code
+    from llmpipe.core.shards import ShardedDir, digest
+    clean_root, filtered_root = Path(clean_root), Path(filtered_root)
+    budgets = sample_budgets(sorted(sources), sample_weights, sample_chars)
+    picked = pinned_shards(clean_root, filtered_root, sorted(budgets), sample_shards)
     num_threads = workers.resolve(num_threads)  # 0 -> all cores (model bytes then depend on them)
-    sample = train(texts(), out_dir, vocab_size=vocab_size, character_coverage=character_coverage,
-                   model_type=model_type, num_threads=num_threads)
-    tok = load(out_dir / "spm.model")
-    per_source = {src: text_stats(tok, iter_sample(dedup[src], budget, seed))
-                  for src, budget in budgets.items()}
-    info = {"vocab_size": tok.vocab_size, "special_ids": dict(SPECIAL_IDS),
-            "newline_id": tok.sp.piece_to_id(NEWLINE_PIECE), "fingerprint": tok.fingerprint,
-            "model_type": model_type, "character_coverage": character_coverage,
-            "num_threads": num_threads, "sample": {**sample, "chars_budget": budgets},
-            "sources": per_source}
-    write_json(out_dir / "tokenizer.json", info)
-    return info
+    fp = digest("tokenizer", code.fingerprint("stages.tokenizer"), vocab_size, sample_chars, budgets, seed,
+                character_coverage, model_type, num_threads, picked)
+    with ShardedDir(out_dir, stage="tokenizer") as d:
+        if d.reuse("tokenizer", fp) is not None:
+            info = json.loads((d.tmp / "tokenizer.json").read_text(encoding="utf-8"))
+            d.finish()
+            return info, f"reused ({d.previous.where}): its pinned sample shards and params are unchanged"
+        log.info("tokenizer sample: %s characters per source from shards %s",
+                 {s: f"{b:,}" for s, b in budgets.items()}, {s: [p["name"] for p in v] for s, v in picked.items()})
+        keep_for_stats: dict[str, list[str]] = {s: [] for s in budgets}
+
+        def texts() -> Iterator[str]:
+            for src, budget in budgets.items():
+                chars_total = sum(p["chars_kept"] for p in picked[src])
+                kept = 0
+                for text in iter_pinned_sample(clean_root / src, filtered_root / src, picked[src], budget, seed,
+                                               chars_total):
+                    if kept < STATS_CHARS_PER_SOURCE:  # the fertility stats use the sample's start
+                        keep_for_stats[src].append(text)
+                        kept += len(text)
+                    yield text
+
+        sample = train(texts(), d.tmp, vocab_size=vocab_size, character_coverage=character_coverage,
+                       model_type=model_type, num_threads=num_threads)
+        tok = load(d.tmp / "spm.model")
+        per_source = {src: text_stats(tok, keep_for_stats[src]) for src in budgets}
+        info = {"vocab_size": tok.vocab_size, "special_ids": dict(SPECIAL_IDS),
+                "newline_id": tok.sp.piece_to_id(NEWLINE_PIECE), "fingerprint": tok.fingerprint,
+                "model_type": model_type, "character_coverage": character_coverage,
+                "num_threads": num_threads,
+                "sample": {**sample, "chars_budget": budgets,
+                           "shards": {s: [p["name"] for p in v] for s, v in picked.items()}},
+                "sources": per_source}
+        write_json(d.tmp / "tokenizer.json", info)
+        d.add("tokenizer", fp, ["spm.model", "spm.vocab", "tokenizer.json"], shards=[])
+        d.finish()
+    return info, "trained"
 
 
 def read_info(tokenizer_dir: str | Path) -> dict:

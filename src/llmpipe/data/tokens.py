@@ -63,15 +63,16 @@ class SplitWriter:
     Use it as a context manager: on an exception every file is closed at once, so a full disk
     leaves no open handle behind to fail again (and print) when garbage-collected."""
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype):
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, stem: str | None = None):
         self.dir, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
+        self.stem = stem or split  # file names STEM.bin/.idx/.docs.parquet (a shard: NAME.SPLIT)
         self.bin_sha, self.idx_sha = hashlib.sha256(), hashlib.sha256()
         self.docs = self.tokens = self.utf8_bytes = 0
-        self.bin = open(self.dir / f"{split}.bin", "wb")
+        self.bin = open(self.dir / f"{self.stem}.bin", "wb")
         try:
-            self.idx = open(self.dir / f"{split}.idx", "wb")
+            self.idx = open(self.dir / f"{self.stem}.idx", "wb")
             self._write_idx(np.zeros(1, np.uint64))
-            self.table = TableWriter(self.dir / f"{split}.docs.parquet", DOCS_SCHEMA).__enter__()
+            self.table = TableWriter(self.dir / f"{self.stem}.docs.parquet", DOCS_SCHEMA).__enter__()
         except BaseException as e:
             close_all([f.close for f in (self.bin, getattr(self, "idx", None)) if f is not None])
             raise
@@ -112,9 +113,9 @@ class SplitWriter:
 
     def close(self) -> dict:
         self._close()
-        files = {"bin": (f"{self.split}.bin", self.bin_sha.hexdigest()),
-                 "idx": (f"{self.split}.idx", self.idx_sha.hexdigest()),
-                 "docs": (f"{self.split}.docs.parquet", sha256_file(self.dir / f"{self.split}.docs.parquet"))}
+        files = {"bin": (f"{self.stem}.bin", self.bin_sha.hexdigest()),
+                 "idx": (f"{self.stem}.idx", self.idx_sha.hexdigest()),
+                 "docs": (f"{self.stem}.docs.parquet", sha256_file(self.dir / f"{self.stem}.docs.parquet"))}
         return {"docs": self.docs, "tokens": self.tokens, "utf8_bytes": self.utf8_bytes,
                 "files": {k: {"name": name, "bytes": (self.dir / name).stat().st_size, "sha256": sha}
                           for k, (name, sha) in files.items()}}
@@ -172,8 +173,9 @@ class TokenFile:
     dir: Path
     split: str
     meta: dict
-    tokens: np.ndarray   # (tokens,) uint16/uint32 memmap, read-only
+    tokens: np.ndarray   # (tokens,) uint16/uint32 memmap, read-only (a `Concat` of them when sharded)
     offsets: np.ndarray  # (docs + 1,) uint64
+    docs_files: list[Path] | None = None  # the .docs.parquet files in order (sharded); None: SPLIT's
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -188,7 +190,10 @@ class TokenFile:
 
     def doc_table(self) -> pa.Table:
         """id, source, utf8_bytes per document, in .bin order."""
-        return pq.read_table(self.dir / f"{self.split}.docs.parquet")
+        if self.docs_files is None:
+            return pq.read_table(self.dir / f"{self.split}.docs.parquet")
+        return pa.concat_tables([pq.read_table(p) for p in self.docs_files]) if self.docs_files else \
+            DOCS_SCHEMA.empty_table()
 
     def doc_bytes(self) -> np.ndarray:
         """(docs,) int64 UTF-8 bytes of each document's text (bits per byte of any subset)."""
@@ -202,16 +207,73 @@ def memmap_tokens(path: Path, dtype: np.dtype) -> np.ndarray:
 
 
 def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer | None = None) -> TokenFile:
-    """Open SPLIT of a token directory; with `tokenizer`, refuse files made by another one."""
+    """Open SPLIT of a token directory; with `tokenizer`, refuse files made by another one.
+    A sharded source directory (meta `shards`) opens as one TokenFile over all its shards in order."""
     d, meta = read_meta(path)
     if split not in meta["splits"]:
         raise UserError(f"{d}: no split {split!r}; has {sorted(meta['splits'])}")
     if tokenizer is not None:
         check_fingerprint(meta, tokenizer, str(d))
     dtype = np.dtype(meta["dtype"])
-    tokens = memmap_tokens(d / f"{split}.bin", dtype)
-    offsets = np.fromfile(d / f"{split}.idx", dtype=np.uint64)
-    return TokenFile(dir=d, split=split, meta=meta, tokens=tokens, offsets=offsets)
+    if "shards" not in meta:
+        tokens = memmap_tokens(d / f"{split}.bin", dtype)
+        offsets = np.fromfile(d / f"{split}.idx", dtype=np.uint64)
+        return TokenFile(dir=d, split=split, meta=meta, tokens=tokens, offsets=offsets)
+    infos = [sh["splits"][split] for sh in meta["shards"]]
+    parts = [memmap_tokens(d / i["files"]["bin"]["name"], dtype) for i in infos]
+    offs, base = [np.zeros(1, np.uint64)], 0
+    for i in infos:
+        o = np.fromfile(d / i["files"]["idx"]["name"], dtype=np.uint64)
+        offs.append(o[1:] + np.uint64(base))
+        base += int(o[-1]) if len(o) else 0
+    docs = [d / i["files"]["docs"]["name"] for i in infos]
+    return TokenFile(dir=d, split=split, meta=meta, tokens=Concat(parts, dtype), offsets=np.concatenate(offs),
+                     docs_files=docs)
+
+
+class Concat:
+    """The token arrays of a sharded directory read as one (no copy): len, slices and integer
+    (array) indexing, as the readers of a TokenFile use them."""
+
+    def __init__(self, parts: list[np.ndarray], dtype: np.dtype):
+        self.parts, self.dtype = parts, np.dtype(dtype)
+        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def view(self, _cls=None) -> "Concat":
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return self[0:len(self)] if dtype is None else self[0:len(self)].astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("Concat: slices with a step are not supported")
+            if hi <= lo:
+                return np.zeros(0, self.dtype)
+            a = int(np.searchsorted(self.starts, lo, side="right")) - 1
+            b = int(np.searchsorted(self.starts, hi, side="left"))
+            out = [np.asarray(self.parts[k][max(lo - self.starts[k], 0): min(hi, self.starts[k + 1]) - self.starts[k]])
+                   for k in range(a, b)]
+            return out[0] if len(out) == 1 else np.concatenate(out)
+        idx = np.asarray(key, dtype=np.int64)
+        if idx.ndim == 0:
+            k = int(np.searchsorted(self.starts, int(idx), side="right")) - 1
+            return self.parts[k][int(idx) - self.starts[k]]
+        k = np.searchsorted(self.starts, idx, side="right") - 1
+        out = np.empty(idx.shape, self.dtype)
+        for part in np.unique(k):
+            sel = k == part
+            out[sel] = np.asarray(self.parts[part])[idx[sel] - self.starts[part]]
+        return out
 
 
 # --------------------------------------------------------------------------- verify, stats
@@ -221,7 +283,22 @@ class VerifyError(UserError, ValueError):
 
 
 def _verify_split(d: Path, meta: dict, split: str) -> None:
-    info = meta["splits"][split]
+    if "shards" not in meta:
+        _verify_files(d, meta, meta["splits"][split], split)
+        return
+    sums = {"docs": 0, "tokens": 0, "utf8_bytes": 0}
+    for sh in meta["shards"]:
+        info = sh["splits"][split]
+        _verify_files(d, meta, info, f"{sh['name']}.{split}")
+        for k in sums:
+            sums[k] += info[k]
+    want = {k: meta["splits"][split][k] for k in sums}
+    if sums != want:
+        raise VerifyError(f"{d}: the {split} shards add up to {sums}, the meta says {want}")
+
+
+def _verify_files(d: Path, meta: dict, info: dict, stem: str) -> None:
+    """Check one set of STEM.bin/.idx/.docs.parquet against its meta entry `info`."""
     dtype = np.dtype(meta["dtype"])
     for key, f in info["files"].items():
         p = d / f["name"]
@@ -231,29 +308,30 @@ def _verify_split(d: Path, meta: dict, split: str) -> None:
             raise VerifyError(f"{p}: {p.stat().st_size} bytes, meta says {f['bytes']} (truncated or rewritten)")
     if dtype != token_dtype(meta["vocab_size"]):
         raise VerifyError(f"{d}: dtype {dtype} but vocab {meta['vocab_size']} needs {token_dtype(meta['vocab_size'])}")
+    bin_p, idx_p = d / info["files"]["bin"]["name"], d / info["files"]["idx"]["name"]
     if info["files"]["bin"]["bytes"] != info["tokens"] * dtype.itemsize:
-        raise VerifyError(f"{d / (split + '.bin')}: size is not tokens x {dtype.itemsize} bytes")
-    tf = open_tokens(d, split)
-    off = tf.offsets.astype(np.int64)
+        raise VerifyError(f"{bin_p}: size is not tokens x {dtype.itemsize} bytes")
+    tokens = memmap_tokens(bin_p, dtype)
+    off = np.fromfile(idx_p, dtype=np.uint64).astype(np.int64)
     if len(off) != info["docs"] + 1 or off[0] != 0 or off[-1] != info["tokens"]:
-        raise VerifyError(f"{d / (split + '.idx')}: expected {info['docs'] + 1} offsets from 0 to {info['tokens']}")
+        raise VerifyError(f"{idx_p}: expected {info['docs'] + 1} offsets from 0 to {info['tokens']}")
     if len(off) > 1 and not np.all(np.diff(off) > 0):
         bad = int(np.argmin(np.diff(off) > 0))
-        raise VerifyError(f"{d / (split + '.idx')}: offsets not increasing at document {bad}")
+        raise VerifyError(f"{idx_p}: offsets not increasing at document {bad}")
     eos, n_eos = meta["eos_id"], 0
-    for lo in range(0, len(tf.tokens), CHUNK):
-        chunk = np.asarray(tf.tokens[lo:lo + CHUNK])
+    for lo in range(0, len(tokens), CHUNK):
+        chunk = np.asarray(tokens[lo:lo + CHUNK])
         if chunk.size and int(chunk.max()) >= meta["vocab_size"]:
-            raise VerifyError(f"{d / (split + '.bin')}: token {int(chunk.max())} >= vocab {meta['vocab_size']} "
+            raise VerifyError(f"{bin_p}: token {int(chunk.max())} >= vocab {meta['vocab_size']} "
                               f"near offset {lo + int(chunk.argmax())}")
         n_eos += int(np.count_nonzero(chunk == eos))
     if len(off) > 1:
-        ends = np.asarray(tf.tokens[off[1:] - 1])
+        ends = np.asarray(tokens[off[1:] - 1])
         if not np.all(ends == eos):
             bad = int(np.argmin(ends == eos))
-            raise VerifyError(f"{d / (split + '.bin')}: document {bad} does not end with EOS ({eos})")
+            raise VerifyError(f"{bin_p}: document {bad} does not end with EOS ({eos})")
     if n_eos != info["docs"]:
-        raise VerifyError(f"{d / (split + '.bin')}: {n_eos} EOS tokens for {info['docs']} documents")
+        raise VerifyError(f"{bin_p}: {n_eos} EOS tokens for {info['docs']} documents")
     if pq.ParquetFile(d / info["files"]["docs"]["name"]).metadata.num_rows != info["docs"]:
         raise VerifyError(f"{d / info['files']['docs']['name']}: row count != {info['docs']} documents")
     for key, f in info["files"].items():
@@ -272,7 +350,7 @@ def verify_dir(path: str | Path, tokenizer: str | Path | Tokenizer | None = None
         except TokenizerMismatch as e:
             raise VerifyError(str(e)) from None
     p = Path(path)
-    splits = [p.name[:-4]] if p.is_file() and p.suffix == ".bin" else list(meta["splits"])
+    splits = [p.name[:-4].rsplit(".", 1)[-1]] if p.is_file() and p.suffix == ".bin" else list(meta["splits"])
     for split in splits:
         if split not in meta["splits"]:
             raise VerifyError(f"{p}: not a split listed in the meta")

@@ -1,6 +1,7 @@
 """The clean pass: ingested Document table -> cleaned table with every signal as a column.
 
-Output (`data/clean/SRC.parquet`), one row per input document, input order kept:
+Output (`data/clean/SRC/`, a sharded directory: `llmpipe.core.shards`), per ingested shard NAME:
+NAME.parquet, one row per input document, input order kept:
     id, source, text (cleaned), url, meta        the Document columns
     chars_raw        int64   characters before cleaning
     removed_<name>   int64   characters removed by each cleaner of this kind (`cleaner_names`);
@@ -8,7 +9,10 @@ Output (`data/clean/SRC.parquet`), one row per input document, input order kept:
                              or all of a skipped document's (`clean.on_long_doc: skip`)
     <signal>         int64 | float64, every signal of `signals.signal_types(kind)`
     exact_hash       string  `minhash.exact_hash` of the cleaned text (hex)
-    minhash          fixed_size_list<uint32>[num_perm], `minhash.signatures` of the cleaned text
+and NAME.minhash.npy, (rows, num_perm) uint32: `minhash.signatures` of the cleaned texts (a
+plain .npy, so dedup reads the rows it verifies by memory map). A shard is recleaned only when
+its input, the clean params, its kind, the three dedup keys that shape signatures or the code
+changed; the others are reused as they are.
 No thresholds are applied here: `rules.py` (the `filter` stage) reads these columns.
 
 Work is split into batches of `batch_docs` documents, processed by `jobs` worker processes and
@@ -73,8 +77,7 @@ def output_schema(kind: str, num_perm: int) -> pa.Schema:
     fields = list(DOC_SCHEMA) + [pa.field("chars_raw", pa.int64())]
     fields += [pa.field(f"removed_{c}", pa.int64()) for c in cleaner_names(kind)]
     fields += [pa.field(k, types[t]) for k, t in signals.signal_types(kind).items()]
-    fields += [pa.field("exact_hash", pa.string()),
-               pa.field("minhash", pa.list_(pa.uint32(), num_perm))]
+    fields += [pa.field("exact_hash", pa.string())]
     return pa.schema(fields)
 
 
@@ -103,10 +106,7 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
 def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordBatch:
     arrays = []
     for f in schema:
-        if f.name == "minhash":
-            sig = np.ascontiguousarray(cols["minhash"]).reshape(-1)
-            arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(sig, pa.uint32()), f.type.list_size))
-        elif f.name in cols:
+        if f.name in cols:
             arrays.append(pa.array(cols[f.name], f.type))
         else:
             arrays.append(docs.column(f.name).cast(f.type))
@@ -114,17 +114,23 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
 
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
-                seed: int, jobs: int | None = None) -> dict:
-    """Clean `src` (Document table) into `dst` atomically; returns {docs, chars_raw, chars,
-    long_docs, long_chars} (long: documents over `params.max_doc_chars`, characters cut)."""
+                seed: int, jobs: int | None = None, *, minhash: str | Path | None = None,
+                pool=None) -> dict:
+    """Clean `src` (Document table) into `dst` (and the signatures into `minhash`, a .npy; default
+    beside dst); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
+    `params.max_doc_chars`, characters cut). `pool`: a worker pool to use (else one of `jobs`)."""
     jobs = workers.resolve(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
+    rows = num_rows(src)
+    minhash = Path(minhash) if minhash else Path(dst).with_suffix(".minhash.npy")
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
     stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0, "jobs": jobs}
-    pool = mp.get_context("spawn").Pool(jobs) if jobs > 1 else None
+    own = pool is None and jobs > 1
+    pool = mp.get_context("spawn").Pool(jobs) if own else pool
+    sig = np.lib.format.open_memmap(minhash, mode="w+", dtype=np.uint32, shape=(rows, num_perm))
     try:
-        with TableWriter(dst, schema) as w, tqdm(total=num_rows(src), unit="doc", desc=f"clean {kind}",
+        with TableWriter(dst, schema) as w, tqdm(total=rows, unit="doc", desc=f"clean {kind}",
                                                  disable=None) as bar:
             pending: collections.deque = collections.deque()
 
@@ -132,6 +138,7 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                 while len(pending) > limit:
                     docs, res = pending.popleft()
                     cols = res.get() if pool else res
+                    sig[stats["docs"]: stats["docs"] + docs.num_rows] = cols["minhash"]
                     w.write(_to_batch(docs, cols, schema))
                     stats["docs"] += docs.num_rows
                     stats["chars_raw"] += sum(cols["chars_raw"])
@@ -147,10 +154,55 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                 pending.append((docs, res))
                 drain(2 * jobs)
             drain(0)
+        sig.flush()
     finally:
-        if pool:
+        del sig
+        if own:
             pool.terminate()
     return stats
+
+
+SUM_KEYS = ("docs", "chars_raw", "chars", "long_docs", "long_chars")
+
+
+def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: str, params, ngram: int,
+                 num_perm: int, seed: int, jobs: int | None = None) -> tuple[dict, str]:
+    """Clean every shard of the ingested directory `in_dir` into `out_dir` (sharded), reusing the
+    shards whose fingerprint is unchanged. Returns (stats summed over shards, reuse summary)."""
+    from llmpipe.core import code
+    from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
+    in_dir = Path(in_dir)
+    manifest = read_manifest(in_dir, f"ingest@{source}")
+    jobs = workers.resolve(params.jobs if jobs is None else jobs)
+    others = [k for k in kinds.KINDS if k != kind]  # another kind's cleaner settings change nothing here
+    base = digest("clean", code.fingerprint("stages.clean"), kind, as_dict(params, drop=("jobs", *others)),
+                  ngram, num_perm, seed)
+    pool = None
+    try:
+        with ShardedDir(out_dir, stage="clean", source=source) as d:
+            for sh in shards(manifest):
+                name = sh["name"]
+                fp = digest(base, sh["files"][f"{name}.parquet"]["sha256"])
+                if d.reuse(name, fp) is not None:
+                    continue
+                if pool is None and jobs > 1:
+                    pool = mp.get_context("spawn").Pool(jobs)
+                st = clean_table(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", kind, params, ngram,
+                                 num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy", pool=pool)
+                d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy"],
+                      shards=[{"name": name, "docs": st["docs"]}], stats={k: st[k] for k in SUM_KEYS})
+            stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}
+            stats["jobs"] = jobs
+            d.finish(kind=kind, num_perm=num_perm, **{k: stats[k] for k in ("docs", "chars")})
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return stats, d.summary()
+
+
+def as_dict(params, drop=()) -> dict:
+    from llmpipe.core.config import as_dict as _as_dict
+    return {k: v for k, v in _as_dict(params).items() if k not in drop}
 
 
 def summary_line(source: str, kind: str, stats: dict, params, seconds: float, out) -> str:
@@ -160,4 +212,4 @@ def summary_line(source: str, kind: str, stats: dict, params, seconds: float, ou
             if stats["long_docs"] else "")
     return (f"clean@{source} ({kind}): {n(stats['docs'])} docs, {n(stats['chars_raw'])} -> {n(stats['chars'])} "
             f"chars{long} in {seconds:.1f}s ({n(stats['docs'] / max(seconds, 1e-9))} docs/s, "
-            f"{stats['jobs']} jobs) -> {out}")
+            f"{stats['jobs']} jobs; {stats.get('shards', '')}) -> {out}")

@@ -10,8 +10,11 @@ document is counted under its FIRST failing rule, so `docs_in == kept + sum(drop
 `apply_rules` is vectorised over a table of signals (one numpy comparison per rule);
 `filter_table` streams a clean table through it in batches.
 
-Outputs: the kept table holds the Document columns + `exact_hash` + `minhash` (what `dedup`
-needs; the signals stay in `data/clean/`), the rejects table every clean column + `reason`.
+Outputs: a decision, not a copy. Per clean shard NAME, `data/filtered/SRC/NAME.npy` holds one
+int16 reason code per clean row (0 kept, i + 1 dropped by rule i; the rule names are the
+manifest's `reasons`), so a threshold change rewrites a few bytes per document and never the
+text; later stages read the clean shards through it (`kept_mask`). With `filter.keep_rejects`,
+`data/rejects/SRC/NAME.parquet` holds the rejected rows (every clean column + `reason`).
 """
 from __future__ import annotations
 
@@ -143,33 +146,95 @@ class Tally:
         }
 
 
-KEEP_COLUMNS = [*DOC_SCHEMA.names, "exact_hash", "minhash"]
+REASONS_KEY = "reasons"
 
 
 def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 65536) -> dict:
-    """Apply the rules for `kind` to clean table `src`; write kept rows to `dst`. When `rejects`
-    is a path it is always written (a stable DVC output), holding the rejected rows with their
-    reason if `filter_params.keep_rejects`, else no rows. Returns the report (`Tally.report`)."""
+    """Apply the rules for `kind` to clean table `src`; write the reason codes to `dst` (.npy,
+    int16, one per row) and, with `filter_params.keep_rejects` and a `rejects` path, the rejected
+    rows with their reason. Returns the report (`Tally.report`)."""
     rules = rules_for(filter_params, kind)
     schema = pq.read_schema(src)
     check_columns(rules, schema.names, str(src))
     cleaners = [c[len("removed_"):] for c in schema.names if c.startswith("removed_")]
-    keep_schema = pa.schema([schema.field(c) for c in KEEP_COLUMNS])
+    need = sorted({*signal_columns(rules), "chars", "chars_raw", *(f"removed_{c}" for c in cleaners)})
+    keep_rejects = bool(rejects) and filter_params.keep_rejects
     rej_schema = schema.append(pa.field("reason", pa.string()))
     reasons = np.array(["", *[r.reason for r in rules]], dtype=object)
     tally = Tally(rules, cleaners)
-    rej_writer = TableWriter(rejects, rej_schema) if rejects else contextlib.nullcontext()
-    with TableWriter(dst, keep_schema) as kept, rej_writer as rej:
-        for batch in read_batches(src, batch_size=batch_size):
+    codes = []
+    rej_writer = TableWriter(rejects, rej_schema) if keep_rejects else contextlib.nullcontext()
+    with rej_writer as rej:
+        for batch in read_batches(src, columns=None if keep_rejects else need, batch_size=batch_size):
             code = apply_rules(batch, rules)
             tally.add(batch, code)
-            keep = pa.array(code == KEPT)
-            kept.write(pc.filter(batch.select(KEEP_COLUMNS), keep))
-            if rej is not None and filter_params.keep_rejects:
-                dropped = pc.filter(batch, pc.invert(keep))
+            codes.append(code)
+            if rej is not None:
+                dropped = pc.filter(batch, pa.array(code != KEPT))
                 why = pa.array(reasons[code[code != KEPT]].tolist(), pa.string())
                 rej.write(pa.RecordBatch.from_arrays([*dropped.columns, why], schema=rej_schema))
+    np.save(dst, np.concatenate(codes) if codes else np.zeros(0, np.int16), allow_pickle=False)
     return tally.report()
+
+
+def _filter_shard(src, dst, rejects, kind, filter_params) -> dict:
+    return filter_table(src, dst, rejects, kind, filter_params)
+
+
+def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, filter_params,
+                  jobs: int = 0) -> tuple[dict, str]:
+    """filter@SRC: a reason-code mask per clean shard in `out_dir` (sharded; unchanged shards
+    reused) and, when `rejects_dir` is given, the rejected rows there (rows only with
+    keep_rejects). Returns (report summed over shards, reuse summary)."""
+    from pathlib import Path
+
+    from llmpipe.core import code
+    from llmpipe.core.shards import ShardedDir, add_up, digest, map_units, read_manifest, shards
+    clean_dir = Path(clean_dir)
+    manifest = read_manifest(clean_dir, f"clean@{source}")
+    rules = rules_for(filter_params, kind)
+    base = digest("filter", code.fingerprint("stages.filter"), kind, [dataclasses.astuple(r) for r in rules],
+                  bool(rejects_dir) and filter_params.keep_rejects)
+    rej_dir = ShardedDir(rejects_dir, stage="filter-rejects", source=source) if rejects_dir else None
+    with ShardedDir(out_dir, stage="filter", source=source) as d, \
+            (rej_dir if rej_dir is not None else contextlib.nullcontext()) as r:
+        plan = []
+        for sh in shards(manifest):
+            name = sh["name"]
+            fp = digest(base, sh["files"][f"{name}.parquet"]["sha256"])
+            plan.append((name, fp, d.previous.find(name, fp) is not None and
+                         (r is None or r.previous.find(name, fp) is not None)))
+        todo = [(clean_dir / f"{name}.parquet", d.tmp / f"{name}.npy",
+                 (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params)
+                for name, fp, ok in plan if not ok]
+        built = iter(map_units(_filter_shard, todo, jobs, desc=f"filter {source}"))
+        for name, fp, ok in plan:
+            if ok:
+                d.reuse(name, fp)
+                if r is not None:
+                    r.reuse(name, fp)
+                continue
+            rep = next(built)
+            d.add(name, fp, [f"{name}.npy"], shards=[{"name": name, "docs": rep["docs_in"]}], stats=rep)
+            if r is not None:
+                files = [f"{name}.parquet"] if (r.tmp / f"{name}.parquet").exists() else []
+                r.add(name, fp, files, shards=[{"name": name, "docs": rep["docs_in"] - rep["docs_kept"]}])
+        report = add_up([u["stats"] for u in d.units])
+        if not d.units:
+            report = Tally(rules, []).report()
+        for key in ("dropped_by_reason", "chars_dropped_by_reason"):  # every rule listed, in rule order
+            report[key] = {rule.reason: int(report.get(key, {}).get(rule.reason, 0)) for rule in rules}
+        reasons = ["", *[rule.reason for rule in rules]]
+        d.finish(kind=kind, **{REASONS_KEY: reasons})
+        if r is not None:
+            r.finish(kind=kind, **{REASONS_KEY: reasons})
+    return report, d.summary()
+
+
+def kept_mask(filtered_dir, name: str) -> np.ndarray:
+    """(rows,) bool: the clean rows of shard `name` that filter kept."""
+    from pathlib import Path
+    return np.load(Path(filtered_dir) / f"{name}.npy", allow_pickle=False) == KEPT
 
 
 def summary_line(source: str, kind: str, report: dict, seconds: float) -> str:

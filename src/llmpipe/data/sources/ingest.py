@@ -1,4 +1,13 @@
-"""Ingest one source: raw records -> the Document table (see `llmpipe.data.table`).
+"""Ingest one source: raw records -> shards of the Document table (see `llmpipe.data.table`).
+
+The output is a sharded directory (`llmpipe.core.shards`): one unit of work per input file, which
+writes one shard per `sources.SRC.shard_mb` of text read (`FILE.00000.parquet`, `FILE.00001...`;
+a sample:// corpus is one unit, `sample`). A unit is redone only when its fingerprint changes:
+the sha256 of the input file's bytes (local files: remembered per (size, mtime, inode) in
+`.SRC.state.json` beside the output, so an unchanged file is not read again; remote files: the
+checksum their filesystem reports), the source's params other than `uri` and `kind`, and the
+code. Files are ingested in parallel, one per worker process (`--jobs`, default every core);
+the output does not depend on the number of workers.
 
 For every record, in input order: take the text (`text_field`), id (`id_field`, or a content id),
 url (`url_field`) and meta (`meta_fields`, as a JSON object), check them, and write a row.
@@ -14,23 +23,31 @@ a read the filesystem refuses) is a file-level failure, governed by `on_bad_file
 `docs_in` like any other), drops the unread rest, and lists the file in the report
 (`files_failed`, `files_failed_by_reason`, `files_failed_list`) and in the summary line.
 
-Ids are unique within a source. An explicit id seen twice is a bad record (`duplicate_id`).
-Without an id field the id is `content_id(text)`; an exact duplicate text (which dedup must still
-see) gets `content_id-2`, `-3`, ... in input order, counted as `duplicate_texts`.
-Memory: the set of ids seen, ~100 bytes per document; everything else streams.
+Ids are unique within an input file. An explicit id seen twice in one file is a bad record
+(`duplicate_id`). Without an id field the id is `content_id(text)`; an exact duplicate text
+(which dedup must still see) gets `content_id-2`, `-3`, ... in file order, counted as
+`duplicate_texts`. Across files ids are not compared: a set of every id of a source is what
+cost ~95 GB at 350BT; downstream a document is (source, shard, row), and exact dedup removes
+repeated texts whatever their ids. Memory per worker: the ids of one file; everything else streams.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from typing import Iterator
 
-from tqdm import tqdm
+from pathlib import Path
 
+from fsspec.implementations.local import LocalFileSystem
+
+from llmpipe.core import code
+from llmpipe.core.atomic import sha256_file, write_json
+from llmpipe.core.shards import ShardedDir, digest, map_units, shard_base, shard_name
 from llmpipe.data.table import content_id, write_docs
 from llmpipe.core.log import Timer, get_logger, n
-from llmpipe.params import SourceParams
+from llmpipe.params import SourceParams, as_dict
 from llmpipe.data.sources.files import SourceError, resolve
 from llmpipe.data.sources.readers import Bad, Item, read_file
 
@@ -38,21 +55,49 @@ log = get_logger("ingest")
 SAMPLE_META = ("planted",)  # sample records keep what was planted in them (for tests only)
 
 
-def iter_items(sp: SourceParams) -> tuple[Iterator[Item], dict]:
-    """The raw record stream of a source and facts about it for the report."""
+def input_units(name: str, sp: SourceParams) -> list[dict]:
+    """The units of work of a source, in order: {key (shard base), file (InputFile or None for
+    sample://), rel}."""
     if sp.uri.startswith("sample://"):
-        from llmpipe.data.sources.sample import sample_records
-        kind = sp.uri[len("sample://"):]
-        recs = sample_records(kind, sp.sample_docs, sp.sample_seed)
-        info = {"files": 0, "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
-        return ((f"{sp.uri}#{i}", r) for i, r in enumerate(recs)), info
-    files = resolve(sp.uri, sp.format)
-    columns = [c for c in (sp.text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
+        return [{"key": "sample", "file": None, "rel": sp.uri}]
+    units = [{"key": shard_base(f.rel), "file": f, "rel": f.rel} for f in resolve(sp.uri, sp.format)]
+    keys = [u["key"] for u in units]
+    if len(set(keys)) != len(keys):  # a~b.jsonl vs a/b.jsonl: the same shard names
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise SourceError(f"{sp.uri}: two input files make the same shard name {dup!r}; rename one")
+    return units
 
-    def items() -> Iterator[Item]:
-        for f in files:
-            yield from read_file(f, sp.text_field, columns, sp.txt_mode)
-    return items(), {"files": len(files)}
+
+def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
+    """The raw record stream of one unit: input file `f`, or the sample corpus."""
+    if f is None:
+        from llmpipe.data.sources.sample import sample_records
+        recs = sample_records(sp.uri[len("sample://"):], sp.sample_docs, sp.sample_seed)
+        return ((f"{sp.uri}#{i}", r) for i, r in enumerate(recs))
+    columns = [c for c in (sp.text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
+    return read_file(f, sp.text_field, columns, sp.txt_mode)
+
+
+def _input_sha(f, state: dict) -> str:
+    """sha256 of a local file (remembered in `state` by size, mtime and inode), or the checksum a
+    remote filesystem reports (no download)."""
+    if isinstance(f.fs, LocalFileSystem):
+        st = os.stat(f.path)
+        key = [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = state.get(f.path)
+        if known and known[:3] == key:
+            return known[3]
+        sha = sha256_file(f.path)
+        state[f.path] = [*key, sha]
+        return sha
+    info = f.fs.info(f.path)
+    for k in ("sha256", "checksum", "ETag", "etag", "blob_id", "md5"):
+        if info.get(k):
+            return f"{k}:{info[k]}:{info.get('size')}"
+    lfs = info.get("lfs") or {}
+    if isinstance(lfs, dict) and lfs.get("sha256"):
+        return f"lfs:{lfs['sha256']}"
+    return f"ukey:{f.fs.ukey(f.path)}"
 
 
 class _Mapper:
@@ -103,18 +148,19 @@ class _Mapper:
 BROKEN_NAMED = 3  # broken files the summary line names; the report lists them all
 
 
-def ingest_source(name: str, sp: SourceParams, out: str, progress: bool = True) -> dict:
-    """Write source `name` to the Document table `out`; return the report (counts by reason)."""
+def ingest_source(name: str, sp: SourceParams, out: str | Path, progress: bool = True,
+                  jobs: int = 0) -> dict:
+    """Write source `name` as a sharded Document directory `out`; return the report."""
     with Timer() as t:
-        report = _ingest(name, sp, out, progress)
+        report, d = _ingest(name, sp, Path(out), progress, jobs)
     broken = report["files_failed_list"]
     (log.warning if broken else log.info)(
         f"ingest {name}: {n(report['docs_out'])} docs written of {n(report['docs_in'])} read, "
         f"skipped {n(sum(report['skipped_by_reason'].values()))}"
         + (f" {report['skipped_by_reason']}, " if report["skipped_by_reason"] else ", ")
         + (f"{broken_summary(broken)}, " if broken else "")
-        + f"{n(report['chars_out'])} chars, {t.seconds:.1f} s, "
-        f"{n(report['docs_in'] / max(t.seconds, 1e-9))} docs/s -> {out}")
+        + f"{n(report['chars_out'])} chars in {n(report['shards'])} shards ({d.summary()}), "
+        f"{t.seconds:.1f} s -> {out}")
     return report
 
 
@@ -127,16 +173,27 @@ def broken_summary(broken: list[dict]) -> str:
     return f"{n(len(broken))} file{'s' if len(broken) != 1 else ''} broke: {', '.join(named)}{tail}"
 
 
-def _ingest(name: str, sp: SourceParams, out: str, progress: bool) -> dict:
-    items, info = iter_items(sp)
+SUM_KEYS = ("docs_in", "docs_out", "chars_out", "duplicate_texts")
+
+
+def unit_fingerprint(name: str, sp: SourceParams, unit: dict, input_sha: str, budget) -> str:
+    params = {k: v for k, v in as_dict(sp).items() if k not in ("uri", "kind")}
+    return digest("ingest", code.fingerprint("stages.ingest"), name, params, unit["rel"] if unit["file"] else None,
+                  input_sha, budget)
+
+
+def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int | None) -> dict:
+    """Ingest one unit (an input file) into shards under `tmp`; returns {shards, files, stats}.
+    Runs in a worker process; a bad record (on_bad_record: fail) raises SourceError."""
     mapper = _Mapper(name, sp)
     skipped: Counter[str] = Counter()
     broken: list[dict] = []
     stats = {"docs_in": 0, "docs_out": 0, "chars_out": 0}
+    limit = sp.shard_mb * 1_000_000
+    shards: list[dict] = []
 
     def rows() -> Iterator[dict]:
-        for item in tqdm(items, desc=f"ingest {name}", unit="doc", disable=not progress,
-                         file=sys.stderr, mininterval=1.0):
+        for item in iter_items(sp, unit["file"]):
             row = item if isinstance(item, Bad) else mapper(*item)
             if isinstance(row, Bad) and row.broken:
                 broken.append(_broken_file(name, sp, row))
@@ -148,39 +205,88 @@ def _ingest(name: str, sp: SourceParams, out: str, progress: bool) -> dict:
                 stats["docs_in"] += row.records
                 skipped[row.reason] += row.records
                 continue
+            if budget is not None and stats["docs_out"] >= budget:
+                return
             stats["docs_in"] += 1
             stats["docs_out"] += 1
             stats["chars_out"] += len(row["text"])
             yield row
-            if sp.max_docs is not None and stats["docs_out"] >= sp.max_docs:
+
+    it = rows()
+    for row in it:  # one shard per `limit` characters of text, each a Document table
+        piece = shard_name(unit["key"], len(shards))
+
+        def one_shard(first=row):
+            chars = 0
+            yield first
+            chars += len(first["text"])
+            if chars >= limit:
                 return
-
-    write_docs(out, _nonempty(rows(), sp, stats, skipped, broken))
-    return {"source": name, "uri": sp.uri, **info, **stats,
-            "skipped_by_reason": dict(sorted((k, v) for k, v in skipped.items() if v)),
-            "files_failed": len(broken),
-            "files_failed_by_reason": dict(sorted(Counter(b["reason"] for b in broken).items())),
-            "files_failed_list": broken,
-            "duplicate_texts": mapper.duplicate_texts}
-
-
-def _broken_file(name: str, sp: SourceParams, bad: Bad) -> dict:
-    """A file broke at `bad`: fail (on_bad_file: fail), or log it and return its report entry."""
-    kept = bad.records_before
-    if sp.on_bad_file == "fail":
-        rest = f"keep the {n(kept)} records read before the break and go on" if kept else "skip it and go on"
-        raise SourceError(f"{bad.where}: {bad.reason}: {bad.detail}; replace or remove the file, or set "
-                          f"sources.{name}.on_bad_file: skip to {rest}")
-    log.warning(f"{bad.where}: {bad.reason}: {bad.detail}; skipping the rest of the file "
-                f"({n(kept)} records read before the break; sources.{name}.on_bad_file: skip)")
-    return {"file": bad.file, "reason": bad.reason, "at": bad.where, "records_before": kept, "detail": bad.detail}
+            for r in it:
+                yield r
+                chars += len(r["text"])
+                if chars >= limit:
+                    return
+        docs = write_docs(tmp / f"{piece}.parquet", one_shard())
+        shards.append({"name": piece, "docs": docs})
+    unit_stats = {**stats, "skipped_by_reason": dict(sorted((k, v) for k, v in skipped.items() if v)),
+                  "files_failed_list": broken, "duplicate_texts": mapper.duplicate_texts}
+    return {"shards": shards, "files": [f"{s['name']}.parquet" for s in shards], "stats": unit_stats}
 
 
-def _nonempty(rows: Iterator[dict], sp: SourceParams, stats: dict, skipped: Counter,
-              broken: list[dict]) -> Iterator[dict]:
-    """Pass rows through; an empty source is an error (raised inside the writer: no output left)."""
-    yield from rows
-    if stats["docs_out"] == 0:
-        why = f"; {broken_summary(broken)}" if broken else ""
-        raise SourceError(f"{sp.uri}: empty source: no documents (records read: {stats['docs_in']}, "
-                          f"skipped: {dict(skipped) or 0}{why})")
+def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -> tuple[dict, ShardedDir]:
+    units = input_units(name, sp)
+    state_path = out.parent / f".{out.name}.state.json"
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    except (OSError, ValueError):
+        state = {}
+    shas = [_input_sha(u["file"], state) if u["file"] else
+            digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2]) for u in units]
+    with ShardedDir(out, stage="ingest", source=name) as d:
+        if sp.max_docs is None:  # independent units: reuse or build in parallel
+            plan = [(u, unit_fingerprint(name, sp, u, sha, None), None) for u, sha in zip(units, shas)]
+            todo = [(u, fp) for u, fp, _ in plan if d.previous.find(u["key"], fp) is None]
+            built = dict(zip([u["key"] for u, _ in todo],
+                             map_units(ingest_unit, [(name, sp, u, d.tmp, None) for u, _ in todo], jobs,
+                                       desc=f"ingest {name}", unit="file")))
+            for u, fp, _ in plan:
+                if u["key"] in built:
+                    r = built[u["key"]]
+                    d.add(u["key"], fp, r["files"], shards=r["shards"], stats=r["stats"])
+                else:
+                    d.reuse(u["key"], fp)
+        else:  # max_docs: each unit gets what the earlier ones left, so they run in order
+            left = sp.max_docs
+            for u, sha in zip(units, shas):
+                fp = unit_fingerprint(name, sp, u, sha, left)
+                got = d.reuse(u["key"], fp)
+                if got is None:
+                    r = ingest_unit(name, sp, u, d.tmp, left)
+                    got = d.add(u["key"], fp, r["files"], shards=r["shards"], stats=r["stats"])
+                left -= got["stats"]["docs_out"]
+                if left <= 0:
+                    break
+        stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}
+        skipped: Counter[str] = Counter()
+        broken = []
+        for u in d.units:
+            skipped.update(u["stats"]["skipped_by_reason"])
+            broken += u["stats"]["files_failed_list"]
+        if stats["docs_out"] == 0:
+            why = f"; {broken_summary(broken)}" if broken else ""
+            raise SourceError(f"{sp.uri}: empty source: no documents (records read: {stats['docs_in']}, "
+                              f"skipped: {dict(skipped) or 0}{why})")
+        report = {"source": name, "uri": sp.uri, "files": sum(1 for u in units if u["file"]), **stats,
+                  "skipped_by_reason": dict(sorted((k, v) for k, v in skipped.items() if v)),
+                  "files_failed": len(broken),
+                  "files_failed_by_reason": dict(sorted(Counter(b["reason"] for b in broken).items())),
+                  "files_failed_list": broken,
+                  "shards": sum(len(u["shards"]) for u in d.units),
+                  "units_built": len(d.built), "units_reused": len(d.reused)}
+        if not units[0]["file"]:
+            report["python"] = f"{sys.version_info.major}.{sys.version_info.minor}"
+        d.finish(**{k: report[k] for k in ("docs_out", "chars_out", "shards")})
+    if state:
+        write_json(state_path, state)
+    return report, d

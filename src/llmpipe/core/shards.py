@@ -1,0 +1,316 @@
+"""Sharded outputs: a stage's output is a directory of shards plus `manifest.json`, rebuilt shard
+by shard, so that a new input file costs its own shard and nothing else.
+
+A source's documents live in shards: one per input file (a large file is cut into pieces of
+`sources.SRC.shard_mb` of text, with stable names `FILE.00000`, `FILE.00001`, ...). Every
+per-source stage writes one directory (one DVC output) holding, per shard, its files, and a
+manifest listing the *units* of work in order:
+
+    {"format": "llmpipe.shards/1", "stage": "clean", "source": "c4", ...,
+     "units": [{"key": "part-01.00000", "fingerprint": "…",
+                "files": {"part-01.00000.parquet": {"bytes": …, "sha256": …}, …},
+                "shards": [{"name": "part-01.00000", "docs": 812}],
+                "stats": {…counts the stage's report adds up…}}, …]}
+
+A unit is what is redone or reused as a whole: one shard, or for `ingest` one input file (which
+may make several shards). Its `fingerprint` is a sha256 of everything its bytes depend on: the
+code of the stage (`core.code.fingerprint`), the params it reads and the sha256 of its inputs. A
+stage run (`ShardedDir`) rebuilds only the units whose fingerprint is new; every other unit's
+files are hard-linked, unchanged, from the previous output of the same directory (a link, not a
+copy: no bytes are written, and DVC, whose cache the link points into, hashes nothing new).
+
+Where the previous output is found (`Previous`):
+1. the directory itself, when it is still there (a run outside `dvc repro`);
+2. DVC's cache: `dvc repro` deletes a stage's outputs before running it, so the previous version
+   is read from the cache through `dvc.lock` (the out's `.dir` listing, then each file's object).
+   With `cache.type: hardlink` (this repo's `.dvc/config`) a reused shard is the very inode the
+   cache holds; with `copy`, a link into the cache is still made (read-only, like a hardlink
+   checkout) and DVC hashes it once more.
+Neither found (a fresh clone without `dvc pull`): every unit is built. The result is the same
+bytes either way: reuse is an optimisation, never a different output.
+
+Units are written straight into the temp directory of an `atomic_path`, so a killed or failed run
+leaves nothing under the final name and a previous output stays intact.
+"""
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from llmpipe.core.atomic import atomic_path, sha256_file
+from llmpipe.core.errors import UserError
+from llmpipe.core.log import get_logger
+
+log = get_logger("shards")
+
+FORMAT = "llmpipe.shards/1"
+MANIFEST = "manifest.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def digest(*parts: Any) -> str:
+    """sha256 of the canonical JSON of `parts` (sorted keys): a fingerprint of anything plain."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def shard_base(rel: str) -> str:
+    """A file-name-safe, stable base for the shards of input file `rel` (`a/b/part-1.jsonl.gz` ->
+    `a~b~part-1.jsonl.gz`); distinct inputs give distinct bases (the separator is not in names)."""
+    return "~".join(_UNSAFE.sub("_", p) for p in rel.split("/") if p) or "input"
+
+
+def shard_name(base: str, piece: int) -> str:
+    return f"{base}.{piece:05d}"
+
+
+# --------------------------------------------------------------------------- manifests
+
+def read_manifest(out_dir: str | Path, rerun: str) -> dict:
+    """The manifest of an upstream sharded directory, or a user error saying what to run."""
+    p = Path(out_dir) / MANIFEST
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: not found; did you run `dvc repro {rerun}`?")
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({e}); rerun `dvc repro {rerun}`") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("units"), list):
+        raise UserError(f"{p}: not a {FORMAT} manifest (an output of an older llmpipe?); "
+                        f"rerun `dvc repro {rerun}`")
+    return m
+
+
+def shards(manifest: dict) -> list[dict]:
+    """Every shard of a manifest in order: {name, docs, unit (its key), files and stats (of its unit)}."""
+    return [{**s, "unit": u["key"], "files": u["files"], "stats": u["stats"]}
+            for u in manifest["units"] for s in u["shards"]]
+
+
+def file_sha(manifest_shard: dict, name: str) -> str:
+    return manifest_shard["files"][name]["sha256"]
+
+
+# --------------------------------------------------------------------------- previous output
+
+def _repo_root(start: Path) -> Path | None:
+    for d in (start, *start.parents):
+        if (d / ".dvc").is_dir():
+            return d
+    return None
+
+
+def _cache_dir(root: Path) -> Path:
+    """DVC's local cache folder (`cache.dir` in .dvc/config(.local), else .dvc/cache)."""
+    found = root / ".dvc" / "cache"
+    for name in ("config", "config.local"):
+        cfg = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            cfg.read(root / ".dvc" / name, encoding="utf-8")
+            d = cfg.get("cache", "dir", fallback=None)
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if d:
+            found = (root / ".dvc" / d.strip().strip("'\"")).resolve()
+    return found
+
+
+def _object(cache: Path, md5: str) -> Path | None:
+    for p in (cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]):  # DVC 3, 2
+        if p.exists():
+            return p
+    return None
+
+
+def _locked_listing(out_dir: Path) -> dict[str, Path] | None:
+    """{relpath inside out_dir: cache object} of the version of out_dir recorded in dvc.lock."""
+    root = _repo_root(out_dir.resolve().parent)
+    if root is None or not (root / "dvc.lock").exists():
+        return None
+    try:
+        rel = out_dir.resolve().relative_to(root).as_posix()
+        import yaml
+        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
+    except (ValueError, OSError, UnicodeDecodeError, Exception):  # noqa: BLE001 - no reuse, not an error
+        return None
+    cache = _cache_dir(root)
+    for stage in (lock.get("stages") or {}).values():
+        for out in (stage or {}).get("outs") or []:
+            path = str(out.get("path", "")).rstrip("/")
+            md5 = str(out.get("md5", ""))
+            if not md5.endswith(".dir") or not (rel == path or rel.startswith(path + "/")):
+                continue
+            listing = _object(cache, md5)
+            if listing is None:
+                return None
+            try:
+                entries = json.loads(listing.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            prefix = "" if rel == path else rel[len(path) + 1:] + "/"
+            found = {}
+            for e in entries:
+                rp = e.get("relpath", "")
+                if rp.startswith(prefix) and (obj := _object(cache, e.get("md5", ""))) is not None:
+                    found[rp[len(prefix):]] = obj
+            return found
+    return None
+
+
+class Previous:
+    """The units of the last output of `out_dir` that still exist (see the module doc)."""
+
+    def __init__(self, out_dir: str | Path):
+        out_dir = Path(out_dir)
+        self.where, self.files, self.units = "none", {}, {}
+        if (out_dir / MANIFEST).is_file():
+            self.where = "workspace"
+            self.files = {p.name: p for p in out_dir.iterdir() if p.is_file()}
+        else:
+            listing = _locked_listing(out_dir)
+            if listing and MANIFEST in listing:
+                self.where, self.files = "dvc cache", {k: v for k, v in listing.items() if "/" not in k}
+        if MANIFEST in self.files:
+            try:
+                m = json.loads(self.files[MANIFEST].read_text(encoding="utf-8"))
+                if m.get("format") == FORMAT:
+                    self.units = {u["key"]: u for u in m["units"]}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self.units = {}
+
+    def find(self, key: str, fingerprint: str) -> dict | None:
+        """The previous unit `key` if it had this fingerprint and all its files are still there."""
+        u = self.units.get(key)
+        if u is None or u.get("fingerprint") != fingerprint:
+            return None
+        for name, f in u["files"].items():
+            p = self.files.get(name)
+            if p is None or p.stat().st_size != f["bytes"]:
+                return None
+        return u
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link src to dst (same filesystem); copy when links are impossible (another device)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+# --------------------------------------------------------------------------- writer
+
+class ShardedDir:
+    """Write a sharded output directory atomically, reusing unchanged units.
+
+    >>> with ShardedDir(out, stage="clean", source="c4") as d:
+    ...     for key, fp in units:
+    ...         if d.reuse(key, fp) is None:
+    ...             build(d.tmp / f"{key}.parquet")
+    ...             d.add(key, fp, [f"{key}.parquet"], shards=[{"name": key, "docs": n}], stats={...})
+    ...     manifest = d.finish(extra={...})
+    """
+
+    def __init__(self, out_dir: str | Path, *, stage: str, source: str | None = None):
+        self.out_dir, self.stage, self.source = Path(out_dir), stage, source
+        self.units: list[dict] = []
+        self.reused: list[str] = []
+        self.built: list[str] = []
+
+    def __enter__(self) -> "ShardedDir":
+        self.previous = Previous(self.out_dir)
+        self._atomic = atomic_path(self.out_dir)
+        self.tmp = self._atomic.__enter__()
+        self.tmp.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+    def reuse(self, key: str, fingerprint: str) -> dict | None:
+        """Link the previous unit `key` into this output if its fingerprint is unchanged."""
+        u = self.previous.find(key, fingerprint)
+        if u is None:
+            return None
+        for name in u["files"]:
+            link_or_copy(self.previous.files[name], self.tmp / name)
+        self.units.append(u)
+        self.reused.append(key)
+        return u
+
+    def add(self, key: str, fingerprint: str, files: Iterable[str], *, shards: list[dict],
+            stats: dict | None = None) -> dict:
+        """Record a unit just built into `self.tmp` (its files hashed here)."""
+        u = {"key": key, "fingerprint": fingerprint,
+             "files": {f: {"bytes": (self.tmp / f).stat().st_size, "sha256": sha256_file(self.tmp / f)}
+                       for f in files},
+             "shards": shards, "stats": stats or {}}
+        self.units.append(u)
+        self.built.append(key)
+        return u
+
+    def finish(self, **extra: Any) -> dict:
+        """Write manifest.json (units in the order added) and return it."""
+        names = [f for u in self.units for f in u["files"]]
+        if len(names) != len(set(names)) or MANIFEST in names:
+            raise AssertionError(f"{self.out_dir}: two units write the same file")
+        m = {"format": FORMAT, "stage": self.stage, "source": self.source, **extra, "units": self.units}
+        (self.tmp / MANIFEST).write_text(json.dumps(m, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+        return m
+
+    def summary(self) -> str:
+        """`3 units: 1 built, 2 reused (dvc cache)`."""
+        total = len(self.built) + len(self.reused)
+        where = f" ({self.previous.where})" if self.reused else ""
+        return f"{total} shard unit{'s' if total != 1 else ''}: {len(self.built)} built, {len(self.reused)} reused{where}"
+
+
+def total(manifest: dict, key: str) -> int:
+    """Sum of an integer stat over the units of a manifest."""
+    return sum(int(u["stats"].get(key, 0)) for u in manifest["units"])
+
+
+def map_units(fn, calls: list[tuple], jobs: int, desc: str = "", unit: str = "shard") -> list:
+    """[fn(*args) for args in calls], in worker processes (`jobs`, 0 = every core) when there are
+    several calls, results in order; a worker's exception (a UserError included) is raised here."""
+    from tqdm import tqdm
+
+    from llmpipe.core import workers
+    jobs = min(workers.resolve(jobs), len(calls))
+    with tqdm(total=len(calls), desc=desc, unit=unit, disable=None if calls else True, leave=False) as bar:
+        if jobs <= 1:
+            out = []
+            for args in calls:
+                out.append(fn(*args))
+                bar.update(1)
+            return out
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(fn, *args) for args in calls]
+            out = []
+            for f in futs:
+                out.append(f.result())
+                bar.update(1)
+            return out
+
+
+def add_up(parts: list[dict]) -> dict:
+    """Sum reports key by key (numbers added, dicts merged recursively, other values: the first)."""
+    out: dict = {}
+    for p in parts:
+        for k, v in p.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, dict)):
+                out.setdefault(k, v)
+            elif isinstance(v, dict):
+                out[k] = add_up([out.get(k, {}), v])
+            else:
+                out[k] = out.get(k, 0) + v
+    return out

@@ -311,6 +311,20 @@ def build_tokenizer(clean_root: str | Path, filtered_root: str | Path, sources: 
             info = json.loads((d.tmp / "tokenizer.json").read_text(encoding="utf-8"))
             d.finish()
             return info, f"reused ({d.previous.where}): its pinned sample shards and params are unchanged"
+        if "tokenizer.json" in d.previous.files:  # say loudly why it moves: every tokenize@ reruns
+            try:
+                was = json.loads(d.previous.files["tokenizer.json"].read_text(encoding="utf-8"))["sample"].get("shards", {})
+            except (OSError, ValueError, KeyError):
+                was = {}
+            now = {s: [p["name"] for p in v] for s, v in picked.items()}
+            moved = {s: {"+": sorted(set(now[s]) - set(was.get(s, []))), "-": sorted(set(was.get(s, [])) - set(now[s]))}
+                     for s in now}
+            moved = {s: m for s, m in moved.items() if m["+"] or m["-"]}
+            log.warning("tokenizer: retraining (%s), so every tokenize@ stage re-encodes; %s", 
+                        f"sample shards changed: {moved}" if moved else
+                        "tokenizer params, code or the pinned shards' contents changed",
+                        "pin fewer shards with tokenizer.sample_shards to keep it while sources grow"
+                        if moved else "expected after a tokenizer.* change")
         log.info("tokenizer sample: %s characters per source from shards %s",
                  {s: f"{b:,}" for s, b in budgets.items()}, {s: [p["name"] for p in v] for s, v in picked.items()})
         keep_for_stats: dict[str, list[str]] = {s: [] for s in budgets}

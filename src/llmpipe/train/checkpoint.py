@@ -64,8 +64,14 @@ def data_identity(data_meta: dict) -> dict:
 def fingerprint(data_meta: dict, cfg, tp, world: int, precision: str, device_type: str) -> tuple[str, dict]:
     """Resume only when everything that shapes the weights' trajectory is the same (`cfg` a
     ModelConfig, `tp` TrainParams); the resolved precision and device type count
-    (`precision: auto` is fp32 on CPU but bf16 on CUDA)."""
-    ident = json.dumps(data_identity(data_meta), sort_keys=True).encode()
+    (`precision: auto` is fp32 on CPU but bf16 on CUDA). With `train.on_new_data: continue` the
+    data part is only what the weights must agree with (token dtype, vocab, tokenizer), so a run
+    resumes on a grown mix (README "Adding data while a model trains")."""
+    ident_of = data_identity(data_meta)
+    if getattr(tp, "on_new_data", "restart") == "continue":
+        ident_of = {"dtype": data_meta.get("dtype"), "vocab_size": data_meta.get("vocab_size"),
+                    "tokenizer_fingerprint": data_meta.get("tokenizer_fingerprint")}
+    ident = json.dumps(ident_of, sort_keys=True).encode()
     parts = {"data": hashlib.sha256(ident).hexdigest(),
              "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
              "world": world, "precision": precision, "device_type": device_type}

@@ -79,6 +79,10 @@ class TrainParams(Section):
     sample_tokens: int = 32
     max_steps: Optional[int] = None
     """Stop after this many optimizer steps (schedule unchanged): for smoke runs and tests."""
+    on_new_data: Literal["restart", "continue"] = "restart"
+    """When data/mix changed since the last checkpoint (new shards): `restart` trains from scratch;
+    `continue` resumes at the checkpoint's step, counting the tokens already seen, and draws the
+    remaining steps from the grown mix (same tokenizer required)."""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",

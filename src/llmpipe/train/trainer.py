@@ -215,6 +215,19 @@ class Trainer:
         if self.main:
             ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
         log.info("resumed from %s: step %s, %s tokens seen", path.name, n(self.step), n(self.tokens_seen))
+        old = c.get("meta") or {}
+        if old.get("data") not in (None, self.data_digest()):  # train.on_new_data: continue
+            log.warning("resuming on new data (train.on_new_data: continue): %s was made on a mix of %s train "
+                        "tokens, data/mix now has %s; the %s tokens seen stay counted and the remaining %s "
+                        "steps draw from the new mix", path.name, n(old.get("train_tokens_available", 0)),
+                        n(self.meta["splits"]["train"]["tokens"]), n(self.tokens_seen),
+                        n(self.plan["total_steps"] - self.step))
+
+    def data_digest(self) -> str:
+        """sha256 of the train token files' identity (their sha256s)."""
+        import hashlib
+        import json as _json
+        return hashlib.sha256(_json.dumps(ckpt.data_identity(self.meta), sort_keys=True).encode()).hexdigest()
 
     # ------------------------------------------------------------------ loop pieces
     def save(self) -> None:
@@ -228,7 +241,8 @@ class Trainer:
             state = {"optimizer": self.opt.state_dict(), "rng": ckpt.rng_state(self.device),
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
                      "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
-            meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts}
+            meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts,
+                    "data": self.data_digest(), "train_tokens_available": self.meta["splits"]["train"]["tokens"]}
             self.ckpt_seconds[self.step] = self.seconds
             self.write_timing()  # first: a kill right after the checkpoint still finds its spend
             ckpt.save_checkpoint(self.paths.ckpt, self.step, self.model.state_dict(), state, meta,

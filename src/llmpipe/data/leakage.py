@@ -18,6 +18,7 @@ probability 1 - (1 - 2^-k)^m; `sampling_rate` in the report says which k was use
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from llmpipe.data.minhash import mix64  # in place: every call here passes a fresh temporary
 from llmpipe.data.tokenizer import Tokenizer
@@ -118,9 +119,9 @@ def val_overlap(train: dict, val: dict, tok: Tokenizer, ngram: int = 13, example
             found = member(h[sel], train_set)
             hit[d[sel][found]] = True
         n_val += len(docs)
-        if hit.any():
-            ids = tf.doc_table().column("id").to_pylist()
-            hit_ids += [f"{src}:{ids[i]}" for i in docs[np.flatnonzero(hit)].tolist()]
+        if hit.any():  # only the hits' ids become Python strings
+            ids = tf.doc_table().column("id").take(pa.array(docs[np.flatnonzero(hit)])).to_pylist()
+            hit_ids += [f"{src}:{i}" for i in ids]
     return {"ngram": ngram, "val_docs": n_val, "val_docs_overlapping": len(hit_ids),
             "fraction": round(len(hit_ids) / n_val, 6) if n_val else 0.0,
             "train_ngrams_kept": int(len(train_set)), "sampling_rate": 1.0 / (1 << k),

@@ -23,12 +23,13 @@ a read the filesystem refuses) is a file-level failure, governed by `on_bad_file
 `docs_in` like any other), drops the unread rest, and lists the file in the report
 (`files_failed`, `files_failed_by_reason`, `files_failed_list`) and in the summary line.
 
-Ids are unique within an input file. An explicit id seen twice in one file is a bad record
-(`duplicate_id`). Without an id field the id is `content_id(text)`; an exact duplicate text
-(which dedup must still see) gets `content_id-2`, `-3`, ... in file order, counted as
-`duplicate_texts`. Across files ids are not compared: a set of every id of a source is what
+Ids are unique within a shard (an input file, or a `shard_mb` piece of a bigger one). An
+explicit id seen twice in one shard is a bad record (`duplicate_id`). Without an id field the
+id is `content_id(text)`; an exact duplicate text (which dedup must still see) gets
+`content_id-2`, `-3`, ... in file order, counted as `duplicate_texts`. Across shards ids are not
+compared: a set of every id of a source is what
 cost ~95 GB at 350BT; downstream a document is (source, shard, row), and exact dedup removes
-repeated texts whatever their ids. Memory per worker: the ids of one file; everything else streams.
+repeated texts whatever their ids. Memory per worker: the ids of one shard; everything else streams.
 """
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def unit_fingerprint(name: str, sp: SourceParams, unit: dict, input_sha: str, bu
 def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int | None) -> dict:
     """Ingest one unit (an input file) into shards under `tmp`; returns {shards, files, stats}.
     Runs in a worker process; a bad record (on_bad_record: fail) raises SourceError."""
-    mapper = _Mapper(name, sp)
+    mappers = [_Mapper(name, sp)]  # one per shard: ids are unique within a shard (memory: its ids)
     skipped: Counter[str] = Counter()
     broken: list[dict] = []
     stats = {"docs_in": 0, "docs_out": 0, "chars_out": 0}
@@ -194,7 +195,7 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
 
     def rows() -> Iterator[dict]:
         for item in iter_items(sp, unit["file"]):
-            row = item if isinstance(item, Bad) else mapper(*item)
+            row = item if isinstance(item, Bad) else mappers[-1](*item)
             if isinstance(row, Bad) and row.broken:
                 broken.append(_broken_file(name, sp, row))
                 continue
@@ -221,16 +222,18 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
             yield first
             chars += len(first["text"])
             if chars >= limit:
+                mappers.append(_Mapper(name, sp))
                 return
             for r in it:
                 yield r
                 chars += len(r["text"])
                 if chars >= limit:
+                    mappers.append(_Mapper(name, sp))  # the next shard's rows: a fresh id set
                     return
         docs = write_docs(tmp / f"{piece}.parquet", one_shard())
         shards.append({"name": piece, "docs": docs})
     unit_stats = {**stats, "skipped_by_reason": dict(sorted((k, v) for k, v in skipped.items() if v)),
-                  "files_failed_list": broken, "duplicate_texts": mapper.duplicate_texts}
+                  "files_failed_list": broken, "duplicate_texts": sum(m.duplicate_texts for m in mappers)}
     return {"shards": shards, "files": [f"{s['name']}.parquet" for s in shards], "stats": unit_stats}
 
 

@@ -50,6 +50,7 @@ from llmpipe.core.atomic import sha256_file, write_json
 from llmpipe.data.table import missing_input, read_batches
 from llmpipe.core.log import get_logger, n
 from llmpipe.core import workers
+from llmpipe.core.errors import UserError
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import SPLITS, SplitWriter, make_meta, token_dtype
@@ -235,6 +236,9 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
             if not mask_path.exists():
                 raise missing_input(mask_path, "dedup")
             keep = np.load(mask_path, allow_pickle=False) == 0
+            if len(keep) != sh["docs"]:
+                raise UserError(f"{mask_path}: {len(keep)} rows, but the clean shard {name} has {sh['docs']}; "
+                                "rerun `dvc repro dedup`")
             inp = digest(sh["files"][f"{name}.parquet"]["sha256"], sha256_file(mask_path), seed, min_val_docs)
             old = d.previous.units.get(name, {}).get("stats", {})
             if old.get("input") == inp:

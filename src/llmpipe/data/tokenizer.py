@@ -259,7 +259,7 @@ def pinned_shards(clean_root: Path, filtered_root: Path, sources: list[str], cou
             if name not in clean:
                 raise UserError(f"{filtered_root}/{src}: shard {name} is not in {clean_root}/{src}; "
                                 f"rerun `dvc repro filter@{src}`")
-            picked.append({"name": name, "chars_kept": int(sh["stats"].get("chars_kept", 0)),
+            picked.append({"name": name, "docs": int(clean[name]["docs"]), "chars_kept": int(sh["stats"].get("chars_kept", 0)),
                            "fingerprint": [clean[name]["files"][f"{name}.parquet"]["sha256"],
                                            sh["files"][f"{name}.npy"]["sha256"]]})
         out[src] = picked
@@ -277,6 +277,9 @@ def iter_pinned_sample(clean_dir: Path, filtered_dir: Path, picked: list[dict], 
     taken, seen = 0, set()
     for sh in picked:
         keep = kept_mask(filtered_dir, sh["name"])
+        if len(keep) != sh["docs"]:
+            raise UserError(f"{Path(filtered_dir) / (sh['name'] + '.npy')}: {len(keep)} rows, but the clean shard "
+                            f"has {sh['docs']}; rerun `dvc repro filter`")
         row = 0
         for batch in read_batches(Path(clean_dir) / f"{sh['name']}.parquet", ["id", "text", "exact_hash"]):
             ids, texts, hashes = (batch.column(k).to_pylist() for k in ("id", "text", "exact_hash"))

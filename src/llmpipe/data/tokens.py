@@ -265,6 +265,9 @@ class Concat:
                    for k in range(a, b)]
             return out[0] if len(out) == 1 else np.concatenate(out)
         idx = np.asarray(key, dtype=np.int64)
+        if ((idx < -len(self)) | (idx >= len(self))).any():
+            raise IndexError(f"index out of range for {len(self)} tokens")
+        idx = np.where(idx < 0, idx + len(self), idx)
         if idx.ndim == 0:
             k = int(np.searchsorted(self.starts, int(idx), side="right")) - 1
             return self.parts[k][int(idx) - self.starts[k]]

@@ -98,7 +98,13 @@ def closure(path: Path) -> frozenset[Path]:
 def fingerprint(module: str) -> str:
     """sha256 over the path and bytes of every file in the closure of `module` (`stages.clean`)."""
     h = hashlib.sha256()
-    for f in sorted(closure(module_file(module))):
+    start = module_file(module)
+    if start is None:  # no stages/ beside src/ (an installed package): the whole package counts
+        start = ROOTS["llmpipe"] / "__init__.py"
+        files = sorted(ROOTS["llmpipe"].rglob("*.py"))
+    else:
+        files = sorted(closure(start))
+    for f in files:
         rel = f.relative_to(ROOT).as_posix()
         if rel in SKIP:
             continue

@@ -53,6 +53,7 @@ from llmpipe.data.sources.files import SourceError, resolve
 from llmpipe.data.sources.readers import Bad, Item, read_file
 
 log = get_logger("ingest")
+UNREADABLE = "unreadable:"  # the input fingerprint of a file that could not be hashed
 SAMPLE_META = ("planted",)  # sample records keep what was planted in them (for tests only)
 
 
@@ -82,16 +83,19 @@ def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
 def _input_sha(f, state: dict) -> str:
     """sha256 of a local file (remembered in `state` by size, mtime and inode), or the checksum a
     remote filesystem reports (no download)."""
-    if isinstance(f.fs, LocalFileSystem):
-        st = os.stat(f.path)
-        key = [st.st_size, st.st_mtime_ns, st.st_ino]
-        known = state.get(f.path)
-        if known and known[:3] == key:
-            return known[3]
-        sha = sha256_file(f.path)
-        state[f.path] = [*key, sha]
-        return sha
-    info = f.fs.info(f.path)
+    try:
+        if isinstance(f.fs, LocalFileSystem):
+            st = os.stat(f.path)
+            key = [st.st_size, st.st_mtime_ns, st.st_ino]
+            known = state.get(f.path)
+            if known and known[:3] == key:
+                return known[3]
+            sha = sha256_file(f.path)
+            state[f.path] = [*key, sha]
+            return sha
+        info = f.fs.info(f.path)
+    except OSError as e:  # the reader reports it (unreadable_file, on_bad_file); never reused
+        return f"{UNREADABLE}{e.errno}"
     for k in ("sha256", "checksum", "ETag", "etag", "blob_id", "md5"):
         if info.get(k):
             return f"{k}:{info[k]}:{info.get('size')}"
@@ -206,12 +210,12 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
                 stats["docs_in"] += row.records
                 skipped[row.reason] += row.records
                 continue
-            if budget is not None and stats["docs_out"] >= budget:
-                return
             stats["docs_in"] += 1
             stats["docs_out"] += 1
             stats["chars_out"] += len(row["text"])
             yield row
+            if budget is not None and stats["docs_out"] >= budget:  # read nothing past the budget
+                return
 
     it = rows()
     for row in it:  # one shard per `limit` characters of text, each a Document table
@@ -244,16 +248,22 @@ def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -
         state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
     except (OSError, ValueError):
         state = {}
-    shas = [_input_sha(u["file"], state) if u["file"] else
-            digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2]) for u in units]
+    def sha_of(u: dict) -> str:
+        return _input_sha(u["file"], state) if u["file"] else \
+            digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2])
+
+    def reusable(d, u: dict, fp: str, sha: str) -> bool:
+        return not sha.startswith(UNREADABLE) and d.previous.find(u["key"], fp) is not None
+
     with ShardedDir(out, stage="ingest", source=name) as d:
         if sp.max_docs is None:  # independent units: reuse or build in parallel
-            plan = [(u, unit_fingerprint(name, sp, u, sha, None), None) for u, sha in zip(units, shas)]
-            todo = [(u, fp) for u, fp, _ in plan if d.previous.find(u["key"], fp) is None]
+            shas = [sha_of(u) for u in units]
+            plan = [(u, unit_fingerprint(name, sp, u, sha, None), sha) for u, sha in zip(units, shas)]
+            todo = [(u, fp) for u, fp, sha in plan if not reusable(d, u, fp, sha)]
             built = dict(zip([u["key"] for u, _ in todo],
                              map_units(ingest_unit, [(name, sp, u, d.tmp, None) for u, _ in todo], jobs,
                                        desc=f"ingest {name}", unit="file")))
-            for u, fp, _ in plan:
+            for u, fp, _sha in plan:
                 if u["key"] in built:
                     r = built[u["key"]]
                     d.add(u["key"], fp, r["files"], shards=r["shards"], stats=r["stats"])
@@ -261,9 +271,10 @@ def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -
                     d.reuse(u["key"], fp)
         else:  # max_docs: each unit gets what the earlier ones left, so they run in order
             left = sp.max_docs
-            for u, sha in zip(units, shas):
+            for u in units:  # hashed one by one: files past the budget are never read
+                sha = sha_of(u)
                 fp = unit_fingerprint(name, sp, u, sha, left)
-                got = d.reuse(u["key"], fp)
+                got = None if sha.startswith(UNREADABLE) else d.reuse(u["key"], fp)
                 if got is None:
                     r = ingest_unit(name, sp, u, d.tmp, left)
                     got = d.add(u["key"], fp, r["files"], shards=r["shards"], stats=r["stats"])
@@ -293,3 +304,15 @@ def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -
     if state:
         write_json(state_path, state)
     return report, d
+
+
+def _broken_file(name: str, sp: SourceParams, bad: Bad) -> dict:
+    """A file broke at `bad`: fail (on_bad_file: fail), or log it and return its report entry."""
+    kept = bad.records_before
+    if sp.on_bad_file == "fail":
+        rest = f"keep the {n(kept)} records read before the break and go on" if kept else "skip it and go on"
+        raise SourceError(f"{bad.where}: {bad.reason}: {bad.detail}; replace or remove the file, or set "
+                          f"sources.{name}.on_bad_file: skip to {rest}")
+    log.warning(f"{bad.where}: {bad.reason}: {bad.detail}; skipping the rest of the file "
+                f"({n(kept)} records read before the break; sources.{name}.on_bad_file: skip)")
+    return {"file": bad.file, "reason": bad.reason, "at": bad.where, "records_before": kept, "detail": bad.detail}

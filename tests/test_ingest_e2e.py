@@ -1,17 +1,25 @@
 """End to end: the real `dvc repro` of the four ingest stages in a fresh copy of the repo."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from _shardkit import check_manifest, dir_bytes, manifest, read_docs, shard_files
 from conftest import dvc, make_repo, set_params, stages_ran
+from llmpipe.core.shards import shards
 from llmpipe.data.table import DOC_SCHEMA
 
 SOURCES = ["c4", "wikipedia", "gutenberg", "fineweb"]
 TARGETS = [f"ingest@{s}" for s in SOURCES]
+
+
+def docs(repo: Path, src: str) -> int:
+    """Documents in a source's ingested shards, from its manifest."""
+    return sum(s["docs"] for s in shards(manifest(repo / "data" / "ingested" / src)))
 
 
 @pytest.mark.slow
@@ -21,34 +29,55 @@ def test_ingest_repro_outputs_noop_and_one_source_rerun(tmp_path):
     assert stages_ran(first) == set(TARGETS)
 
     for src in SOURCES:
-        table = pq.read_table(repo / "data" / "ingested" / f"{src}.parquet")
-        assert table.schema.equals(DOC_SCHEMA), src
+        out = repo / "data" / "ingested" / src
+        m = check_manifest(out)  # exactly the files it lists, sizes and sha256 as listed
+        assert (m["stage"], m["source"]) == ("ingest", src)
+        assert [u["key"] for u in m["units"]] == ["sample"], src  # a sample:// corpus is one unit
+        assert all(pq.read_schema(f).equals(DOC_SCHEMA) for f in shard_files(out)), src
+        table = read_docs(out)
         ids = table.column("id").to_pylist()
-        assert len(ids) == len(set(ids)) > 0, f"{src}: ids must be unique"
+        assert len(ids) == len(set(ids)) > 0, f"{src}: ids must be unique (within its one input)"
         assert set(table.column("source").to_pylist()) == {src}
         assert all(t for t in table.column("text").to_pylist()), f"{src}: every document has text"
-        for m in table.column("meta").to_pylist():
-            assert m is None or isinstance(json.loads(m), dict)
+        for meta in table.column("meta").to_pylist():
+            assert meta is None or isinstance(json.loads(meta), dict)
         report = json.loads((repo / "reports" / "ingest" / f"{src}.json").read_text())
-        assert report["docs_out"] == table.num_rows
+        assert report["docs_out"] == table.num_rows == m["docs_out"]
         assert report["docs_in"] == report["docs_out"] + sum(report["skipped_by_reason"].values())
-        assert report["chars_out"] == sum(len(t) for t in table.column("text").to_pylist())
+        assert report["chars_out"] == sum(len(t) for t in table.column("text").to_pylist()) == m["chars_out"]
+        assert report["shards"] == len(shards(m)) == m["shards"]
+        assert (report["units_built"], report["units_reused"]) == (1, 0)
 
     # the sample sizes of TEST_OVERRIDES are honoured
-    assert pq.read_metadata(repo / "data/ingested/c4.parquet").num_rows == 100
-    assert pq.read_metadata(repo / "data/ingested/gutenberg.parquet").num_rows == 6
+    assert docs(repo, "c4") == 100
+    assert docs(repo, "gutenberg") == 6
 
     again = dvc(repo, "repro", *TARGETS)
     assert stages_ran(again) == set(), again.stdout
 
-    before = {s: (repo / "data/ingested" / f"{s}.parquet").read_bytes() for s in SOURCES}
+    before = {s: dir_bytes(repo / "data/ingested" / s) for s in SOURCES}
     set_params(repo, {"sources.wikipedia.max_docs": 25})
     third = dvc(repo, "repro", *TARGETS)
     assert stages_ran(third) == {"ingest@wikipedia"}
-    assert pq.read_metadata(repo / "data/ingested/wikipedia.parquet").num_rows == 25
+    assert docs(repo, "wikipedia") == 25 == read_docs(repo / "data/ingested/wikipedia").num_rows
     for s in SOURCES:
         if s != "wikipedia":
-            assert (repo / "data/ingested" / f"{s}.parquet").read_bytes() == before[s]
+            assert dir_bytes(repo / "data/ingested" / s) == before[s]
+    status = dvc(repo, "status", *TARGETS)
+    assert "changed" not in status.stdout, status.stdout
+
+    # a forced rerun: dvc deletes the output first, so the unchanged unit is found through
+    # dvc.lock in DVC's cache and linked from there (cache.type hardlink: the cache's own inode)
+    c4 = repo / "data/ingested/c4"
+    forced = dvc(repo, "repro", "-f", "ingest@c4")
+    assert stages_ran(forced) == {"ingest@c4"}
+    report = json.loads((repo / "reports/ingest/c4.json").read_text())
+    assert (report["units_built"], report["units_reused"]) == (0, 1)
+    assert "reused (dvc cache)" in forced.stdout + forced.stderr
+    assert dir_bytes(c4) == before["c4"]
+    for f in shard_files(c4):
+        md5 = hashlib.md5(f.read_bytes()).hexdigest()
+        assert f.stat().st_ino == (repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).stat().st_ino, f.name
     status = dvc(repo, "status", *TARGETS)
     assert "changed" not in status.stdout, status.stdout
 
@@ -66,7 +95,7 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
     code = (
         "import runpy, sys\n"
         f"for src in ('s', 'f'):\n"
-        f"    sys.argv = ['ingest.py', '--source', src, '--out', '{tmp_path}/' + src + '.parquet', "
+        f"    sys.argv = ['ingest.py', '--source', src, '--out', '{tmp_path}/' + src, "
         f"'--params', '{tmp_path}/params.yaml', '--no-progress']\n"
         f"    try:\n        runpy.run_module('stages.ingest', run_name='__main__')\n"
         "    except SystemExit as e:\n        assert e.code == 0, e.code\n"

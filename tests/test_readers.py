@@ -21,7 +21,8 @@ import pytest
 import zstandard
 
 from llmpipe.data.sources import SourceError
-from test_sources import ingest, write_jsonl
+from _shardkit import leftovers, read_docs
+from test_sources import ingest, out_dir, write_jsonl
 
 REPO = Path(__file__).parents[1]
 DATA = b"".join(b'{"text": "doc %d"}\n' % i for i in range(2000))
@@ -71,7 +72,7 @@ def test_truncated_jsonl_gz_is_an_error_even_when_skipping_bad_records(tmp_path,
                      r"skip to keep the ([\d,]+) records read before the break and go on", str(e.value))
     assert m, str(e.value)
     assert int(m[1]) == int(m[2].replace(",", "")) + 1 > 1
-    assert not (tmp_path / "out.parquet").exists() and list(tmp_path.glob(".out.parquet*")) == []
+    assert not out_dir(tmp_path).exists() and leftovers(out_dir(tmp_path)) == []
 
 
 def test_truncated_jsonl_gz_skipped_is_reported_and_its_records_before_the_break_kept(tmp_path):
@@ -166,7 +167,7 @@ def test_stage_exit_status_and_summary_line_name_the_broken_files(tmp_path):
     write_jsonl(raw / "part-9.jsonl", [{"text": "whole"}])
     params = tmp_path / "params.yaml"
     params.write_text(f"sources:\n  web:\n    kind: c4\n    uri: {raw}\n    on_bad_record: skip\n")
-    out, rep = tmp_path / "o.parquet", tmp_path / "r.json"
+    out, rep = tmp_path / "o", tmp_path / "r.json"
     cmd = [sys.executable, "-m", "stages.ingest", "--source", "web", "--out", str(out), "--report", str(rep),
            "--params", str(params), "--no-progress"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -182,6 +183,7 @@ def test_stage_exit_status_and_summary_line_name_the_broken_files(tmp_path):
     broke = report["files_failed_list"]
     assert report["files_failed"] == 4 == len(broke) and report["docs_out"] == report["docs_in"]
     assert report["docs_in"] == 1 + sum(b["records_before"] for b in broke)
+    assert read_docs(out).num_rows == report["docs_out"]
     named = ", ".join(f"{b['at']} (truncated_file, {b['records_before']:,} records read before it)" for b in broke[:3])
     summary = p.stderr.strip().splitlines()[-1]
     assert f" WARNING ingest web: {report['docs_out']:,} docs written of {report['docs_in']:,} read, skipped 0, " \

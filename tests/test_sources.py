@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _shardkit import dir_bytes, leftovers, read_docs, shard_files
 from llmpipe.data.table import DOC_SCHEMA, content_id
 from llmpipe.params import SourceParams
 from llmpipe.data.sources import SourceError, SourceNotFound, ingest_source, resolve
@@ -20,10 +21,18 @@ def sp(uri, **kw) -> SourceParams:
     return SourceParams(kind=kw.pop("kind", "c4"), uri=str(uri), **kw)
 
 
-def ingest(tmp_path, uri, **kw):
-    out = tmp_path / "out.parquet"
-    report = ingest_source("src", sp(uri, **kw), str(out), progress=False)
-    return pq.read_table(out).to_pylist(), report
+def out_dir(tmp_path: Path) -> Path:
+    """Where `ingest` writes its sharded directory: under a hidden folder, so that a source uri of
+    `tmp_path` itself never reads the shards of an earlier run back as input."""
+    return tmp_path / ".out" / "src"
+
+
+def ingest(tmp_path, uri, *, jobs: int = 1, **kw):
+    """Ingest `uri` into `out_dir(tmp_path)`; returns (every document, in shard order, report).
+    One process by default (fast); the output does not depend on `jobs` (test_ingest_shards)."""
+    out = out_dir(tmp_path)
+    report = ingest_source("src", sp(uri, **kw), str(out), progress=False, jobs=jobs)
+    return read_docs(out).to_pylist(), report
 
 
 def write_jsonl(path: Path, rows: list, gz: bool = False) -> Path:
@@ -62,7 +71,8 @@ def test_jsonl_gz_and_json_gz_and_table_schema(tmp_path):
     write_jsonl(tmp_path / "b.json.gz", ROWS[2:], gz=True)
     docs, rep = ingest(tmp_path, tmp_path, id_field="id")
     assert [d["id"] for d in docs] == ["a", "b", "c"] and rep["files"] == 2
-    assert pq.read_schema(tmp_path / "out.parquet").equals(DOC_SCHEMA)
+    files = shard_files(out_dir(tmp_path))
+    assert len(files) == 2 and all(pq.read_schema(f).equals(DOC_SCHEMA) for f in files)
 
 
 def test_parquet_selects_needed_columns(tmp_path):
@@ -153,6 +163,33 @@ def test_content_ids_and_duplicate_texts(tmp_path):
     assert rep["duplicate_texts"] == 2 and rep["docs_out"] == 4
 
 
+def test_ids_are_unique_within_a_file_not_across_files(tmp_path):
+    """An explicit id seen twice in one file is a bad record (`duplicate_id`, BAD_CASES below); the
+    same id in two files is not compared, and both documents are kept. Content ids of repeated
+    texts are numbered within a file too (`-2`, `-3`), so a text in two files has the same id twice."""
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"id": 1, "text": "from a"}, {"id": 2, "text": "two"}])
+    write_jsonl(d / "b.jsonl", [{"id": 1, "text": "from b"}])
+    docs, rep = ingest(tmp_path, d, id_field="id")
+    assert [(x["id"], x["text"]) for x in docs] == [("1", "from a"), ("2", "two"), ("1", "from b")]
+    assert rep["docs_in"] == rep["docs_out"] == 3 and rep["skipped_by_reason"] == {}
+
+    write_jsonl(d / "b.jsonl", [{"id": 1, "text": "from b"}, {"id": 1, "text": "again in b"}])
+    with pytest.raises(SourceError, match=r"b\.jsonl:2: duplicate_id: id '1' was already used by an earlier record"):
+        ingest(tmp_path, d, id_field="id")
+    docs, rep = ingest(tmp_path, d, id_field="id", on_bad_record="skip")
+    assert [(x["id"], x["text"]) for x in docs] == [("1", "from a"), ("2", "two"), ("1", "from b")]
+    assert rep["skipped_by_reason"] == {"duplicate_id": 1} and rep["docs_in"] == 4
+
+    write_jsonl(d / "a.jsonl", [{"text": "same"}, {"text": "same"}])
+    write_jsonl(d / "b.jsonl", [{"text": "same"}])
+    docs, rep = ingest(tmp_path, d)
+    cid = content_id("same")
+    assert [x["id"] for x in docs] == [cid, f"{cid}-2", cid]
+    assert rep["duplicate_texts"] == 1 and rep["docs_out"] == 3
+
+
 def test_sample_uri_ingests_with_planted_meta(tmp_path):
     docs, rep = ingest(tmp_path, "sample://c4", url_field="url", meta_fields=["timestamp"], sample_docs=40)
     assert len(docs) == 40 == rep["docs_out"] and rep["python"]
@@ -186,8 +223,8 @@ def test_bad_record_fail_names_file_line_rule(tmp_path, case):
     with pytest.raises(SourceError) as e:
         ingest(tmp_path, path, id_field="id")
     assert f"a.jsonl:{line}: {reason}:" in str(e.value)
-    assert not (tmp_path / "out.parquet").exists()
-    assert list(tmp_path.glob(".out.parquet*")) == []
+    assert not out_dir(tmp_path).exists()
+    assert leftovers(out_dir(tmp_path)) == []
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -282,16 +319,16 @@ def test_empty_sources(tmp_path):
     with pytest.raises(SourceError, match=r"empty source: no documents \(records read: 2, skipped: "
                                           r"\{'malformed_json': 2\}"):
         ingest(tmp_path, tmp_path / "allbad.jsonl", on_bad_record="skip")
-    assert not (tmp_path / "out.parquet").exists()
+    assert not out_dir(tmp_path).exists() and leftovers(out_dir(tmp_path)) == []
 
 
 def test_failure_keeps_previous_output_intact(tmp_path):
     docs, _ = ingest(tmp_path, write_jsonl(tmp_path / "a.jsonl", ROWS), id_field="id")
-    before = (tmp_path / "out.parquet").read_bytes()
+    before = dir_bytes(out_dir(tmp_path))
     write_jsonl(tmp_path / "a.jsonl", [*ROWS, "{broken"])
     with pytest.raises(SourceError):
         ingest(tmp_path, tmp_path / "a.jsonl", id_field="id")
-    assert (tmp_path / "out.parquet").read_bytes() == before
+    assert dir_bytes(out_dir(tmp_path)) == before and leftovers(out_dir(tmp_path)) == []
 
 
 def test_stage_script_exit_status_and_message(tmp_path):
@@ -301,7 +338,7 @@ def test_stage_script_exit_status_and_message(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", ['{"text": "ok"}', "{bad"])
     params = tmp_path / "params.yaml"
     params.write_text(f"sources:\n  web:\n    kind: c4\n    uri: {tmp_path / 'a.jsonl'}\n")
-    out, rep = tmp_path / "o.parquet", tmp_path / "r.json"
+    out, rep = tmp_path / "o", tmp_path / "r.json"
     cmd = [sys.executable, "-m", "stages.ingest", "--source", "web", "--out", str(out), "--report", str(rep),
            "--params", str(params), "--no-progress"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
@@ -312,3 +349,4 @@ def test_stage_script_exit_status_and_message(tmp_path):
     assert p.returncode == 0, p.stderr
     report = json.loads(rep.read_text())
     assert (report["docs_in"], report["docs_out"], report["skipped_by_reason"]) == (2, 1, {"malformed_json": 1})
+    assert [d["text"] for d in read_docs(out).to_pylist()] == ["ok"]

@@ -41,7 +41,9 @@ def test_add_and_remove_a_source_by_params_alone(repo_copy):
     assert not any(f"{st}@{s}" in ran for st in ("ingest", "clean", "filter") for s in old), ran
     meta = json.loads((repo / "data/mix/data_meta.json").read_text())
     assert set(meta["sources"]) == old | {"web2"}
-    assert sorted(p.name for p in (repo / "data/dedup").iterdir()) == sorted(f"{s}.parquet" for s in old | {"web2"})
+    # dedup writes one folder of masks per source (data/dedup/SRC/NAME.npy per clean shard)
+    assert sorted(p.name for p in (repo / "data/dedup").iterdir()) == sorted(old | {"web2"})
+    assert all((repo / "data/dedup" / s).is_dir() for s in old | {"web2"})
 
     def remove(d):
         del d["sources"]["gutenberg"]
@@ -53,5 +55,5 @@ def test_add_and_remove_a_source_by_params_alone(repo_copy):
     assert "dedup" in ran and "mix" in ran and not any(s.endswith("@gutenberg") for s in ran)
     meta = json.loads((repo / "data/mix/data_meta.json").read_text())
     assert set(meta["sources"]) == (old | {"web2"}) - {"gutenberg"}
-    assert not (repo / "data/dedup/gutenberg.parquet").exists()
+    assert not (repo / "data/dedup/gutenberg").exists()
     assert "mix" not in stages_ran(dvc(repo, "repro", "mix"))  # up to date

@@ -75,6 +75,7 @@ SORT_FACTOR = 4                   # bytes of RAM per record byte while a partiti
 CACHE_VERSION = 1                 # bump when band keys change formula: old cache files go unread
 _READ_GAP = 1 << 16               # rows closer than this (bytes) are read in one pread
 _READ_MAX = 1 << 22               # at most this many bytes per pread
+_COMPARE = 1 << 12                # pairs compared per numpy step (2 x 4096 signatures copied)
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,11 @@ class _Npy:
             self._read_into(out, start * self.dtype.itemsize)
         return out
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Rows `rows` (ascending, unique): nearby rows are read together, at most _READ_MAX
-        bytes per read."""
-        out = np.empty((len(rows),) + self.shape[1:], self.dtype)
+    def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows `rows` (ascending, unique), into `out` if given: nearby rows are read together,
+        at most _READ_MAX bytes per read."""
+        if out is None:
+            out = np.empty((len(rows),) + self.shape[1:], self.dtype)
         if not len(rows):
             return out
         gap = max(1, _READ_GAP // max(self.row_bytes, 1))
@@ -189,8 +191,10 @@ class _Npy:
             while a < b:
                 first = int(rows[a])
                 c = a + int(np.searchsorted(rows[a:b], first + span, side="left"))
-                block = self.rows(first, int(rows[c - 1]) + 1)
-                out[a:c] = block[rows[a:c] - first]
+                if c - a == int(rows[c - 1]) - first + 1:       # consecutive rows: read in place
+                    self._read_into(out[a:c], first * self.row_bytes)
+                else:
+                    out[a:c] = self.rows(first, int(rows[c - 1]) + 1)[rows[a:c] - first]
                 a = c
         return out
 
@@ -258,15 +262,15 @@ def _task_band_keys(sig_path: str, tmp: str, n: int, lo: int, hi: int, num_perm:
 
 
 def _task_scatter_exact(pieces: list[tuple], parts: int, out: str) -> int:
-    """Records (hi, lo, pref, loc) of `pieces` [(unit index, first row, pref, exact)], sorted by
-    exact partition, into one run."""
+    """Records (hi, lo, pref, loc) of `pieces` [(unit index, first row, end row, staged input)],
+    sorted by exact partition, into one run."""
     recs = []
-    for unit, first, pref, exact in pieces:
-        m = len(pref)
-        rec = np.empty((m, 4), np.uint64)
-        rec[:, 0], rec[:, 1], rec[:, 2] = exact[:, 0], exact[:, 1], pref
-        rec[:, 3] = (np.uint64(unit) << np.uint64(ROW_BITS)) + np.arange(first, first + m,
-                                                                         dtype=np.uint64)
+    for unit, lo, hi, staged in pieces:
+        with _Npy(staged) as f:
+            blk = f.rows(lo, hi)                     # (m, 3): pref, hash hi, hash lo
+        rec = np.empty((hi - lo, 4), np.uint64)
+        rec[:, 0], rec[:, 1], rec[:, 2] = blk[:, 1], blk[:, 2], blk[:, 0]
+        rec[:, 3] = (np.uint64(unit) << np.uint64(ROW_BITS)) + np.arange(lo, hi, dtype=np.uint64)
         recs.append(rec)
     rec = np.concatenate(recs) if recs else np.empty((0, 4), np.uint64)
     _sorted_run(_part_of(_hash2(rec[:, 0], rec[:, 1]), parts), rec, parts, Path(out))
@@ -286,13 +290,20 @@ def _task_group_exact(p: int, runs: list[str], out: str) -> int:
 
 
 def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> int:
-    """Records (band key, pref, loc) of the alive documents of `pieces` [(unit index, keys file,
-    n, first row, alive mask, pref)], sorted by partition band * sub + key % sub, into one run.
-    Written band by band (partitions are band-major), so only one band's records are in RAM."""
-    live = [np.flatnonzero(alive) for _u, _k, _n, _f, alive, _p in pieces]
-    pref = np.concatenate([p[5][lv] for p, lv in zip(pieces, live)] or [np.empty(0, np.uint64)])
-    loc = np.concatenate([(np.uint64(p[0]) << np.uint64(ROW_BITS)) + (p[3] + lv).astype(np.uint64)
-                          for p, lv in zip(pieces, live)] or [np.empty(0, np.uint64)])
+    """Records (band key, pref, loc) of the alive documents of `pieces` [(unit index, first row,
+    end row, staged input, status file, band-key file)], sorted by partition
+    band * sub + key % sub, into one run. Written band by band (partitions are band-major), so
+    only one band's records are in RAM."""
+    live, pref, loc = [], [], []
+    for unit, lo, hi, staged, status_path, _keys in pieces:
+        with _Npy(status_path) as f:
+            lv = np.flatnonzero(f.rows(lo, hi) == KEPT)
+        with _Npy(staged) as f:
+            pref.append(f.rows(lo, hi)[lv, 0])
+        loc.append((np.uint64(unit) << np.uint64(ROW_BITS)) + (lo + lv).astype(np.uint64))
+        live.append(lv)
+    pref = np.concatenate(pref) if pref else np.empty(0, np.uint64)
+    loc = np.concatenate(loc) if loc else np.empty(0, np.uint64)
     m = len(pref)
     offsets = np.zeros(bands * sub + 1, np.int64)
     with open(Path(out).with_suffix(".rec.npy"), "wb") as f:
@@ -300,16 +311,17 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
                                                 "shape": (m * bands, 3)})
         for band in range(bands):
             key = []
-            for (_u, keys_path, n, first, alive, _p), lv in zip(pieces, live):
+            for (_u, lo, hi, _s, _st, keys_path), lv in zip(pieces, live):
                 if len(lv):
                     with _Npy(keys_path) as keys_file:
-                        key.append(keys_file.flat(band * n + first, len(alive))[lv])
+                        n = keys_file.shape[1]
+                        key.append(keys_file.flat(band * n + lo, hi - lo)[lv])
             key = np.concatenate(key) if key else np.empty(0, np.uint64)
             pid = _part_of(key, sub)
             order = np.argsort(pid, kind="stable")
             rec = np.empty((m, 3), np.uint64)
             rec[:, 0], rec[:, 1], rec[:, 2] = key[order], pref[order], loc[order]
-            f.write(rec.tobytes())
+            f.write(rec)
             offsets[band * sub + 1:(band + 1) * sub + 1] = (
                 band * m + np.searchsorted(pid[order], np.arange(1, sub + 1)))
     _save(Path(out).with_suffix(".off.npy"), offsets)
@@ -346,16 +358,20 @@ def _bisect(f: _Npy, value: int, width: int) -> int:
     return lo
 
 
-def _gather(locs: np.ndarray, sig_paths: list[str]) -> np.ndarray:
-    """Signatures of `locs` (ascending unique), read unit by unit in row order."""
+def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int) -> np.ndarray:
+    """(len(locs), num_perm) uint32 signatures of `locs` (ascending unique), read unit by unit in
+    row order."""
+    out = np.empty((len(locs), num_perm), np.uint32)
     unit = (locs >> np.uint64(ROW_BITS)).astype(np.int64)
     row = (locs & ROW_MASK).astype(np.int64)
     cut = np.flatnonzero(np.diff(unit)) + 1
-    blocks = []
     for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(locs)])).tolist()):
         with _Npy(sig_paths[unit[a]]) as f:
-            blocks.append(f.take(row[a:b]))
-    return np.concatenate(blocks)
+            if f.dtype == np.uint32:
+                f.take(row[a:b], out[a:b])
+            else:
+                out[a:b] = f.take(row[a:b])
+    return out
 
 
 def _task_verify(q: int, parts: int, pair_files: list[str], sig_paths: list[str], num_perm: int,
@@ -363,14 +379,19 @@ def _task_verify(q: int, parts: int, pair_files: list[str], sig_paths: list[str]
     """Pair partition q: unique candidate count and the verified (pref_u, pref_v, loc_u, loc_v)
     with their matching slots, sorted by (pref_u, pref_v)."""
     lo_h, hi_h = (q << 64) // parts, ((q + 1) << 64) // parts
-    pieces = []
+    spans = []
     for path in pair_files:
         with _Npy(path) as f:
             a = _bisect(f, lo_h, 5)
-            b = _bisect(f, hi_h, 5) if q + 1 < parts else f.shape[0]
-            if b > a:
-                pieces.append(f.rows(a, b)[:, 1:])
-    pr = np.concatenate(pieces) if pieces else np.empty((0, 4), np.uint64)
+            spans.append((path, a, _bisect(f, hi_h, 5) if q + 1 < parts else f.shape[0]))
+    pr = np.empty((sum(b - a for _p, a, b in spans), 4), np.uint64)
+    at = 0
+    for path, a, b in spans:
+        with _Npy(path) as f:
+            for lo in range(a, b, 1 << 16):
+                hi = min(b, lo + (1 << 16))
+                pr[at:at + hi - lo] = f.rows(lo, hi)[:, 1:]
+                at += hi - lo
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
     first = np.ones(len(pr), bool)
     first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])
@@ -379,9 +400,11 @@ def _task_verify(q: int, parts: int, pair_files: list[str], sig_paths: list[str]
     for a in range(0, len(pr), chunk):
         lu, lv = pr[a:a + chunk, 2], pr[a:a + chunk, 3]
         locs = np.unique(np.concatenate((lu, lv)))
-        sig = _gather(locs, sig_paths)
-        match[a:a + chunk] = (sig[np.searchsorted(locs, lu)] == sig[np.searchsorted(locs, lv)]
-                              ).sum(axis=1)
+        sig = _gather(locs, sig_paths, num_perm)
+        iu, iv = np.searchsorted(locs, lu), np.searchsorted(locs, lv)
+        step = max(1, min(_COMPARE, chunk // 4))
+        for c in range(0, len(iu), step):
+            match[a + c:a + c + step] = (sig[iu[c:c + step]] == sig[iv[c:c + step]]).sum(axis=1)
     ok = match >= threshold * num_perm - 1e-9
     return len(pr), pr[ok], match[ok]
 
@@ -391,6 +414,17 @@ def _task_verify(q: int, parts: int, pair_files: list[str], sig_paths: list[str]
 def _peak_rss() -> int:
     """Peak RSS of this process, in bytes (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _init_worker() -> None:
+    """Fix glibc's mmap threshold in a worker: by default it rises to the largest block freed, so
+    the next large arrays come from the heap, which is not given back between tasks (measured:
+    workers at ~1.5x their memory share instead of ~1x). Not done in the caller's process."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)      # M_MMAP_THRESHOLD = 256 KiB
+    except (OSError, AttributeError):
+        pass
 
 
 def _call(fn: Callable, args: tuple):
@@ -403,12 +437,12 @@ class _Runner:
 
     def __init__(self, jobs: int):
         self.jobs, self.pool, self.peak = jobs, None, 0
-        if jobs > 1:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])
-            self.pool = ProcessPoolExecutor(jobs, mp_context=ctx)
 
     def map(self, fn: Callable, tasks: Iterable[tuple]) -> Iterator:
+        if self.jobs > 1 and self.pool is None:       # started at the first task list
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker)
         if self.pool is None:
             for args in tasks:
                 out, rss = _call(fn, args)
@@ -473,12 +507,15 @@ def _pieces(ns: list[int], per_task: int, units: Iterable[int]) -> Iterator[list
 
 
 def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows: int,
-           memory_bytes: int) -> list[int]:
+           memory_bytes: int, jobs: int) -> list[int]:
+    """Each unit's document count, after checking arguments and signature file headers."""
     if num_perm < 1 or bands < 1 or rows < 1 or bands * rows > num_perm:
         raise ValueError(f"need 1 <= bands x rows <= num_perm (bands={bands}, rows={rows}, "
                          f"num_perm={num_perm})")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold {threshold} is not in [0, 1]")
+    if jobs < 0:
+        raise ValueError(f"jobs {jobs} < 0 (0 means every core)")
     if memory_bytes < 1 << 15:
         raise ValueError(f"memory_bytes {memory_bytes} is below 32 KiB")
     if len(units) > MAX_UNITS:
@@ -494,6 +531,8 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
         if u.exact.shape != (n, 2) or u.exact.dtype != np.uint64:
             raise ValueError(f"{u.name}: exact must be (n, 2) uint64, got {u.exact.shape} "
                              f"{u.exact.dtype}")
+        if not Path(u.sig_path).is_file():
+            raise UserError(f"{u.sig_path}: no such file (signatures of unit {u.name})")
         with _Npy(u.sig_path) as f:
             if f.shape != (n, num_perm) or f.dtype.kind != "u" or f.dtype.itemsize != 4:
                 raise UserError(f"{u.sig_path}: signatures {f.shape} {f.dtype}, unit {u.name} "
@@ -513,7 +552,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     whatever `jobs` (0: every core) and `memory_bytes`. `work_dir` gets a temporary folder,
     removed at the end; `cache_dir` keeps the units' band keys for the next run.
     """
-    ns = _check(units, num_perm, threshold, bands, rows, memory_bytes)
+    ns = _check(units, num_perm, threshold, bands, rows, memory_bytes, jobs)
     jobs = resolve(jobs)
     share = max(1, memory_bytes // jobs)          # working bytes of one task
     status = {u.name: np.zeros(n, np.int8) for u, n in zip(units, ns)}
@@ -527,15 +566,16 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     runner = _Runner(jobs)
     temps: list[Path] = []
     try:
+        staged = _stage(units, ns, run_dir, share) if (exact or near) else []
         dup_files: list[Path] = []
         if exact and sum(ns):
-            dup_files = _exact_pass(units, ns, status, runner, share, run_dir, stats)
+            dup_files = _exact_pass(units, ns, staged, status, runner, share, run_dir, stats)
         verified = (np.empty((0, 4), np.uint64), np.empty(0, np.int64))
         candidates = 0
         if near and sum(ns):
             keys = _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share,
                                    stats, temps)
-            candidates, verified = _near_pass(units, ns, status, keys, sig_paths, num_perm,
+            candidates, verified = _near_pass(units, ns, staged, status, keys, sig_paths, num_perm,
                                               threshold, bands, runner, share, run_dir, stats)
         removed, clusters, pairs = _clusters(units, ns, status, verified, dup_files, share)
     finally:
@@ -548,7 +588,28 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
                        {u.name: u.pref for u in units})
 
 
-def _exact_pass(units, ns, status, runner, share, run_dir, stats) -> list[Path]:
+def _stage(units, ns, run_dir, share) -> list[str | None]:
+    """Each unit's (pref, exact hi, exact lo) as one (n, 3) uint64 file in the run folder, copied
+    in slices, so tasks get file names and rows, never arrays, and read only their rows."""
+    paths: list[str | None] = []
+    step = max(1, share // 64)
+    for u, (unit, n) in enumerate(zip(units, ns)):
+        if not n:
+            paths.append(None)
+            continue
+        paths.append(str(run_dir / f"in-{u:06d}.npy"))
+        with open(paths[-1], "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False,
+                                                    "shape": (n, 3)})
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                blk = np.empty((hi - lo, 3), np.uint64)
+                blk[:, 0], blk[:, 1:] = unit.pref[lo:hi], unit.exact[lo:hi]
+                f.write(blk)
+    return paths
+
+
+def _exact_pass(units, ns, staged, status, runner, share, run_dir, stats) -> list[Path]:
     """Sets EXACT in `status`; returns the files of (loc, head pref) of exact copies."""
     n_docs = sum(ns)
     parts = max(1, math.ceil(n_docs * 32 * SORT_FACTOR / share))
@@ -557,9 +618,8 @@ def _exact_pass(units, ns, status, runner, share, run_dir, stats) -> list[Path]:
 
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, range(len(units)))):
-            pieces = [(u, lo, np.ascontiguousarray(units[u].pref[lo:hi]),
-                       np.ascontiguousarray(units[u].exact[lo:hi])) for u, lo, hi in task]
-            yield pieces, parts, str(run_dir / f"exact-run-{k:06d}")
+            yield ([(u, lo, hi, staged[u]) for u, lo, hi in task], parts,
+                   str(run_dir / f"exact-run-{k:06d}"))
 
     runs = [str(run_dir / f"exact-run-{k:06d}") for k, _ in
             enumerate(runner.map(_task_scatter_exact, scatter_tasks()))]
@@ -585,10 +645,14 @@ def _read_pairs(paths: list[Path], share: int) -> Iterator[tuple[np.ndarray, np.
 
 
 def _set(status, units, loc: np.ndarray, value: int) -> None:
+    """status[unit][row] = value for every loc."""
+    if not len(loc):
+        return
+    loc = np.sort(loc)
     unit = (loc >> np.uint64(ROW_BITS)).astype(np.int64)
-    row = (loc & ROW_MASK).astype(np.int64)
-    for u in np.unique(unit).tolist():
-        status[units[u].name][row[unit == u]] = value
+    cut = np.flatnonzero(np.diff(unit)) + 1
+    for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(loc)])).tolist()):
+        status[units[unit[a]].name][(loc[a:b] & ROW_MASK).astype(np.int64)] = value
 
 
 def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, stats,
@@ -634,7 +698,7 @@ def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, 
     return paths
 
 
-def _near_pass(units, ns, status, keys, sig_paths, num_perm, threshold, bands, runner, share,
+def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, bands, runner, share,
                run_dir, stats):
     """(unique candidate pairs, (verified (pref_u, pref_v, loc_u, loc_v), matching slots))."""
     alive = [int((status[u.name] == KEPT).sum()) for u in units]
@@ -643,11 +707,15 @@ def _near_pass(units, ns, status, keys, sig_paths, num_perm, threshold, bands, r
     stats["partitions_band"] = parts
     per_task = max(1, share // (24 * SORT_FACTOR + 24))
 
+    status_paths = []
+    for u, unit in enumerate(units):
+        status_paths.append(str(run_dir / f"status-{u:06d}.npy"))
+        _save(Path(status_paths[-1]), status[unit.name])
+
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
-            pieces = [(u, keys[u], ns[u], lo, status[units[u].name][lo:hi] == KEPT,
-                       np.ascontiguousarray(units[u].pref[lo:hi])) for u, lo, hi in task]
-            yield pieces, bands, sub, str(run_dir / f"band-run-{k:06d}")
+            yield ([(u, lo, hi, staged[u], status_paths[u], keys[u]) for u, lo, hi in task],
+                   bands, sub, str(run_dir / f"band-run-{k:06d}"))
 
     runs = [str(run_dir / f"band-run-{k:06d}") for k, _ in
             enumerate(runner.map(_task_scatter_band, scatter_tasks()))]
@@ -658,7 +726,7 @@ def _near_pass(units, ns, status, keys, sig_paths, num_perm, threshold, bands, r
         Path(r).with_suffix(".off.npy").unlink()
     q_parts = max(1, math.ceil(n_pairs * 40 * SORT_FACTOR / share))
     stats["partitions_pairs"] = q_parts
-    chunk = max(1, share // (num_perm * 4 * 5 + 64))
+    chunk = max(1, share // (num_perm * 4 * 3))    # 2 signature rows per pair, + slack
     candidates, found, match = 0, [], []
     for cand, pr, m in runner.map(_task_verify, ((q, q_parts, pair_files, sig_paths, num_perm,
                                                   threshold, chunk) for q in range(q_parts))):

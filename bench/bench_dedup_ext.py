@@ -173,8 +173,8 @@ def main(argv=None) -> None:
     from llmpipe.core.workers import resolve
     jobs = resolve(args.jobs)
     started = time.perf_counter()
-    result = {"command": "PYTHONPATH=src .venv/bin/python bench/bench_dedup_ext.py "
-                         + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {"command": " ".join(["PYTHONPATH=src .venv/bin/python bench/bench_dedup_ext.py",
+                                   *(sys.argv[1:] if argv is None else argv)]),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__},
               "loadavg_before": os.getloadavg(), "parent_rss_mb": rss_mb(), "memory_mb": args.memory_mb, "jobs": jobs,

@@ -153,6 +153,7 @@ def test_matches_find_duplicates(corpus, tmp_path, bands, rows, exact, near):
         st = np.concatenate(list(dec.status.values()))
         assert (st == EXACT).sum() >= 50 and (st == NEAR).sum() >= 60
         assert dec.candidates > len(dec.pairs[0])     # some candidates fail verification
+        assert dec.pairs[2].min() == 103              # the threshold itself is verified
 
 
 def test_jobs_and_memory_do_not_change_decisions(corpus, tmp_path):

@@ -6,47 +6,56 @@ but never holds the N x num_perm signature matrix, nor any array of N records, i
 
 Input: `Unit`s, one per shard of a source: its documents' keep rank `pref` (uint64, unique over
 all units, lower survives), 128-bit exact hash, and a `.npy` file of (n, num_perm) uint32
-signatures. `deduplicate` then runs, each step a set of independent tasks run by `jobs` worker
-processes (jobs=1: in this process):
+signatures. `deduplicate` copies each unit's (pref, hash) to a file of the run folder, then runs
+steps of independent tasks on `jobs` worker processes (jobs=1: in this process); a task gets
+file names and row ranges, never arrays, so the parent queues nothing large:
 
 1. band keys: per unit, the `bands` LSH keys of every document (`dedup.band_keys`), written once
    to `cache_dir` under a name holding the unit's fingerprint and (bands, rows). A rerun (a new
-   unit, other params that keep bands x rows) computes keys only for units without a file.
+   unit, another threshold with the same bands x rows) computes keys only for units without a
+   file; one unit's keys are computed by several tasks (row ranges) when it is large.
 2. exact: records (hash hi, hash lo, pref, loc) are scattered into P_exact partitions by a hash
    of the exact hash (each task writes one run file, sorted by partition); each partition is
-   loaded from every run, sorted, and every member of a hash group but the best-ranked is
-   EXACT, with that head as its cluster. loc = unit index << 40 | row says where a record's
-   document lives, so no pref -> (unit, row) lookup is ever needed.
+   read from every run, sorted, and every member of a hash group but the best-ranked is EXACT,
+   with that head as its cluster. loc = unit index << 40 | row says where a record's document
+   lives, so no pref -> (unit, row) lookup is ever needed.
 3. near, on the exact survivors: records (band key, pref, loc) go to P = bands x P_b partitions,
    (band, key mod P_b), so a bucket is always whole in one partition. A partition is sorted by
-   (key, pref): each member is paired with its bucket's best-ranked member. Pairs (with a 64-bit
-   hash of (pref_u, pref_v)) are written sorted by that hash; pair partition q is the hash range
-   [q, q+1) * 2^64 / Q, found by binary search in every pair file, so a pair found in several
-   bands lands in one partition and is counted once (`candidates`). Each pair partition is
+   (key, pref): each member is paired with its bucket's best-ranked member. Pairs are written
+   sorted by the top bits (a "cell") of a 64-bit hash of (pref_u, pref_v), with the offset of
+   every cell; pair partition q is a range of cells, read from every pair file, so a pair found
+   in several bands lands in one partition and is counted once (`candidates`). Each pair partition is
    verified in chunks: the signatures of the chunk's documents are read with pread from the
-   units' .npy files, sorted by (unit, row), never mapped and never all at once.
+   units' .npy files in (unit, row) order, never memory-mapped and never all at once.
 4. the verified pairs (held in RAM: they are also returned) give connected components
    (`dedup.components`) over the documents that have a verified edge; all but the best-ranked
    member of a component are NEAR; exact copies follow their head's cluster.
 
 Memory. `memory_bytes` is the working set of the data steps, split evenly over the `jobs`
 workers: each partition, run, chunk of signature rows or pair chunk is sized to fit a worker's
-share (about 4x its record bytes while sorting). P, P_b and Q follow from the total record bytes
-and that share. Not counted, because they grow with N or with the data:
-  - the interpreter (numpy, pyarrow) in each process, ~60-100 MB;
+share. A sort needs ~4 bytes of RAM per record byte; tasks are sized at 6 (SORT_FACTOR), because
+glibc keeps freed heap between tasks (its mmap threshold rises to the largest block freed): at 4,
+a worker's RSS above its baseline was ~1.4x its share, at 6 it is ~1x (bench_dedup_ext.py).
+(Fixing the threshold with mallopt gave the same RSS at 4 but cost ~+1 s of system time per 4 s
+of CPU on 800k documents, from page faults.) P_exact, P_b and Q follow from the total record
+bytes and that share. Not counted, because they grow with N or with the data:
+  - the interpreter in each process (~35 MB a worker, ~75 MB with pyarrow and llmpipe imported);
   - `status`, 1 byte per document (the result, kept in RAM throughout);
   - the verified pairs and the union-find over documents with a verified near edge (~80 bytes per
     verified pair), and, at the end, (row, cluster) of every removed document (16 bytes each);
   - one bucket or one exact-hash group larger than a worker's share (it is sorted whole);
-  - the callers' `Unit.pref` / `Unit.exact` (24 bytes per document if they are in-RAM arrays;
-    pass `np.load(..., mmap_mode="r")` arrays to keep them on disk: they are read in slices).
-Disk: `work_dir` holds this run's records (~32 bytes per document for exact, 24 per document and
-band for near, 40 per candidate pair), removed at the end; `cache_dir` holds 8 bytes per document
-and band per unit (never pruned here: files of changed units stay until the caller removes them).
+  - the callers' `Unit.pref` / `Unit.exact` (24 bytes per document, whether in-RAM arrays or
+    memory-mapped: they are read once, in slices, and their pages stay the caller's).
+Disk: the run folder under `work_dir` holds ~24 bytes per document of staged input, ~32 for
+exact records, 24 per document and band for near records, 32 per candidate pair; it is removed
+at the end. `cache_dir` holds 8 bytes per document and band per unit; files of changed units are
+not pruned here. A partition reads its slice of every run file, so the number of small reads
+grows as (N / memory_bytes)^2: ~0.6M for 1B documents at 1 GB (14 bands), 16x that at 256 MB.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import multiprocessing as mp
 import os
@@ -71,7 +80,7 @@ from llmpipe.data.minhash import mix64
 ROW_BITS = 40                     # loc = unit << ROW_BITS | row
 ROW_MASK = np.uint64((1 << ROW_BITS) - 1)
 MAX_UNITS = 1 << 23
-SORT_FACTOR = 4                   # bytes of RAM per record byte while a partition is sorted
+SORT_FACTOR = 6                   # bytes of RAM per record byte while sorting (with glibc slack)
 CACHE_VERSION = 1                 # bump when band keys change formula: old cache files go unread
 _READ_GAP = 1 << 16               # rows closer than this (bytes) are read in one pread
 _READ_MAX = 1 << 22               # at most this many bytes per pread
@@ -113,36 +122,50 @@ class ExtDecision:
 
 # --------------------------------------------------------------------------- .npy rows by pread
 
+_HEADERS: dict[tuple, tuple] = {}   # (path, inode, size, mtime) -> parsed header, per process
+
+
+def _header(path: str | Path, fd: int) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data offset) of a .npy file; parsed once per process and file version
+    (partition tasks open the same run files many times)."""
+    st = os.fstat(fd)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HEADERS:
+        head = io.BytesIO(os.pread(fd, 1 << 16, 0))
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            raise UserError(f"{path}: .npy format {version} is not supported")
+        if fortran and len(shape) > 1:
+            raise UserError(f"{path}: Fortran-order arrays are not supported")
+        if dtype.hasobject:
+            raise UserError(f"{path}: object arrays are not supported")
+        shape, dtype, offset = tuple(shape), np.dtype(dtype), head.tell()
+        want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if st.st_size < want:
+            raise UserError(f"{path}: truncated ({st.st_size} bytes, header says {want})")
+        if len(_HEADERS) > 1 << 14:
+            _HEADERS.clear()
+        _HEADERS[key] = (shape, dtype, offset)
+    return _HEADERS[key]
+
+
 class _Npy:
     """A C-order .npy file read with os.pread: no mapping, so no file pages stay in this process."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDONLY)
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
         try:
-            with open(self.path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise UserError(f"{self.path}: .npy format {version} is not supported")
-                self.offset = f.tell()
-            if fortran and len(shape) > 1:
-                raise UserError(f"{self.path}: Fortran-order arrays are not supported")
-            if dtype.hasobject:
-                raise UserError(f"{self.path}: object arrays are not supported")
-            self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-            self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-            self.row_bytes = self.row_items * self.dtype.itemsize
-            want = self.offset + (self.shape[0] if self.shape else 1) * self.row_bytes
-            if os.fstat(self.fd).st_size < want:
-                raise UserError(f"{self.path}: truncated ({os.fstat(self.fd).st_size} bytes, "
-                                f"header says {want})")
+            self.shape, self.dtype, self.offset = _header(self.path, self.fd)
         except BaseException:
             os.close(self.fd)
             raise
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        self.row_bytes = self.row_items * self.dtype.itemsize
 
     def close(self) -> None:
         os.close(self.fd)
@@ -220,21 +243,26 @@ def _part_of(h: np.ndarray, parts: int) -> np.ndarray:
 def _sorted_run(pid: np.ndarray, rec: np.ndarray, parts: int, out: Path) -> None:
     """Write `rec` sorted by partition id and the (parts + 1,) offsets of each partition."""
     order = np.argsort(pid, kind="stable")
-    _save(out.with_suffix(".rec.npy"), rec[order])
-    _save(out.with_suffix(".off.npy"),
+    _save(Path(f"{out}.rec.npy"), rec[order])
+    _save(Path(f"{out}.off.npy"),
           np.searchsorted(pid[order], np.arange(parts + 1)).astype(np.int64))
 
 
-def _load_partition(p: int, runs: list[Path], width: int) -> np.ndarray:
-    """Partition p's records from every run file, as (m, width) uint64."""
-    pieces = []
+def _load_partition(p: int, runs: list[str], width: int) -> np.ndarray:
+    """Partition p's records from every run (RUN.off.npy, RUN.rec.npy), as (m, width) uint64."""
+    spans = []
     for run in runs:
-        with _Npy(run.with_suffix(".off.npy")) as off_file:
+        with _Npy(run + ".off.npy") as off_file:
             lo, hi = off_file.flat(p, 2).tolist()
         if hi > lo:
-            with _Npy(run.with_suffix(".rec.npy")) as rec_file:
-                pieces.append(rec_file.rows(lo, hi))
-    return np.concatenate(pieces) if pieces else np.empty((0, width), np.uint64)
+            spans.append((run, lo, hi))
+    out = np.empty((sum(hi - lo for _r, lo, hi in spans), width), np.uint64)
+    at = 0
+    for run, lo, hi in spans:
+        with _Npy(run + ".rec.npy") as rec_file:
+            rec_file._read_into(out[at:at + hi - lo], lo * rec_file.row_bytes)
+        at += hi - lo
+    return out
 
 
 # --------------------------------------------------------------------------- tasks (workers)
@@ -279,7 +307,7 @@ def _task_scatter_exact(pieces: list[tuple], parts: int, out: str) -> int:
 
 def _task_group_exact(p: int, runs: list[str], out: str) -> int:
     """Exact partition p: (loc, head pref) of every document that is not its hash group's best."""
-    rec = _load_partition(p, [Path(r) for r in runs], 4)
+    rec = _load_partition(p, runs, 4)
     r = rec[np.lexsort((rec[:, 2], rec[:, 1], rec[:, 0]))]
     head = np.ones(len(r), bool)
     head[1:] = (r[1:, 0] != r[:-1, 0]) | (r[1:, 1] != r[:-1, 1])
@@ -306,7 +334,7 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
     loc = np.concatenate(loc) if loc else np.empty(0, np.uint64)
     m = len(pref)
     offsets = np.zeros(bands * sub + 1, np.int64)
-    with open(Path(out).with_suffix(".rec.npy"), "wb") as f:
+    with open(f"{out}.rec.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False,
                                                 "shape": (m * bands, 3)})
         for band in range(bands):
@@ -324,38 +352,32 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
             f.write(rec)
             offsets[band * sub + 1:(band + 1) * sub + 1] = (
                 band * m + np.searchsorted(pid[order], np.arange(1, sub + 1)))
-    _save(Path(out).with_suffix(".off.npy"), offsets)
+    _save(Path(f"{out}.off.npy"), offsets)
     return m * bands
 
 
-def _task_group_band(p: int, runs: list[str], out: str) -> int:
+def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int) -> int:
     """Band partition p: every bucket member paired with the bucket's best-ranked member, as rows
-    (pair hash, pref_u, pref_v, loc_u, loc_v) sorted by pair hash."""
-    rec = _load_partition(p, [Path(r) for r in runs], 3)
+    (pref_u, pref_v, loc_u, loc_v) sorted by a hash of (pref_u, pref_v), and the offsets of the
+    2^cell_bits cells of that hash (its top bits): a pair partition is a range of cells."""
+    rec = _load_partition(p, runs, 3)
     r = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+    del rec
     head = np.ones(len(r), bool)
     head[1:] = r[1:, 0] != r[:-1, 0]
     first = np.flatnonzero(head)[np.cumsum(head) - 1]
     member = np.flatnonzero(~head)
     hu = first[member]
-    pairs = np.empty((len(member), 5), np.uint64)
-    pairs[:, 1], pairs[:, 2] = r[hu, 1], r[member, 1]
-    pairs[:, 3], pairs[:, 4] = r[hu, 2], r[member, 2]
-    pairs[:, 0] = _hash2(pairs[:, 1], pairs[:, 2])
-    _save(Path(out), pairs[np.argsort(pairs[:, 0], kind="stable")])
+    pairs = np.empty((len(member), 4), np.uint64)
+    pairs[:, 0], pairs[:, 1] = r[hu, 1], r[member, 1]
+    pairs[:, 2], pairs[:, 3] = r[hu, 2], r[member, 2]
+    del r, first, member, hu
+    cell = (_hash2(pairs[:, 0], pairs[:, 1]) >> np.uint64(64 - cell_bits)).astype(np.int64)
+    order = np.argsort(cell, kind="stable")
+    _save(Path(out), pairs[order])
+    _save(Path(out).with_suffix(".off.npy"),
+          np.searchsorted(cell[order], np.arange((1 << cell_bits) + 1)).astype(np.int64))
     return len(pairs)
-
-
-def _bisect(f: _Npy, value: int, width: int) -> int:
-    """First row of the (m, width) file, sorted on column 0, whose column 0 is >= value."""
-    lo, hi = 0, f.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if int(f.flat(mid * width, 1)[0]) < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int) -> np.ndarray:
@@ -374,24 +396,23 @@ def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int) -> np.ndarray
     return out
 
 
-def _task_verify(q: int, parts: int, pair_files: list[str], sig_paths: list[str], num_perm: int,
-                 threshold: float, chunk: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """Pair partition q: unique candidate count and the verified (pref_u, pref_v, loc_u, loc_v)
-    with their matching slots, sorted by (pref_u, pref_v)."""
-    lo_h, hi_h = (q << 64) // parts, ((q + 1) << 64) // parts
+def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_paths: list[str],
+                 num_perm: int, threshold: float, chunk: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pair partition q (cells [q, q+1) * 2^cell_bits / parts of every pair file): the unique
+    candidate count and the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots."""
+    c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
     spans = []
     for path in pair_files:
-        with _Npy(path) as f:
-            a = _bisect(f, lo_h, 5)
-            spans.append((path, a, _bisect(f, hi_h, 5) if q + 1 < parts else f.shape[0]))
+        with _Npy(Path(path).with_suffix(".off.npy")) as f:
+            off = f.flat(c0, c1 - c0 + 1)
+        spans.append((path, int(off[0]), int(off[-1])))
     pr = np.empty((sum(b - a for _p, a, b in spans), 4), np.uint64)
     at = 0
     for path, a, b in spans:
-        with _Npy(path) as f:
-            for lo in range(a, b, 1 << 16):
-                hi = min(b, lo + (1 << 16))
-                pr[at:at + hi - lo] = f.rows(lo, hi)[:, 1:]
-                at += hi - lo
+        if b > a:
+            with _Npy(path) as f:
+                f._read_into(pr[at:at + b - a], a * f.row_bytes)
+            at += b - a
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
     first = np.ones(len(pr), bool)
     first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])
@@ -416,17 +437,6 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _init_worker() -> None:
-    """Fix glibc's mmap threshold in a worker: by default it rises to the largest block freed, so
-    the next large arrays come from the heap, which is not given back between tasks (measured:
-    workers at ~1.5x their memory share instead of ~1x). Not done in the caller's process."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 18)      # M_MMAP_THRESHOLD = 256 KiB
-    except (OSError, AttributeError):
-        pass
-
-
 def _call(fn: Callable, args: tuple):
     return fn(*args), _peak_rss()
 
@@ -442,7 +452,7 @@ class _Runner:
         if self.jobs > 1 and self.pool is None:       # started at the first task list
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload([__name__])
-            self.pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker)
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=ctx)
         if self.pool is None:
             for args in tasks:
                 out, rss = _call(fn, args)
@@ -629,8 +639,8 @@ def _exact_pass(units, ns, staged, status, runner, share, run_dir, stats) -> lis
     for loc, _head in _read_pairs(outs, share):
         _set(status, units, loc, EXACT)
     for r in runs:
-        Path(r).with_suffix(".rec.npy").unlink()
-        Path(r).with_suffix(".off.npy").unlink()
+        os.unlink(f"{r}.rec.npy")
+        os.unlink(f"{r}.off.npy")
     return outs
 
 
@@ -720,16 +730,21 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
     runs = [str(run_dir / f"band-run-{k:06d}") for k, _ in
             enumerate(runner.map(_task_scatter_band, scatter_tasks()))]
     pair_files = [str(run_dir / f"pairs-{p:06d}.npy") for p in range(parts)]
-    n_pairs = sum(runner.map(_task_group_band, ((p, runs, pair_files[p]) for p in range(parts))))
+    # cells of the pair hash: enough for the most pairs there can be (one per alive record)
+    most = max(1, math.ceil(sum(alive) * bands * 32 * SORT_FACTOR / share))
+    cell_bits = min(16, max(1, (most - 1).bit_length()))
+    n_pairs = sum(runner.map(_task_group_band, ((p, runs, pair_files[p], cell_bits)
+                                                 for p in range(parts))))
     for r in runs:
-        Path(r).with_suffix(".rec.npy").unlink()
-        Path(r).with_suffix(".off.npy").unlink()
-    q_parts = max(1, math.ceil(n_pairs * 40 * SORT_FACTOR / share))
+        os.unlink(f"{r}.rec.npy")
+        os.unlink(f"{r}.off.npy")
+    q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * 32 * SORT_FACTOR / share)))
     stats["partitions_pairs"] = q_parts
-    chunk = max(1, share // (num_perm * 4 * 3))    # 2 signature rows per pair, + slack
+    chunk = max(1, share // (num_perm * 4 * 4))    # 2 signature rows per pair, + slack
     candidates, found, match = 0, [], []
-    for cand, pr, m in runner.map(_task_verify, ((q, q_parts, pair_files, sig_paths, num_perm,
-                                                  threshold, chunk) for q in range(q_parts))):
+    for cand, pr, m in runner.map(_task_verify, ((q, q_parts, cell_bits, pair_files, sig_paths,
+                                                  num_perm, threshold, chunk)
+                                                 for q in range(q_parts))):
         candidates += cand
         found.append(pr)
         match.append(m)

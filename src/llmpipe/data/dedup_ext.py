@@ -305,10 +305,24 @@ def _task_scatter_exact(pieces: list[tuple], parts: int, out: str) -> int:
     return len(rec)
 
 
+def _shared(rec: np.ndarray, col: int) -> np.ndarray:
+    """The records whose column `col` value occurs more than once (most keys are unique, so the
+    full (key, pref) sort then runs on a small remainder)."""
+    order = np.argsort(rec[:, col])
+    values = rec[order, col]
+    same = values[1:] == values[:-1]
+    keep = np.zeros(len(rec), bool)
+    keep[1:] |= same
+    keep[:-1] |= same
+    return rec[np.sort(order[keep])]
+
+
 def _task_group_exact(p: int, runs: list[str], out: str) -> int:
     """Exact partition p: (loc, head pref) of every document that is not its hash group's best."""
     rec = _load_partition(p, runs, 4)
-    r = rec[np.lexsort((rec[:, 2], rec[:, 1], rec[:, 0]))]
+    r = _shared(rec, 0)
+    del rec
+    r = r[np.lexsort((r[:, 2], r[:, 1], r[:, 0]))]
     head = np.ones(len(r), bool)
     head[1:] = (r[1:, 0] != r[:-1, 0]) | (r[1:, 1] != r[:-1, 1])
     head_pref = r[np.flatnonzero(head), 2][np.cumsum(head) - 1]
@@ -361,8 +375,9 @@ def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int) -> int:
     (pref_u, pref_v, loc_u, loc_v) sorted by a hash of (pref_u, pref_v), and the offsets of the
     2^cell_bits cells of that hash (its top bits): a pair partition is a range of cells."""
     rec = _load_partition(p, runs, 3)
-    r = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+    r = _shared(rec, 0)
     del rec
+    r = r[np.lexsort((r[:, 1], r[:, 0]))]
     head = np.ones(len(r), bool)
     head[1:] = r[1:, 0] != r[:-1, 0]
     first = np.flatnonzero(head)[np.cumsum(head) - 1]

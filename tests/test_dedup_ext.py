@@ -244,3 +244,25 @@ def test_bad_inputs(corpus, tmp_path):
         run([u], tmp_path, bands=15, rows=9)
     with pytest.raises(ValueError, match="uint64"):
         run([Unit(u.name, u.pref.astype(np.int64), u.exact, u.sig_path, "f")], tmp_path)
+
+
+@pytest.mark.parametrize("memory", [TINY, BIG])
+def test_units_with_signature_rows_match_the_reference_on_those_rows(corpus, tmp_path, memory):
+    """A shard's signatures cover every clean row and filter keeps some (`Unit.rows`): the
+    decisions equal the reference on just the kept rows, and the band keys (per signature row)
+    are reused when another subset is kept."""
+    rng = np.random.default_rng(5)
+    full = [u for u in corpus["units"] if len(u.pref)]
+    subset, kept_units = [], []
+    for u in full:
+        rows = np.flatnonzero(rng.random(len(u.pref)) < 0.7)
+        subset.append(Unit(u.name, u.pref[rows].copy(), u.exact[rows].copy(), u.sig_path, u.fingerprint,
+                           rows=rows))
+        path = tmp_path / f"{Path(u.sig_path).stem}-kept.npy"
+        np.save(path, np.load(u.sig_path)[rows])
+        kept_units.append(Unit(u.name, u.pref[rows].copy(), u.exact[rows].copy(), path, u.fingerprint + "k"))
+    dec = run(subset, tmp_path, memory=memory)
+    assert_same(dec, reference(kept_units, 14, 9, True, True), subset)
+    again = run([Unit(u.name, u.pref[:0], u.exact[:0], u.sig_path, u.fingerprint, rows=np.zeros(0, np.int64))
+                 if k == 0 else u for k, u in enumerate(subset)], tmp_path, memory=memory)
+    assert again.stats["band_keys_computed"] == []  # keys are per signature row: any subset reuses them

@@ -165,7 +165,8 @@ class DedupParams(Section):
     """Memory for the band and hash records grouped at once: dedup partitions its on-disk
     records so that one partition fits (peak RSS follows this, not the corpus size)."""
     jobs: int = 0
-    """Worker processes for band keys and partitions; 0 -> all cores (same output for any value)."""
+    """Worker processes for band keys and partitions; 0 -> all cores (one process below 100k
+    documents, where starting workers costs more than they save); same output for any value."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")

@@ -349,6 +349,7 @@ def summary_line(report: dict, seconds: float) -> str:
 # --------------------------------------------------------------------------- sharded dedup
 
 FILTERED = 3          # status of a clean row that filter dropped (dedup never saw it)
+SMALL_DOCS = 100_000  # dedup.jobs 0 runs in one process below this many documents
 SHARD_BITS, ROW_BITS = 32, 24
 
 
@@ -430,9 +431,9 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
 
 
 def digest_of(clean_shard: dict, filter_shard: dict, name: str) -> str:
-    from llmpipe.core.shards import digest
-    return digest(clean_shard["files"][f"{name}.minhash.npy"]["sha256"],
-                  filter_shard["files"][f"{name}.npy"]["sha256"])
+    """What a shard's band keys depend on: its signatures only (keys cover every clean row, so
+    a filter change reuses them)."""
+    return clean_shard["files"][f"{name}.minhash.npy"]["sha256"]
 
 
 def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, rows: int, *, exact: bool,
@@ -519,11 +520,11 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     if cache_dir is None:
         return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near)
     from llmpipe.core import workers
-    try:
-        from llmpipe.data import dedup_ext
-    except ImportError:  # TEMP until dedup_ext lands
-        return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near)
+    from llmpipe.data import dedup_ext
     import tempfile
+    docs = sum(len(u.rows) for u in units)
+    # 0 = every core, except on small inputs, where starting workers costs more than it saves
+    jobs = params.jobs or (1 if docs < SMALL_DOCS else workers.resolve(0))
     ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
                                 fingerprint=u.fingerprint, rows=u.rows) for u in units]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -531,9 +532,13 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
                                     rows=rows, exact=params.exact, near=params.near, work_dir=Path(work),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
-                                    jobs=workers.resolve(params.jobs))
+                                    jobs=jobs)
     status = [dec.status[u.name] for u in ext_units]
-    cluster = [dec.cluster[u.name] for u in ext_units]
+    cluster = [dec.cluster(u.name) for u in ext_units]
+    keep = {dedup_ext.band_key_path(Path(cache_dir), u, bands, rows).name for u in ext_units}
+    for old in Path(cache_dir).glob("*.keys.npy"):  # ours, of shards or settings no longer used
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
     return status, cluster, dec.pairs, dec.candidates
 
 

@@ -94,8 +94,12 @@ class Unit:
     name: str            # unique over the units; names the band-key cache file (sanitised)
     pref: np.ndarray     # (n,) uint64, unique over all units; ascending = better survivor
     exact: np.ndarray    # (n, 2) uint64: the 128-bit exact hash (hi, lo)
-    sig_path: Path       # .npy of (n, num_perm) uint32 signatures, C order
-    fingerprint: str     # changes whenever pref / exact / sig change: keys the band-key cache
+    sig_path: Path       # .npy of (n, num_perm) uint32 signatures, C order (or (m, num_perm), rows below)
+    fingerprint: str     # changes whenever the signature file changes: keys the band-key cache
+    rows: np.ndarray | None = None  # (n,) int64 ascending: the row of each document in sig_path
+    #                      (a shard's signatures cover every clean row; filter keeps some). Band
+    #                      keys are then computed for every row of the file, so a filter change
+    #                      reuses them
 
 
 @dataclass
@@ -337,7 +341,7 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
     band * sub + key % sub, into one run. Written band by band (partitions are band-major), so
     only one band's records are in RAM."""
     live, pref, loc = [], [], []
-    for unit, lo, hi, staged, status_path, _keys in pieces:
+    for unit, lo, hi, staged, status_path, _keys, _rows in pieces:
         with _Npy(status_path) as f:
             lv = np.flatnonzero(f.rows(lo, hi) == KEPT)
         with _Npy(staged) as f:
@@ -353,11 +357,17 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
                                                 "shape": (m * bands, 3)})
         for band in range(bands):
             key = []
-            for (_u, lo, hi, _s, _st, keys_path), lv in zip(pieces, live):
+            for (_u, lo, hi, _s, _st, keys_path, rows_path), lv in zip(pieces, live):
                 if len(lv):
                     with _Npy(keys_path) as keys_file:
                         n = keys_file.shape[1]
-                        key.append(keys_file.flat(band * n + lo, hi - lo)[lv])
+                        if rows_path is None:
+                            key.append(keys_file.flat(band * n + lo, hi - lo)[lv])
+                        else:  # keys are per signature row: read the span these documents cover
+                            with _Npy(rows_path) as rf:
+                                r = rf.rows(lo, hi)[lv]
+                            a = int(r[0])
+                            key.append(keys_file.flat(band * n + a, int(r[-1]) + 1 - a)[r - a])
             key = np.concatenate(key) if key else np.empty(0, np.uint64)
             pid = _part_of(key, sub)
             order = np.argsort(pid, kind="stable")
@@ -395,14 +405,18 @@ def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int) -> int:
     return len(pairs)
 
 
-def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int) -> np.ndarray:
+def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int, rows_paths=None) -> np.ndarray:
     """(len(locs), num_perm) uint32 signatures of `locs` (ascending unique), read unit by unit in
-    row order."""
+    row order (through the unit's signature rows when it has them)."""
     out = np.empty((len(locs), num_perm), np.uint32)
     unit = (locs >> np.uint64(ROW_BITS)).astype(np.int64)
     row = (locs & ROW_MASK).astype(np.int64)
     cut = np.flatnonzero(np.diff(unit)) + 1
     for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(locs)])).tolist()):
+        if rows_paths and rows_paths[unit[a]] is not None:
+            with _Npy(rows_paths[unit[a]]) as rf:
+                lo, hi = int(row[a]), int(row[b - 1]) + 1
+                row[a:b] = rf.rows(lo, hi)[row[a:b] - lo]
         with _Npy(sig_paths[unit[a]]) as f:
             if f.dtype == np.uint32:
                 f.take(row[a:b], out[a:b])
@@ -412,7 +426,8 @@ def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int) -> np.ndarray
 
 
 def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_paths: list[str],
-                 num_perm: int, threshold: float, chunk: int) -> tuple[int, np.ndarray, np.ndarray]:
+                 num_perm: int, threshold: float, chunk: int,
+                 rows_paths=None) -> tuple[int, np.ndarray, np.ndarray]:
     """Pair partition q (cells [q, q+1) * 2^cell_bits / parts of every pair file): the unique
     candidate count and the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots."""
     c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
@@ -436,7 +451,7 @@ def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_
     for a in range(0, len(pr), chunk):
         lu, lv = pr[a:a + chunk, 2], pr[a:a + chunk, 3]
         locs = np.unique(np.concatenate((lu, lv)))
-        sig = _gather(locs, sig_paths, num_perm)
+        sig = _gather(locs, sig_paths, num_perm, rows_paths)
         iu, iv = np.searchsorted(locs, lu), np.searchsorted(locs, lv)
         step = max(1, min(_COMPARE, chunk // 4))
         for c in range(0, len(iu), step):
@@ -559,9 +574,13 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
         if not Path(u.sig_path).is_file():
             raise UserError(f"{u.sig_path}: no such file (signatures of unit {u.name})")
         with _Npy(u.sig_path) as f:
-            if f.shape != (n, num_perm) or f.dtype.kind != "u" or f.dtype.itemsize != 4:
+            m = n if u.rows is None else f.shape[0]
+            if f.shape != (m, num_perm) or f.dtype.kind != "u" or f.dtype.itemsize != 4:
                 raise UserError(f"{u.sig_path}: signatures {f.shape} {f.dtype}, unit {u.name} "
-                                f"needs ({n}, {num_perm}) uint32")
+                                f"needs ({m}, {num_perm}) uint32")
+            if u.rows is not None and (u.rows.shape != (n,) or (n and (u.rows[0] < 0 or u.rows[-1] >= m or
+                                                                         (np.diff(u.rows) <= 0).any()))):
+                raise ValueError(f"{u.name}: rows must be (n,) ascending rows of {u.sig_path}")
         if n >= 1 << ROW_BITS:
             raise ValueError(f"{u.name}: {n} documents: at most 2^{ROW_BITS}")
         ns.append(n)
@@ -588,6 +607,11 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     work_dir, cache_dir = Path(work_dir), Path(cache_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="dedup-", dir=work_dir))
+    rows_paths: list[str | None] = []  # per unit: a file of its documents' signature rows, or None
+    for k, u in enumerate(units):
+        rows_paths.append(None if u.rows is None else str(run_dir / f"rows-{k:06d}.npy"))
+        if u.rows is not None:
+            _save(Path(rows_paths[-1]), np.ascontiguousarray(u.rows, dtype=np.int64))
     runner = _Runner(jobs)
     temps: list[Path] = []
     try:
@@ -601,7 +625,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
             keys = _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share,
                                    stats, temps)
             candidates, verified = _near_pass(units, ns, staged, status, keys, sig_paths, num_perm,
-                                              threshold, bands, runner, share, run_dir, stats)
+                                              threshold, bands, runner, share, run_dir, stats, rows_paths)
         removed, clusters, pairs = _clusters(units, ns, status, verified, dup_files, share)
     finally:
         runner.close()
@@ -686,7 +710,12 @@ def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, 
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths: list[str | None] = []
     todo = []
+    nsig = []
     for u, (unit, n) in enumerate(zip(units, ns)):
+        if unit.rows is not None and n:
+            with _Npy(unit.sig_path) as f:
+                n = f.shape[0]  # keys for every row of the file
+        nsig.append(n)
         if not n:
             paths.append(None)
             continue
@@ -707,9 +736,9 @@ def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, 
     chunk = max(1, share // (num_perm * 4 * 3 + 64))
     per_task = max(chunk, 1 << 16)
 
-    tasks = ((str(units[u].sig_path), str(tmp), ns[u], lo, min(ns[u], lo + per_task), num_perm,
+    tasks = ((str(units[u].sig_path), str(tmp), nsig[u], lo, min(nsig[u], lo + per_task), num_perm,
               bands, rows, chunk)
-             for u, _path, tmp in todo for lo in range(0, ns[u], per_task))
+             for u, _path, tmp in todo for lo in range(0, nsig[u], per_task))
     for _ in runner.map(_task_band_keys, tasks):
         pass
     for _u, path, tmp in todo:
@@ -724,7 +753,7 @@ def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, 
 
 
 def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, bands, runner, share,
-               run_dir, stats):
+               run_dir, stats, rows_paths=None):
     """(unique candidate pairs, (verified (pref_u, pref_v, loc_u, loc_v), matching slots))."""
     alive = [int((status[u.name] == KEPT).sum()) for u in units]
     sub = max(1, math.ceil(sum(alive) * 24 * SORT_FACTOR / share))
@@ -739,8 +768,8 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
 
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
-            yield ([(u, lo, hi, staged[u], status_paths[u], keys[u]) for u, lo, hi in task],
-                   bands, sub, str(run_dir / f"band-run-{k:06d}"))
+            yield ([(u, lo, hi, staged[u], status_paths[u], keys[u], rows_paths[u] if rows_paths else None)
+                    for u, lo, hi in task], bands, sub, str(run_dir / f"band-run-{k:06d}"))
 
     runs = [str(run_dir / f"band-run-{k:06d}") for k, _ in
             enumerate(runner.map(_task_scatter_band, scatter_tasks()))]
@@ -758,7 +787,7 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
     chunk = max(1, share // (num_perm * 4 * 4))    # 2 signature rows per pair, + slack
     candidates, found, match = 0, [], []
     for cand, pr, m in runner.map(_task_verify, ((q, q_parts, cell_bits, pair_files, sig_paths,
-                                                  num_perm, threshold, chunk)
+                                                  num_perm, threshold, chunk, rows_paths)
                                                  for q in range(q_parts))):
         candidates += cand
         found.append(pr)

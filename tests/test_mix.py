@@ -9,8 +9,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from llmpipe.data.table import write_docs
-from llmpipe.data.encode import tokenize_source
 from llmpipe.data.leakage import val_overlap
 from llmpipe.data.mix import build_mix, fill, pick, train_targets
 from llmpipe.core.seeds import unit_hash

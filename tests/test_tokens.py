@@ -10,12 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmpipe.cli import main as cli_main
-from llmpipe.data.encode import tokenize_source
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
                             verify_dir)
-from _tokkit import read_docs, shard_names, texts, tokenize, write_source_shards
+from _tokkit import shard_names, texts, tokenize, write_source_shards
 from test_tokenizer import SHARDS, train_tiny
 
 VAL = 0.3
@@ -68,7 +67,6 @@ def test_split_is_disjoint_complete_and_by_id_hash(built):
 
 
 def test_min_val_docs_forces_the_lowest_hashes_into_val(built, tmp_path):
-    from llmpipe.data.table import write_docs
     for n_docs, expect_val in ((4, 2), (2, 1), (1, 0)):
         ids = [f"book-{k}" for k in range(n_docs)]
         write_source_shards(tmp_path / f"{n_docs}", "g", [[{"id": i, "text": f"text of {i}"} for i in ids]])

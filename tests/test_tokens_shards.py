@@ -7,14 +7,13 @@ the tokenizer is test_tokenizer's tiny one, trained once for the module.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from _tokkit import read_docs, shard_names, split_evenly, tokenize, write_source_shards
+from _tokkit import shard_names, tokenize, write_source_shards
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import build_tokenizer, load
 from llmpipe.data.tokens import Concat, VerifyError, open_tokens, verify_dir
@@ -116,6 +115,11 @@ def test_verify_catches_a_flipped_byte_in_one_shard(spm, tmp_path):
     with pytest.raises(VerifyError, match=f"{bad}: sha256 differs"):
         verify_dir(tmp_path / "t")
     verify_dir(tmp_path / "t" / meta["shards"][0]["splits"]["val"]["files"]["bin"]["name"])  # val: untouched
+    m = json.loads((tmp_path / "t/meta.json").read_text())
+    m["splits"]["val"]["docs"] += 1  # totals that are not the shards' sum
+    (tmp_path / "t/meta.json").write_text(json.dumps(m))
+    with pytest.raises(VerifyError, match="the val shards add up to"):
+        verify_dir(tmp_path / "t" / meta["shards"][0]["splits"]["val"]["files"]["bin"]["name"])
 
 
 # --------------------------------------------------------------------------- (2)-(4) reuse
@@ -329,3 +333,25 @@ def test_concat_over_real_shards_reads_like_the_token_file_of_one(spm, tmp_path)
         rng = np.random.default_rng(1)
         for lo, hi in np.sort(rng.integers(0, len(ref.tokens) + 1, (30, 2)), axis=1):
             assert np.array_equal(tf.tokens[lo:hi], ref.tokens[lo:hi])
+
+
+# --------------------------------------------------------------------------- known src bugs (strict xfail)
+
+@pytest.mark.xfail(strict=True, raises=IndexError, reason="src bug: Concat maps a negative index to the last part with "
+                   "idx - starts[-1] (tokens.py Concat.__getitem__), so c[-1] raises IndexError")
+def test_concat_negative_indices_count_from_the_end():
+    parts = [np.arange(5, dtype=np.uint16), np.arange(10, 15, dtype=np.uint16)]
+    c, full = Concat(parts, np.uint16), np.concatenate(parts)
+    assert c[-1] == full[-1] and c[-6] == full[-6]
+    assert np.array_equal(c[np.array([-1, 0, -10])], full[np.array([-1, 0, -10])])
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="src bug: tokenize_source does not check a dedup mask's length "
+                   "against its clean shard (encode.py pass 1): extra rows are ignored, missing ones kept")
+@pytest.mark.parametrize("rows", [8, 12])
+def test_a_dedup_mask_of_the_wrong_length_is_refused(spm, tmp_path, rows):
+    from llmpipe.core.errors import UserError
+    write_source_shards(tmp_path, "s", [docs("s", 10)])
+    np.save(tmp_path / "dedup/s/part-00.00000.npy", np.zeros(rows, np.uint8))  # the clean shard has 10
+    with pytest.raises(UserError, match="part-00.00000"):
+        tokenize(tmp_path, "s", spm, val_fraction=VAL)

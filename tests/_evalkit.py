@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from llmpipe.data.table import write_docs
 from llmpipe.train.model import ModelConfig, Transformer, save_model
 
 SUBJECTS = ["The old miller", "A quiet river", "Our small garden", "The red fox", "Every winter night",
@@ -47,15 +46,15 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 400) -> Path:
     return Path(out_dir) / "spm.model"
 
 
-def token_dirs(tmp: Path, spm_path: Path, sources: dict[str, int]) -> dict[str, Path]:
-    """One token directory per source ({name: docs}), about half the documents in val."""
-    from llmpipe.data.encode import tokenize_source
+def token_dirs(tmp: Path, spm_path: Path, sources: dict[str, int], shards: int = 2) -> dict[str, Path]:
+    """One sharded token directory per source ({name: docs}, cut into `shards` clean shards),
+    about half the documents in val."""
+    from _tokkit import split_evenly, tokenize, write_source_shards
     out = {}
     for k, (src, n_docs) in enumerate(sorted(sources.items())):
-        table = tmp / "dedup" / f"{src}.parquet"
-        write_docs(table, documents(src, n_docs, offset=100 * k))
+        write_source_shards(tmp, src, split_evenly(documents(src, n_docs, offset=100 * k), shards))
         out[src] = tmp / "tokens" / src
-        tokenize_source(table, spm_path, out[src], source=src, val_fraction=0.5, seed=0, jobs=1)
+        tokenize(tmp, src, spm_path, out[src], val_fraction=0.5, seed=0, jobs=1)
     return out
 
 

@@ -117,7 +117,8 @@ def test_tokenize_full_disk(small_disk, tmp_path, capfd):
     spm = train_tiny(tmp_path)
     out = small_disk / "a"
     with pytest.raises(OSError) as e:
-        tokenize_source(tmp_path / "dedup/a.parquet", spm, out, source="a", val_fraction=0.3, seed=0, jobs=1)
+        tokenize_source(tmp_path / "clean/a", tmp_path / "dedup/a", spm, out, source="a", val_fraction=0.3,
+                        seed=0, jobs=1)
     assert os.listdir(small_disk) == []
     assert_enospc_naming(e, out)
     gc.collect()  # a file object left open would now fail its flush and print "Exception ignored"
@@ -242,8 +243,8 @@ def test_tokenize_removes_a_stale_temp_directory(tmp_path, pids):
     tokens = tmp_path / "data/tokens"
     stale = plant(tokens / f".a.tmp-{dead}", as_dir=True)
     kept = [plant(tokens / f".a.tmp-{live}", as_dir=True), plant(tokens / f".b.tmp-{dead}", as_dir=True)]
-    tokenize_source(tmp_path / "dedup/a.parquet", spm, tokens / "a", source="a", val_fraction=0.3,
-                    seed=0, jobs=1)
+    tokenize_source(tmp_path / "clean/a", tmp_path / "dedup/a", spm, tokens / "a", source="a",
+                    val_fraction=0.3, seed=0, jobs=1)
     assert not stale.exists() and all((p / "train.bin").stat().st_size == 1 << 20 for p in kept)
     assert sorted(os.listdir(tokens)) == sorted(["a", *(p.name for p in kept)])
 

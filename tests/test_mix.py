@@ -9,13 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from llmpipe.data.table import write_docs
-from llmpipe.data.encode import tokenize_source
 from llmpipe.data.leakage import val_overlap
 from llmpipe.data.mix import build_mix, fill, pick, train_targets
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import open_tokens, verify_dir
+from _tokkit import texts as texts_of, tokenize, write_source_shards
 from test_tokenizer import train_tiny
 
 DEFAULTS = dict(val_tokens=4000, seed=0, on_short="repeat", tolerance=0.05, max_val_overlap=1.0)
@@ -25,9 +24,8 @@ DEFAULTS = dict(val_tokens=4000, seed=0, on_short="repeat", tolerance=0.05, max_
 def root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mix")
     train_tiny(root)
-    for s in ("a", "b"):
-        tokenize_source(root / f"dedup/{s}.parquet", root / "tok/spm.model", root / f"tokens/{s}",
-                        source=s, val_fraction=0.2, seed=0, jobs=1)
+    for s in ("a", "b"):  # sharded token directories (test_tokenizer.SHARDS shards each)
+        tokenize(root, s, root / "tok/spm.model", val_fraction=0.2)
     return root
 
 
@@ -171,17 +169,16 @@ def word_ngrams(text: str, n: int = 13) -> set:
 def test_leakage_check_finds_planted_copies(root, tmp_path):
     """Copy 3 train documents of `a` into `b`'s val split: the check must name them, and mix fail."""
     tok = load(root / "tok/spm.model")
-    texts = {r["id"]: r["text"] for r in pq.read_table(root / "dedup/a.parquet").to_pylist()}
+    texts = texts_of(root / "clean/a")
     a_train = open_tokens(root / "tokens/a", "train").doc_table().column("id").to_pylist()
     leaked = [t for t in a_train if len(texts[t].split()) > 40][:3]
     copies = ids_landing_in("val", "copy", 3)
     fresh = ids_landing_in("train", "fresh", 4)
     rows = [{"id": c, "source": "b", "text": "Preface. " + texts[i]} for c, i in zip(copies, leaked)]
     rows += [{"id": f, "source": "b", "text": f"page {k} of entirely fresh words " * 40} for k, f in enumerate(fresh)]
-    write_docs(tmp_path / "b.parquet", rows)
+    write_source_shards(tmp_path, "b", [rows[:2], rows[2:]])
     shutil.copytree(root / "tokens/a", tmp_path / "tokens/a")
-    tokenize_source(tmp_path / "b.parquet", root / "tok/spm.model", tmp_path / "tokens/b",
-                    source="b", val_fraction=0.5, seed=0, jobs=1)
+    tokenize(tmp_path, "b", root / "tok/spm.model", val_fraction=0.5)
     tr, va = open_tokens(tmp_path / "tokens/a", "train"), open_tokens(tmp_path / "tokens/b", "val")
     rep = val_overlap({"a": (tr, np.arange(len(tr)))}, {"b": (va, np.arange(len(va)))}, tok)
     assert rep["val_docs"] == 3 and rep["val_docs_overlapping"] == 3 and rep["fraction"] == 1.0
@@ -199,7 +196,7 @@ def test_token_ngrams_agree_with_text_ngrams(root):
     """On real prose, the token-level 13-word n-gram check finds exactly the val docs that a
     whitespace-split text check finds."""
     tok = load(root / "tok/spm.model")
-    texts = {r["id"]: r["text"] for s in "ab" for r in pq.read_table(root / f"dedup/{s}.parquet").to_pylist()}
+    texts = {**texts_of(root / "clean/a"), **texts_of(root / "clean/b")}
     tr = {s: open_tokens(root / f"tokens/{s}", "train") for s in "ab"}
     va = {s: open_tokens(root / f"tokens/{s}", "val") for s in "ab"}
     rep = val_overlap({s: (t, np.arange(len(t))) for s, t in tr.items()},

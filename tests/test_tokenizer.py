@@ -13,12 +13,14 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sentencepiece as spm
 
-from llmpipe.data.table import DOC_SCHEMA, TableWriter
-from llmpipe.data.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer, iter_sample,
-                               load, sample_budgets)
+from _tokkit import split_evenly, write_source_shards
+from llmpipe.data.minhash import exact_hash
+from llmpipe.data.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer,
+                                    iter_pinned_sample, load, pinned_shards, sample_budgets)
 from llmpipe.core.seeds import unit_hash
 
 MODULES = ["json", "re", "collections", "argparse", "textwrap", "typing", "dataclasses", "pathlib",
@@ -37,16 +39,17 @@ def stdlib_docs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def write_corpus(root: Path, sources=("a", "b"), batch_rows: int = 40) -> dict[str, Path]:
-    """One Document table per source (docs dealt round-robin), small row groups."""
+SHARDS = 3  # clean shards per source in the shared corpus
+
+
+def write_corpus(root: Path, sources=("a", "b"), batch_rows: int = 10, n_shards: int = SHARDS) -> dict[str, Path]:
+    """One source each: docs dealt round-robin, cut into `n_shards` clean shards (small row groups,
+    all-keep filter and dedup masks) under root/{clean,filtered,dedup}/SRC; returns the clean dirs."""
     docs = stdlib_docs()
     paths = {}
     for i, src in enumerate(sources):
         rows = [{"id": f"{src}-{j}", "source": src, "text": t} for j, t in enumerate(docs[i::len(sources)])]
-        paths[src] = root / "dedup" / f"{src}.parquet"
-        with TableWriter(paths[src], DOC_SCHEMA, row_group_size=batch_rows) as w:  # many row groups
-            for lo in range(0, len(rows), batch_rows):
-                w.write({k: [r.get(k) for r in rows[lo:lo + batch_rows]] for k in DOC_SCHEMA.names})
+        paths[src] = write_source_shards(root, src, split_evenly(rows, n_shards), row_group_size=batch_rows)[0]
     return paths
 
 
@@ -55,7 +58,7 @@ def train_tiny(root: Path, vocab_size: int = 400, **kw) -> Path:
     args = dict(vocab_size=vocab_size, sample_chars=150_000, sample_weights={}, seed=0,
                 character_coverage=0.9995)
     args.update(kw)
-    build_tokenizer(paths, root / "tok", **args)
+    build_tokenizer(root / "clean", root / "filtered", sorted(paths), root / "tok", **args)
     return root / "tok" / "spm.model"
 
 
@@ -106,14 +109,45 @@ def test_sample_budgets_follow_tokenizer_weights():
         sample_budgets(["a"], {"a": 0}, 1000)
 
 
-def test_iter_sample_is_deterministic_and_bounded(tmp_path):
-    path = write_corpus(tmp_path)["a"]
-    first = list(iter_sample(path, 20_000, seed=0))
-    assert first == list(iter_sample(path, 20_000, seed=0))
-    assert first != list(iter_sample(path, 20_000, seed=1))
+def first_copies(texts) -> list[str]:
+    """`texts` in order, each exact copy (same exact_hash) after its first left out."""
+    seen: set = set()
+    return [t for t in texts if not (exact_hash(t) in seen or seen.add(exact_hash(t)))]
+
+
+def pinned_sample(root: Path, src: str, budget: int, seed: int, count: int = SHARDS) -> list[str]:
+    picked = pinned_shards(root / "clean", root / "filtered", [src], count)[src]
+    return list(iter_pinned_sample(root / "clean" / src, root / "filtered" / src, picked, budget, seed,
+                                   sum(p["chars_kept"] for p in picked)))
+
+
+def test_iter_pinned_sample_is_deterministic_and_bounded(tmp_path):
+    write_corpus(tmp_path)
+    first = pinned_sample(tmp_path, "a", 20_000, seed=0)
+    assert first == pinned_sample(tmp_path, "a", 20_000, seed=0)
+    assert first != pinned_sample(tmp_path, "a", 20_000, seed=1)
     assert 20_000 <= sum(map(len, first)) < 20_000 + max(map(len, first))
-    everything = list(iter_sample(path, 10**9, seed=0))
-    assert len(everything) == len(stdlib_docs()[0::2])  # budget above the corpus: all of it
+    everything = pinned_sample(tmp_path, "a", 10**9, seed=0)
+    assert everything == first_copies(stdlib_docs()[0::2])  # budget above the corpus: all of it
+
+
+def test_iter_pinned_sample_skips_filtered_docs_exact_copies_and_unpinned_shards(tmp_path):
+    docs = [[{"id": f"s{k}-{j}", "text": f"shard {k} document {j} " * 5} for j in range(6)] for k in range(3)]
+    docs[1][2]["text"] = docs[0][4]["text"]  # an exact copy in a later shard
+    dropped = np.array([0, 3, 0, 0, 7, 0], np.int16)  # filter dropped rows 1 and 4 of shard 0
+    write_source_shards(tmp_path, "s", docs, filtered={"part-00.00000": dropped})
+    got = pinned_sample(tmp_path, "s", 10**9, seed=0, count=2)
+    want = [d["text"] for k in (0, 1) for j, d in enumerate(docs[k]) if not (k == 0 and dropped[j])]
+    assert got == want  # shard 0's row 4 was dropped, so its copy in shard 1 is taken (once)
+    picked = pinned_shards(tmp_path / "clean", tmp_path / "filtered", ["s"], 2)["s"]
+    assert [p["name"] for p in picked] == ["part-00.00000", "part-01.00000"]
+    assert picked[0]["chars_kept"] == sum(len(d["text"]) for j, d in enumerate(docs[0]) if not dropped[j])
+    docs[2][0]["text"] = docs[1][0]["text"].upper()  # the same text once normalised
+    write_source_shards(tmp_path / "dup", "s", docs)  # nothing filtered: every shard pinned
+    every = [d["text"] for sh in docs for d in sh]
+    assert exact_hash(docs[2][0]["text"]) == exact_hash(docs[1][0]["text"])
+    got = pinned_sample(tmp_path / "dup", "s", 10**9, seed=0)
+    assert got == first_copies(every) == every[:8] + every[9:12] + every[13:]  # rows 1:2 and 2:0 left out
 
 
 def test_sentence_feed_cuts_long_lines_and_counts_them():

@@ -10,28 +10,32 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmpipe.cli import main as cli_main
-from llmpipe.data.encode import tokenize_source
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
 from llmpipe.data.tokens import (SplitWriter, TokenizerMismatch, VerifyError, open_tokens, token_dtype,
                             verify_dir)
-from test_tokenizer import train_tiny
+from _tokkit import shard_names, texts, tokenize, write_source_shards
+from test_tokenizer import SHARDS, train_tiny
 
 VAL = 0.3
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """root/tok/spm.model, root/dedup/{a,b}.parquet, root/tokens/a (2 workers)."""
+    """root/tok/spm.model, root/{clean,filtered,dedup}/{a,b} (SHARDS shards each), root/tokens/a (2 workers)."""
     root = tmp_path_factory.mktemp("tokens")
     train_tiny(root)
-    tokenize_source(root / "dedup/a.parquet", root / "tok/spm.model", root / "tokens/a",
-                    source="a", val_fraction=VAL, seed=0, jobs=2)
+    tokenize(root, "a", root / "tok/spm.model", val_fraction=VAL, jobs=2)
     return root
 
 
 def texts_of(root: Path, src: str) -> dict[str, str]:
-    return {r["id"]: r["text"] for r in pq.read_table(root / "dedup" / f"{src}.parquet").to_pylist()}
+    return texts(root / "clean" / src)
+
+
+def bins(d: Path, split: str) -> list[Path]:
+    """The .bin of every shard of SPLIT in a token directory, in shard order."""
+    return [d / sh["splits"][split]["files"]["bin"]["name"] for sh in json.loads((d / "meta.json").read_text())["shards"]]
 
 
 def test_dtype_boundary():
@@ -63,12 +67,11 @@ def test_split_is_disjoint_complete_and_by_id_hash(built):
 
 
 def test_min_val_docs_forces_the_lowest_hashes_into_val(built, tmp_path):
-    from llmpipe.data.table import write_docs
     for n_docs, expect_val in ((4, 2), (2, 1), (1, 0)):
         ids = [f"book-{k}" for k in range(n_docs)]
-        write_docs(tmp_path / f"{n_docs}.parquet", [{"id": i, "source": "g", "text": f"text of {i}"} for i in ids])
-        meta = tokenize_source(tmp_path / f"{n_docs}.parquet", built / "tok/spm.model", tmp_path / f"t{n_docs}",
-                               source="g", val_fraction=1e-9, seed=0, min_val_docs=2, jobs=1)
+        write_source_shards(tmp_path / f"{n_docs}", "g", [[{"id": i, "text": f"text of {i}"} for i in ids]])
+        meta = tokenize(tmp_path / f"{n_docs}", "g", built / "tok/spm.model", tmp_path / f"t{n_docs}",
+                        val_fraction=1e-9, min_val_docs=2)
         val = open_tokens(tmp_path / f"t{n_docs}", "val").doc_table().column("id").to_pylist()
         lowest = sorted(ids, key=lambda i: unit_hash(0, i))[:expect_val]
         assert sorted(val) == sorted(lowest) == meta["split"]["forced_val_ids"]
@@ -94,11 +97,13 @@ def test_documents_decode_back_and_meta_counts(built):
 
 
 def test_output_does_not_depend_on_worker_count(built, tmp_path):
-    assert pq.ParquetFile(built / "dedup/a.parquet").num_row_groups > 2  # so 2 workers did share it
-    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "a1",
-                    source="a", val_fraction=VAL, seed=0, jobs=1)
-    for name in ("train.bin", "train.idx", "val.bin", "val.idx", "meta.json"):
-        assert (tmp_path / "a1" / name).read_bytes() == (built / "tokens/a" / name).read_bytes()
+    for name in shard_names(SHARDS):  # so 2 workers did share each shard
+        assert pq.ParquetFile(built / f"clean/a/{name}.parquet").num_row_groups > 2
+    tokenize(built, "a", built / "tok/spm.model", tmp_path / "a1", val_fraction=VAL, jobs=1)
+    names = sorted(p.name for p in (built / "tokens/a").iterdir())
+    assert len(names) == 6 * SHARDS + 2 and sorted(p.name for p in (tmp_path / "a1").iterdir()) == names
+    for name in names:  # every shard's .bin/.idx/.docs.parquet, meta.json and manifest.json
+        assert (tmp_path / "a1" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
 
 
 def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
@@ -106,10 +111,9 @@ def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
     monkeypatch.setattr(enc, "TASK_BYTES_MIN", 1)
     monkeypatch.setattr(enc, "TASK_BYTES_MAX", 1500)  # a few docs per task, tasks cross write blocks
     monkeypatch.setattr(enc, "IN_FLIGHT", 1)
-    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "small",
-                    source="a", val_fraction=VAL, seed=0, jobs=2)
+    tokenize(built, "a", built / "tok/spm.model", tmp_path / "small", val_fraction=VAL, jobs=2)
     names = sorted(p.name for p in (built / "tokens/a").iterdir())
-    assert len(names) == 7 and sorted(p.name for p in (tmp_path / "small").iterdir()) == names
+    assert len(names) == 6 * SHARDS + 2 and sorted(p.name for p in (tmp_path / "small").iterdir()) == names
     for name in names:  # the .docs.parquet tables too: their sha256 is in meta.json
         assert (tmp_path / "small" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
 
@@ -117,8 +121,7 @@ def test_output_does_not_depend_on_task_size(built, tmp_path, monkeypatch):
 def test_output_does_not_depend_on_encode_call_size(built, tmp_path, monkeypatch):
     import llmpipe.data.encode as enc
     monkeypatch.setattr(enc, "ENCODE_CHARS", 1)  # one SentencePiece call per document (jobs=1: in this process)
-    tokenize_source(built / "dedup/a.parquet", built / "tok/spm.model", tmp_path / "one",
-                    source="a", val_fraction=VAL, seed=0, jobs=1)
+    tokenize(built, "a", built / "tok/spm.model", tmp_path / "one", val_fraction=VAL, jobs=1)
     for name in sorted(p.name for p in (built / "tokens/a").iterdir()):
         assert (tmp_path / "one" / name).read_bytes() == (built / "tokens/a" / name).read_bytes(), name
 
@@ -132,21 +135,28 @@ def test_worker_count():
     assert worker_count(8, 1e9, 3, cores=16) == 3              # ... up to one worker per document
 
 
-def test_empty_source_gives_valid_empty_files(built, tmp_path):
-    from llmpipe.data.table import write_docs
-    write_docs(tmp_path / "empty.parquet", [])
-    meta = tokenize_source(tmp_path / "empty.parquet", built / "tok/spm.model", tmp_path / "e",
-                           source="e", val_fraction=VAL, seed=0, min_val_docs=1, jobs=2)
+@pytest.mark.parametrize("shards", [[[]], [], [[], []]], ids=["one-empty-shard", "no-shard", "two-empty-shards"])
+def test_empty_source_gives_valid_empty_files(built, tmp_path, shards):
+    write_source_shards(tmp_path, "e", shards)
+    meta = tokenize(tmp_path, "e", built / "tok/spm.model", tmp_path / "e", val_fraction=VAL, min_val_docs=1,
+                    jobs=2)
     assert {s: (v["docs"], v["tokens"]) for s, v in meta["splits"].items()} == {"train": (0, 0), "val": (0, 0)}
     verify_dir(tmp_path / "e", built / "tok/spm.model")
     tf = open_tokens(tmp_path / "e", "val")
     assert len(tf) == 0 and len(tf.tokens) == 0 and tf.offsets.tolist() == [0]
+    assert tf.doc_table().num_rows == 0 and tf.doc_bytes().tolist() == []
 
 
 def test_missing_input_names_the_stage(built, tmp_path):
-    with pytest.raises(FileNotFoundError, match="dvc repro dedup"):
-        tokenize_source(tmp_path / "none.parquet", built / "tok/spm.model", tmp_path / "x",
-                        source="x", val_fraction=VAL, seed=0, jobs=1)
+    with pytest.raises(FileNotFoundError, match=r"dvc repro clean@x"):
+        tokenize(tmp_path, "x", built / "tok/spm.model", tmp_path / "x", val_fraction=VAL)
+    write_source_shards(tmp_path, "x", [[{"id": "x-1", "text": "some text"}]])
+    (tmp_path / "dedup/x/part-00.00000.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"part-00.00000.npy: not found; did you run `dvc repro dedup`"):
+        tokenize(tmp_path, "x", built / "tok/spm.model", tmp_path / "x", val_fraction=VAL)
+    shutil.rmtree(tmp_path / "dedup/x")
+    with pytest.raises(FileNotFoundError, match=r"dvc repro dedup"):
+        tokenize(tmp_path, "x", built / "tok/spm.model", tmp_path / "x", val_fraction=VAL)
     assert not (tmp_path / "x").exists()
 
 
@@ -162,31 +172,34 @@ def test_verify_ok(built, capsys):
 def test_verify_catches_a_flipped_byte(built, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no artifacts/tokenizer here: the default checks no fingerprint
     d = copy_dir(built, tmp_path)
-    data = bytearray((d / "train.bin").read_bytes())
+    b = bins(d, "train")[1]  # a shard in the middle
+    data = bytearray(b.read_bytes())
     data[101] ^= 0x01
-    (d / "train.bin").write_bytes(bytes(data))
+    b.write_bytes(bytes(data))
     assert cli_main(["verify", str(d)]) == 1
-    assert f"{d / 'train.bin'}: sha256 differs" in capsys.readouterr().err
+    assert f"{b}: sha256 differs" in capsys.readouterr().err
 
 
 def test_verify_catches_a_truncated_file(built, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     d = copy_dir(built, tmp_path)
-    data = (d / "val.bin").read_bytes()
-    (d / "val.bin").write_bytes(data[:-2])
-    assert cli_main(["verify", str(d / "val.bin")]) == 1
-    assert f"{d / 'val.bin'}: {len(data) - 2} bytes, meta says {len(data)}" in capsys.readouterr().err
+    b = bins(d, "val")[-1]
+    data = b.read_bytes()
+    b.write_bytes(data[:-2])
+    assert cli_main(["verify", str(bins(d, "val")[0])]) == 1  # one .bin: its split, every shard of it
+    assert f"{b}: {len(data) - 2} bytes, meta says {len(data)}" in capsys.readouterr().err
 
 
 def test_verify_catches_a_missing_eos(built, tmp_path):
     """A consistent-looking file (sha256 updated) whose last document lost its EOS."""
     d = copy_dir(built, tmp_path)
-    toks = np.fromfile(d / "train.bin", dtype=np.uint16)
+    b = bins(d, "train")[0]
+    toks = np.fromfile(b, dtype=np.uint16)
     toks[-1] = 5
-    toks.tofile(d / "train.bin")
+    toks.tofile(b)
     meta = json.loads((d / "meta.json").read_text())
     from llmpipe.core.atomic import sha256_file
-    meta["splits"]["train"]["files"]["bin"]["sha256"] = sha256_file(d / "train.bin")
+    meta["shards"][0]["splits"]["train"]["files"]["bin"]["sha256"] = sha256_file(b)
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(VerifyError, match="does not end with EOS"):
         verify_dir(d)

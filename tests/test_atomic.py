@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from _cleankit import BASE, doc_rows, token_inputs, write_ingested
+from _cleankit import BASE, token_inputs, write_ingested
 from conftest import BIN, REPO_ROOT, run
 from llmpipe.core import atomic
 from llmpipe.core.atomic import atomic_path, write_json

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _cleankit import dedup_kept_ids, dedup_status, filter_params, read_shards, shard_names, sharded_sources
+from _cleankit import dedup_kept_ids, dedup_status, filter_params, shard_names, sharded_sources
 from llmpipe.core.errors import UserError
 from llmpipe.data.dedup import (FILTERED, Index, candidate_pairs, choose_bands, components, dedup, dedup_sharded,
                                 detection_probability, find_duplicates, resolve_bands)

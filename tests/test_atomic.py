@@ -17,14 +17,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from _cleankit import BASE
+from _cleankit import BASE, token_inputs, write_ingested
 from conftest import BIN, REPO_ROOT, run
 from llmpipe.core import atomic
 from llmpipe.core.atomic import atomic_path, write_json
 from llmpipe.data.table import TableWriter, write_docs
 from llmpipe.data.encode import tokenize_source
 from llmpipe.data.tokens import SplitWriter
-from test_tokenizer import train_tiny
 
 WORDS = sorted(set(BASE.split()))
 
@@ -114,11 +113,10 @@ def test_split_writer_full_disk(small_disk):
 
 
 def test_tokenize_full_disk(small_disk, tmp_path, capfd):
-    spm = train_tiny(tmp_path)
+    clean, masks, spm = token_inputs(tmp_path)
     out = small_disk / "a"
     with pytest.raises(OSError) as e:
-        tokenize_source(tmp_path / "clean/a", tmp_path / "dedup/a", spm, out, source="a", val_fraction=0.3,
-                        seed=0, jobs=1)
+        tokenize_source(clean, masks, spm, out, source="a", val_fraction=0.3, seed=0, jobs=1)
     assert os.listdir(small_disk) == []
     assert_enospc_naming(e, out)
     gc.collect()  # a file object left open would now fail its flush and print "Exception ignored"
@@ -126,13 +124,12 @@ def test_tokenize_full_disk(small_disk, tmp_path, capfd):
 
 
 def test_clean_stage_on_a_full_disk_says_one_line_and_exits_2(small_disk, tmp_path):
-    src = tmp_path / "in.parquet"
-    write_docs(src, prose_rows(300))
-    out = small_disk / "x.parquet"
+    src = write_ingested(tmp_path / "in", prose_rows(300))  # a shard directory, as ingest writes it
+    out = small_disk / "x"
     p = run([sys.executable, "-m", "stages.clean", "--source", "c4", "--in", str(src), "--out", str(out),
              "--params", str(REPO_ROOT / "params.yaml"), "--jobs", "1"], REPO_ROOT, check=False)
     assert p.returncode == 2, p.stderr
-    assert os.listdir(small_disk) == []  # was: a 65,536-byte x.parquet without a footer
+    assert os.listdir(small_disk) == []  # was: a 65,536-byte shard without a footer
     lines = [ln for ln in p.stderr.replace("\r", "\n").splitlines() if ln.strip() and "clean c4:" not in ln]
     assert lines == [f"clean@c4: error: {out}: No space left on device: free disk space (or point the "
                      "outputs at a bigger disk) and rerun"], p.stderr
@@ -221,30 +218,28 @@ def plant(p: Path, as_dir: bool = False) -> Path:
 def test_stage_removes_only_its_outputs_stale_temps(tmp_path, pids):
     dead, live = pids
     d = tmp_path / "data/clean"
-    stale = plant(d / f".c4.parquet.tmp-{dead}")
+    stale = plant(d / f".c4.tmp-{dead}", as_dir=True)  # a killed run's partial shard directory
     kept = [plant(d / n) for n in (
-        f".c4.parquet.tmp-{live}",         # a concurrent run's temp
-        f".wikipedia.parquet.tmp-{dead}",  # another output's temp
-        f".c4.parquet.tmp-{dead}.bak",     # a user's file that only looks similar
-        f"c4.parquet.tmp-{dead}", f".c4.parquet.tmp-x{dead}", ".c4.parquet.tmp-", ".c4.parquet.tmp-0",
-        f".c4.tmp-{dead}")]
-    src = tmp_path / "in.parquet"
-    write_docs(src, prose_rows(20))
+        f".c4.tmp-{live}",                 # a concurrent run's temp
+        f".wikipedia.tmp-{dead}",          # another output's temp
+        f".c4.tmp-{dead}.bak",             # a user's file that only looks similar
+        f"c4.tmp-{dead}", f".c4.tmp-x{dead}", ".c4.tmp-", ".c4.tmp-0",
+        f".c4.parquet.tmp-{dead}")]        # the temp of a (pre-shards) c4.parquet
+    src = write_ingested(tmp_path / "data/ingested/c4", prose_rows(20))
     from stages.clean import main
-    assert main(["--source", "c4", "--in", str(src), "--out", str(d / "c4.parquet"),
+    assert main(["--source", "c4", "--in", str(src), "--out", str(d / "c4"),
                  "--params", str(REPO_ROOT / "params.yaml"), "--jobs", "1"]) == 0
     assert not stale.exists() and all(p.exists() for p in kept)
-    assert sorted(os.listdir(d)) == sorted(["c4.parquet", *(p.name for p in kept)])
+    assert sorted(os.listdir(d)) == sorted(["c4", *(p.name for p in kept)])
 
 
 def test_tokenize_removes_a_stale_temp_directory(tmp_path, pids):
     dead, live = pids
-    spm = train_tiny(tmp_path)
+    clean, masks, spm = token_inputs(tmp_path)
     tokens = tmp_path / "data/tokens"
     stale = plant(tokens / f".a.tmp-{dead}", as_dir=True)
     kept = [plant(tokens / f".a.tmp-{live}", as_dir=True), plant(tokens / f".b.tmp-{dead}", as_dir=True)]
-    tokenize_source(tmp_path / "clean/a", tmp_path / "dedup/a", spm, tokens / "a", source="a",
-                    val_fraction=0.3, seed=0, jobs=1)
+    tokenize_source(clean, masks, spm, tokens / "a", source="a", val_fraction=0.3, seed=0, jobs=1)
     assert not stale.exists() and all((p / "train.bin").stat().st_size == 1 << 20 for p in kept)
     assert sorted(os.listdir(tokens)) == sorted(["a", *(p.name for p in kept)])
 

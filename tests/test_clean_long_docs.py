@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from _cleankit import BASE
+from _cleankit import BASE, doc_rows, write_ingested
 from llmpipe.data.clean.pipeline import clean_table, cleaner_names, process_batch
 from llmpipe.data.clean.rules import filter_table
 from llmpipe.data.table import write_docs
@@ -56,7 +56,7 @@ def test_clean_table_stats_stage_line_and_filter_report_count_long_docs(tmp_path
     cut = len(LONG) - len(BASE) + 2 * len(LONG) - len(BASE)
     stats = clean_table(src, tmp_path / "c.parquet", "c4", CleanParams(max_doc_chars=len(BASE)), 5, 8, 1, jobs=1)
     assert (stats["docs"], stats["long_docs"], stats["long_chars"]) == (3, 2, cut)
-    rep = filter_table(tmp_path / "c.parquet", tmp_path / "f.parquet", None, "c4", FilterParams())
+    rep = filter_table(tmp_path / "c.parquet", tmp_path / "f.npy", None, "c4", FilterParams())
     assert rep["docs_in"] == 3 and rep["chars_in"] == sum(map(len, texts))
     assert rep["chars_removed_by_cleaner"]["max_doc_chars"] == cut
     assert rep["chars_in"] - rep["chars_after_clean"] == sum(rep["chars_removed_by_cleaner"].values())
@@ -71,7 +71,8 @@ def test_clean_table_stats_stage_line_and_filter_report_count_long_docs(tmp_path
     get_logger("clean")  # configured (level INFO) before our handler joins
     logging.getLogger("llmpipe").addHandler(handler)
     try:
-        assert stages.clean.main(["--source", "c4", "--in", str(src), "--out", str(tmp_path / "s.parquet"),
+        ing = write_ingested(tmp_path / "ingested", doc_rows(texts))  # what ingest@c4 writes: shards
+        assert stages.clean.main(["--source", "c4", "--in", str(ing), "--out", str(tmp_path / "s"),
                                   "--params", str(tmp_path / "params.yaml"), "--jobs", "1"]) == 0
     finally:
         logging.getLogger("llmpipe").removeHandler(handler)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from _cleankit import BASE
+from _cleankit import BASE, clean_dir, doc_rows, read_kept, read_shards, shard_names, write_ingested
 from llmpipe.data import minhash
 from llmpipe.core.atomic import sha256_file
 from llmpipe.data.clean import rules, signals
@@ -40,16 +40,16 @@ def test_clean_table_schema_and_contents(tmp_path):
     t = pq.read_table(out)
     expected = ["id", "source", "text", "url", "meta", "chars_raw"]
     expected += [f"removed_{c}" for c in cleaner_names("c4")] + list(signals.signal_types("c4"))
-    assert t.column_names == expected + ["exact_hash", "minhash"]
+    assert t.column_names == expected + ["exact_hash"]  # the signatures are beside it, a .npy
     assert t.column("id").to_pylist() == ["d0", "d1", "d2"]
     assert t.column("text").to_pylist() == [BASE, BASE, ""]
     assert t.column("chars_raw").to_pylist() == [len(x) for x in texts]
     assert stats == {"docs": 3, "chars_raw": sum(map(len, texts)), "chars": 2 * len(BASE),
                      "long_docs": 0, "long_chars": 0, "jobs": 1}
     assert t.column("exact_hash").to_pylist() == [minhash.exact_hash(x) for x in (BASE, BASE, "")]
-    sig = np.array(t.column("minhash").to_pylist(), dtype=np.uint32)
+    sig = np.load(tmp_path / "clean.minhash.npy", allow_pickle=False)
+    assert sig.dtype == np.uint32 and sig.shape == (3, 32)
     assert np.array_equal(sig, minhash.signatures([BASE, BASE, ""], 5, 32, 7))
-    assert t.schema.field("minhash").type == pa.list_(pa.uint32(), 32)
     for c in cleaner_names("c4"):
         assert t.schema.field(f"removed_{c}").type == pa.int64()
 
@@ -63,6 +63,35 @@ def test_output_bytes_do_not_depend_on_jobs_or_batching(tmp_path):
     clean_table(src, c, "wikipedia", CleanParams(batch_docs=3), 5, 16, 1, jobs=1)
     assert sha256_file(a) == sha256_file(b) == sha256_file(c)
     assert pq.read_table(a).equals(pq.read_table(b))
+    sigs = [sha256_file(p.with_suffix(".minhash.npy")) for p in (a, b, c)]
+    assert sigs[0] == sigs[1] == sigs[2]
+
+
+def test_clean_source_bytes_do_not_depend_on_jobs_and_unchanged_shards_are_reused(tmp_path):
+    """clean@SRC over shards: the same bytes for any `jobs`; a rerun reuses every shard (same
+    inode: a hard link, no bytes written), and a new input shard costs its own shard only."""
+    texts = {f"part-{k}.00000": [BASE[i:] + f" Line {k}-{i}." for i in range(0, 300, 50)] for k in range(3)}
+    shard_rows = {name: doc_rows(ts, f"{name}-") for name, ts in texts.items()}
+    ing = write_ingested(tmp_path / "ingested", shard_rows)
+    st1, _ = clean_dir(ing, tmp_path / "a", "wikipedia", CleanParams(batch_docs=2), jobs=1)
+    st2, _ = clean_dir(ing, tmp_path / "b", "wikipedia", CleanParams(batch_docs=2), jobs=2)
+    assert st1["docs"] == st2["docs"] == 18
+    names = shard_names(tmp_path / "a")
+    assert names == list(texts) == shard_names(tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(["manifest.json", *(f"{n}{s}" for n in names for s in (".parquet", ".minhash.npy"))])
+    for f in files:
+        assert sha256_file(tmp_path / "a" / f) == sha256_file(tmp_path / "b" / f), f
+    inodes = {f: (tmp_path / "a" / f).stat().st_ino for f in files if f != "manifest.json"}
+    _, how = clean_dir(ing, tmp_path / "a", "wikipedia", CleanParams(batch_docs=2), jobs=1)
+    assert how == "3 shard units: 0 built, 3 reused (workspace)"
+    assert {f: (tmp_path / "a" / f).stat().st_ino for f in inodes} == inodes
+    shard_rows["part-3.00000"] = doc_rows(["A new file. " + BASE], "new-")
+    write_ingested(ing, shard_rows)
+    _, how = clean_dir(ing, tmp_path / "a", "wikipedia", CleanParams(batch_docs=2), jobs=1)
+    assert how == "4 shard units: 1 built, 3 reused (workspace)"
+    assert {f: (tmp_path / "a" / f).stat().st_ino for f in inodes} == inodes
+    assert read_shards(tmp_path / "a", ["id"]).num_rows == 19
 
 
 def test_clean_stage_refuses_missing_input(tmp_path, capsys):
@@ -81,7 +110,7 @@ def test_sample_pipeline_drops_in_every_rule_family(tmp_path):
     fp = load_params(params).filter
     families: dict[str, int] = {}
     for src, sp in sources.items():
-        ing, cln, flt = (tmp_path / d / f"{src}.parquet" for d in ("ingested", "clean", "filtered"))
+        ing, cln, flt = (tmp_path / d / src for d in ("ingested", "clean", "filtered"))
         assert stage("ingest").main(["--source", src, "--out", str(ing), "--params", str(params),
                                      "--no-progress"]) == 0
         assert stage("clean").main(["--source", src, "--in", str(ing), "--out", str(cln),
@@ -90,9 +119,9 @@ def test_sample_pipeline_drops_in_every_rule_family(tmp_path):
         assert stage("filter").main(["--source", src, "--in", str(cln), "--out", str(flt),
                                      "--report", str(report), "--params", str(params)]) == 0
         rep = json.loads(report.read_text())
-        assert rep["docs_in"] == pq.ParquetFile(ing).metadata.num_rows
+        assert rep["docs_in"] == read_shards(ing, ["id"]).num_rows
         assert rep["docs_in"] == rep["docs_kept"] + sum(rep["dropped_by_reason"].values())
-        assert rep["docs_kept"] == pq.ParquetFile(flt).metadata.num_rows > rep["docs_in"] // 2
+        assert rep["docs_kept"] == read_kept(cln, flt, ["id"]).num_rows > rep["docs_in"] // 2
         assert sum(rep["chars_removed_by_cleaner"].values()) > 0 or sp.kind == "fineweb"
         for r in rules.rules_for(fp, sp.kind):
             families[rules.family(r)] = families.get(rules.family(r), 0) + rep["dropped_by_reason"][r.reason]

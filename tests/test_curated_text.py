@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from llmpipe.data.clean import rules, signals
 from llmpipe.data.clean.pipeline import clean_text, cleaner_names, process_batch
-from llmpipe.data.dedup import dedup
 from llmpipe.params import CleanParams, DedupParams, FilterParams
 
-from test_dedup import K, TABLES, kept_ids, setup
+from test_dedup import K, TABLES, run_reference, run_sharded
 
 
 def test_text_kind_keeps_every_byte_and_has_only_global_signals():
@@ -31,13 +32,12 @@ def test_filter_enabled_false_runs_no_rule():
     assert rules.rules_for(off, "c4") == [] and rules.rules_for(off, "text") == []
 
 
-def _run(tmp_path: Path, **kw) -> dict:
-    ins, outs = setup(tmp_path, TABLES)
-    rep = dedup(ins, outs, DedupParams(num_perm=K, priority=["wikipedia", "c4"], **kw))
-    return {"rep": rep, "c4": kept_ids(outs["c4"]), "wikipedia": kept_ids(outs["wikipedia"])}
+@pytest.mark.parametrize("run", [run_reference, run_sharded], ids=["reference", "sharded"])
+def test_dedup_exact_and_near_switch_off(tmp_path, run):
+    def _run(tmp_path: Path, **kw) -> dict:
+        rep, kept = run(tmp_path, TABLES, DedupParams(num_perm=K, priority=["wikipedia", "c4"], **kw))
+        return {"rep": rep, **kept}
 
-
-def test_dedup_exact_and_near_switch_off(tmp_path):
     both = _run(tmp_path / "both")
     assert both["rep"]["dropped_by_reason"] == {"exact_duplicate": 2, "near_duplicate": 1}
     no_near = _run(tmp_path / "no_near", near=False)

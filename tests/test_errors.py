@@ -15,10 +15,10 @@ from llmpipe.core.errors import UserError, entry
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "clean", "filter", "dedup", "tokenizer", "tokenize", "mix", "bench", "train", "eval"]
 # The least each stage's argparse needs before it reads params.
-ARGS = {"ingest": ["--source", "c4", "--out", "o.parquet"],
-        "clean": ["--source", "c4", "--in", "i.parquet", "--out", "o.parquet"],
-        "filter": ["--source", "c4", "--in", "i.parquet", "--out", "o.parquet", "--report", "r.json"],
-        "tokenize": ["--source", "c4", "--dedup", "d.parquet", "--out", "t"]}
+ARGS = {"ingest": ["--source", "c4", "--out", "o"],
+        "clean": ["--source", "c4", "--in", "i", "--out", "o"],
+        "filter": ["--source", "c4", "--in", "i", "--out", "o", "--report", "r.json"],
+        "tokenize": ["--source", "c4", "--clean", "c", "--dedup", "d", "--out", "t"]}
 
 
 def _one_line_error(err: str, prog: str, message: str) -> None:
@@ -41,12 +41,12 @@ def test_every_stage_reports_a_params_error_in_one_line(name, tmp_path, monkeypa
 
 def test_stage_as_dvc_runs_it_exits_2_in_one_line(tmp_path):
     """The real entry point (`python -m stages.clean`) on a missing input."""
-    p = subprocess.run([sys.executable, "-m", "stages.clean", "--source", "c4", "--in", str(tmp_path / "no.parquet"),
-                        "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")],
+    p = subprocess.run([sys.executable, "-m", "stages.clean", "--source", "c4", "--in", str(tmp_path / "no"),
+                        "--out", str(tmp_path / "o"), "--params", str(REPO / "params.yaml")],
                        cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": f"{REPO / 'src'}:{REPO}"})
     assert p.returncode == 2
-    _one_line_error(p.stderr, "clean@c4", "no.parquet: not found; did you run `dvc repro ingest@c4`?")
-    assert not (tmp_path / "o.parquet").exists()
+    _one_line_error(p.stderr, "clean@c4", "no/manifest.json: not found; did you run `dvc repro ingest@c4`?")
+    assert not (tmp_path / "o").exists()
 
 
 def test_disk_full_is_a_user_error_and_a_bug_keeps_its_traceback(capsys):
@@ -80,15 +80,26 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
 
 def test_inputs_that_are_not_parquet_and_bad_token_meta_are_one_line(tmp_path, capsys):
     import importlib as il
+    from _cleankit import fake_manifest
     from llmpipe.cli import main as cli
-    bad = tmp_path / "x.parquet"
-    bad.write_text("not parquet\n")
+    ing = fake_manifest(tmp_path / "ingested", ["x"])  # a shard directory whose shard x.parquet ...
+    bad = ing / "x.parquet"
+    bad.write_text("not parquet\n")  # ... is not Parquet
     clean = il.import_module("stages.clean")
-    args = ["--source", "c4", "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")]
-    assert clean.main(["--in", str(bad), *args]) == 2
+    args = ["--source", "c4", "--out", str(tmp_path / "o"), "--params", str(REPO / "params.yaml")]
+    assert clean.main(["--in", str(ing), *args]) == 2
     _one_line_error(capsys.readouterr().err, "clean@c4", "x.parquet: not a readable Parquet file")
-    assert clean.main(["--in", str(tmp_path), *args]) == 2  # a folder where a file is expected
-    _one_line_error(capsys.readouterr().err, "clean@c4", "is a folder; this input is one Parquet file")
+    bad.unlink()
+    bad.mkdir()  # a folder where a file is expected
+    assert clean.main(["--in", str(ing), *args]) == 2
+    _one_line_error(capsys.readouterr().err, "clean@c4", "x.parquet: is a folder; this input is one Parquet file")
+    for text, what in (("{", "not valid JSON"), ("[1, 2]", "not a llmpipe.shards/1 manifest")):
+        (ing / "manifest.json").write_text(text)  # a broken manifest: what to rerun
+        assert clean.main(["--in", str(ing), *args]) == 2
+        err = capsys.readouterr().err
+        _one_line_error(err, "clean@c4", what)
+        assert "rerun `dvc repro ingest@c4`" in err, err
+    assert not (tmp_path / "o").exists()
     for text, what in (("{", "not valid JSON"), ("[1, 2]", "not a token-directory meta"),
                        ('{"format": "llmpipe.tokens/1"}', "missing dtype, splits")):
         (tmp_path / "meta.json").write_text(text)

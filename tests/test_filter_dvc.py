@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
+from _cleankit import read_kept
 from conftest import dvc, git_commit, make_repo, set_params, stages_ran
 
 SOURCES = ("c4", "wikipedia", "gutenberg", "fineweb")
@@ -21,12 +21,23 @@ def test_threshold_change_reruns_filter_and_dedup_not_clean(tmp_path):
     git_commit(repo, "repro")
     before = json.loads((repo / "reports/filter/c4.json").read_text())
 
+    def shard_files(stage: str) -> dict[str, tuple[int, int]]:
+        """inode and mtime of every file of every source's folder of `stage`."""
+        return {str(p.relative_to(repo)): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for s in SOURCES for p in sorted((repo / "data" / stage / s).iterdir())}
+    clean_files, masks = shard_files("clean"), shard_files("filtered")
+    assert any(f.endswith(".minhash.npy") for f in clean_files)
+
     # a threshold that drops about half of the kept c4 documents, whatever the sample holds
-    words = pq.read_table(repo / "data/filtered/c4.parquet", columns=["text"]).column("text").to_pylist()
+    words = read_kept(repo / "data/clean/c4", repo / "data/filtered/c4", ["text"]).column("text").to_pylist()
     median = int(np.median([len(t.split()) for t in words]))
     set_params(repo, {"filter.global.min_words": median + 1})
     ran = stages_ran(dvc(repo, "repro", "dedup"))
     assert ran == {*(f"filter@{s}" for s in SOURCES), "dedup"}
+    # only the filter masks were rewritten: the clean shards are the same files (inode, mtime)
+    assert shard_files("clean") == clean_files
+    new_masks = shard_files("filtered")
+    assert new_masks.keys() == masks.keys() and all(new_masks[k] != masks[k] for k in masks)
     after = json.loads((repo / "reports/filter/c4.json").read_text())
     assert after["docs_kept"] < before["docs_kept"]
     assert after["docs_in"] == after["docs_kept"] + sum(after["dropped_by_reason"].values())

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from _cleankit import BASE, filter_params
+from _cleankit import BASE, clean_texts, filter_params, read_kept, read_shards, shard_names
 from llmpipe.data.clean import rules
 from llmpipe.data.clean.pipeline import clean_table
 from llmpipe.data.table import write_docs
@@ -59,7 +59,7 @@ def test_filter_table_accounts_for_every_document(tmp_path):
     texts = [BASE, "Too short.", GERMAN, BASE + " Lorem ipsum dolor.", "Home\n" + BASE, ""]
     src = _clean(tmp_path, texts)
     fp = FilterParams(keep_rejects=True)
-    rep = rules.filter_table(src, tmp_path / "kept.parquet", tmp_path / "rej.parquet", "c4", fp,
+    rep = rules.filter_table(src, tmp_path / "mask.npy", tmp_path / "rej.parquet", "c4", fp,
                              batch_size=2)
     dropped = rep["dropped_by_reason"]
     assert rep["docs_in"] == 6 and rep["docs_kept"] == 2
@@ -73,24 +73,53 @@ def test_filter_table_accounts_for_every_document(tmp_path):
     assert rep["chars_in"] - rep["chars_after_clean"] == sum(rep["chars_removed_by_cleaner"].values())
     assert rep["chars_removed_by_cleaner"]["c4_terminal_punct"] == len("Home\n")
     assert rep["chars_after_clean"] == rep["chars_kept"] + sum(rep["chars_dropped_by_reason"].values())
-    kept = pq.read_table(tmp_path / "kept.parquet")
-    assert kept.column_names == ["id", "source", "text", "url", "meta", "exact_hash", "minhash"]
+    # the output is a decision, not a copy: one int16 reason code per clean row (0 kept)
+    mask = np.load(tmp_path / "mask.npy", allow_pickle=False)
+    assert mask.dtype == np.int16 and mask.shape == (6,)
+    rs = rules.rules_for(fp, "c4")
+    assert [rs[c - 1].reason if c else None for c in mask.tolist()] == [
+        None, "c4_min_sentence_count", "global_min_stopword_ratio", "c4_max_lorem_ipsum_count", None,
+        "c4_min_sentence_count"]
+    kept = clean.filter(pa.array(rules.kept_mask(tmp_path, "mask")))
     assert kept.column("id").to_pylist() == ["d0", "d4"]
     assert kept.column("text").to_pylist() == [BASE, BASE]
-    assert kept.schema.field("minhash").type == pa.list_(pa.uint32(), 16)
     rej = pq.read_table(tmp_path / "rej.parquet")
+    assert rej.column_names == [*clean.column_names, "reason"]
     assert dict(zip(rej.column("id").to_pylist(), rej.column("reason").to_pylist())) == {
         "d1": "c4_min_sentence_count", "d2": "global_min_stopword_ratio",
         "d3": "c4_max_lorem_ipsum_count", "d5": "c4_min_sentence_count"}
-    # keep_rejects false: the rejects file is still written (stable DVC output) with no rows
-    rules.filter_table(src, tmp_path / "k2.parquet", tmp_path / "r2.parquet", "c4", FilterParams())
-    assert pq.read_table(tmp_path / "r2.parquet").num_rows == 0
+
+
+def test_filter_source_masks_every_shard_and_rejects_stay_a_stable_output(tmp_path):
+    """filter@SRC over shards: a mask per clean shard; the rejects folder is always written (a
+    stable DVC output), holding rows only with keep_rejects; a rerun reuses every shard."""
+    texts = {"a.00000": [BASE, "Too short."], "a.00001": [GERMAN], "b.00000": ["Home\n" + BASE, ""]}
+    clean = clean_texts(tmp_path, texts, params=CleanParams(batch_docs=2))
+    rep, how = rules.filter_source(clean, tmp_path / "f", tmp_path / "rej", source="s", kind="c4",
+                                   filter_params=FilterParams(), jobs=1)
+    assert how == "3 shard units: 3 built, 0 reused"
+    assert (rep["docs_in"], rep["docs_kept"]) == (5, 2)
+    assert shard_names(tmp_path / "f") == list(texts)
+    assert [len(np.load(tmp_path / "f" / f"{n}.npy")) for n in texts] == [2, 1, 2]
+    assert read_kept(clean, tmp_path / "f", ["id"]).column("id").to_pylist() == ["d0", "d3"]
+    assert sorted(p.name for p in (tmp_path / "rej").iterdir()) == ["manifest.json"]  # no rows kept
+    assert shard_names(tmp_path / "rej") == list(texts)
+    # keep_rejects: the rejected rows of every shard, with their reason
+    rep2, _ = rules.filter_source(clean, tmp_path / "f", tmp_path / "rej", source="s", kind="c4",
+                                  filter_params=FilterParams(keep_rejects=True), jobs=1)
+    rej = read_shards(tmp_path / "rej", ["id", "reason"]).to_pydict()
+    assert dict(zip(rej["id"], rej["reason"])) == {"d1": "c4_min_sentence_count", "d2": "global_min_stopword_ratio",
+                                                   "d4": "c4_min_sentence_count"}
+    assert rep2 == rep
+    _, how = rules.filter_source(clean, tmp_path / "f", tmp_path / "rej", source="s", kind="c4",
+                                 filter_params=FilterParams(keep_rejects=True), jobs=1)
+    assert how == "3 shard units: 0 built, 3 reused (workspace)"
 
 
 def test_missing_signal_column_is_a_clear_error(tmp_path):
     src = _clean(tmp_path, [BASE], kind="fineweb")
     with pytest.raises(ValueError, match=r"no signal column\(s\) \['curly_brace_count'"):
-        rules.filter_table(src, tmp_path / "k.parquet", None, "c4", FilterParams())
+        rules.filter_table(src, tmp_path / "k.npy", None, "c4", FilterParams())
 
 
 def test_apply_rules_threshold_boundaries_are_inclusive():
@@ -126,7 +155,7 @@ def test_clean_params_errors_name_the_key(tmp_path):
 
 def test_filter_stage_main_writes_report_and_tables(tmp_path, monkeypatch):
     import importlib
-    src = _clean(tmp_path, [BASE, "Too short."])
+    src = clean_texts(tmp_path, [BASE, "Too short."], params=CleanParams(batch_docs=2), source="web")
     params = _params_file(tmp_path, "filter", {"keep_rejects": True})
     data = yaml.safe_load(params.read_text())
     data["sources"] = {"web": {"kind": "c4", "uri": "unused.jsonl"}}
@@ -135,12 +164,12 @@ def test_filter_stage_main_writes_report_and_tables(tmp_path, monkeypatch):
     data["dedup"]["priority"] = []
     params.write_text(yaml.safe_dump(data))
     mod = importlib.import_module("stages.filter")
-    rc = mod.main(["--source", "web", "--in", str(src), "--out", str(tmp_path / "f.parquet"),
-                   "--report", str(tmp_path / "r.json"), "--rejects", str(tmp_path / "rej.parquet"),
+    rc = mod.main(["--source", "web", "--in", str(src), "--out", str(tmp_path / "f"),
+                   "--report", str(tmp_path / "r.json"), "--rejects", str(tmp_path / "rej"),
                    "--params", str(params)])
     assert rc == 0
     rep = json.loads((tmp_path / "r.json").read_text())
     assert (rep["docs_in"], rep["docs_kept"]) == (2, 1)
-    assert pq.read_table(tmp_path / "rej.parquet").column("reason").to_pylist() == ["c4_min_sentence_count"]
-    assert np.array_equal(pq.read_table(tmp_path / "f.parquet").column("id").to_numpy(zero_copy_only=False),
+    assert read_shards(tmp_path / "rej", ["reason"]).column("reason").to_pylist() == ["c4_min_sentence_count"]
+    assert np.array_equal(read_kept(src, tmp_path / "f", ["id"]).column("id").to_numpy(zero_copy_only=False),
                           np.array(["d0"], dtype=object))

@@ -12,6 +12,7 @@ which changes when a source is added or removed.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 from pathlib import Path

@@ -335,10 +335,8 @@ def test_concat_over_real_shards_reads_like_the_token_file_of_one(spm, tmp_path)
             assert np.array_equal(tf.tokens[lo:hi], ref.tokens[lo:hi])
 
 
-# --------------------------------------------------------------------------- known src bugs (strict xfail)
+# --------------------------------------------------------------------------- negative indices, bad masks
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="src bug: Concat maps a negative index to the last part with "
-                   "idx - starts[-1] (tokens.py Concat.__getitem__), so c[-1] raises IndexError")
 def test_concat_negative_indices_count_from_the_end():
     parts = [np.arange(5, dtype=np.uint16), np.arange(10, 15, dtype=np.uint16)]
     c, full = Concat(parts, np.uint16), np.concatenate(parts)
@@ -346,8 +344,6 @@ def test_concat_negative_indices_count_from_the_end():
     assert np.array_equal(c[np.array([-1, 0, -10])], full[np.array([-1, 0, -10])])
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="src bug: tokenize_source does not check a dedup mask's length "
-                   "against its clean shard (encode.py pass 1): extra rows are ignored, missing ones kept")
 @pytest.mark.parametrize("rows", [8, 12])
 def test_a_dedup_mask_of_the_wrong_length_is_refused(spm, tmp_path, rows):
     from llmpipe.core.errors import UserError

@@ -424,6 +424,9 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
             if width != (table.num_rows, num_perm):
                 raise UserError(f"{sig_path}: signatures {width}, expected ({table.num_rows}, {num_perm}): "
                                 "rerun `dvc repro clean` after changing dedup.num_perm")
+            if kept.column("exact_hash").null_count:
+                bad = int(rows[np.flatnonzero(kept.column("exact_hash").is_null().to_numpy(zero_copy_only=False))[0]])
+                raise UserError(f"{path}: row {bad}: exact_hash is null; rerun `dvc repro clean@{src}`")
             out.append(SourceShard(src, name, rows, pref, exact_words(kept.column("exact_hash").to_pylist()),
                                    kept.column("chars").to_numpy().astype(np.int64), table.num_rows, sig_path,
                                    digest_of(sh, fsh[name], name)))

@@ -32,6 +32,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from llmpipe.core import workers
+from llmpipe.core.atomic import atomic_path
+from llmpipe.core.errors import UserError
 from llmpipe.core.log import n
 from llmpipe.data import kinds, minhash
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
@@ -128,17 +130,20 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
     stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0, "jobs": jobs}
     own = pool is None and jobs > 1
     pool = mp.get_context("spawn").Pool(jobs) if own else pool
-    sig = np.lib.format.open_memmap(minhash, mode="w+", dtype=np.uint32, shape=(rows, num_perm))
     try:
-        with TableWriter(dst, schema) as w, tqdm(total=rows, unit="doc", desc=f"clean {kind}",
-                                                 disable=None) as bar:
+        # the signatures as plain writes (header, then each batch), never a memory map: a store
+        # into a mapped page of a full disk is a SIGBUS, a write() is an ENOSPC we can report
+        with TableWriter(dst, schema) as w, atomic_path(minhash) as sig_tmp, open(sig_tmp, "wb") as sig, \
+                tqdm(total=rows, unit="doc", desc=f"clean {kind}", disable=None) as bar:
+            np.lib.format.write_array_header_1_0(sig, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")),
+                                                       "fortran_order": False, "shape": (rows, num_perm)})
             pending: collections.deque = collections.deque()
 
             def drain(limit: int) -> None:
                 while len(pending) > limit:
                     docs, res = pending.popleft()
                     cols = res.get() if pool else res
-                    sig[stats["docs"]: stats["docs"] + docs.num_rows] = cols["minhash"]
+                    sig.write(np.ascontiguousarray(cols["minhash"], dtype="<u4").tobytes())
                     w.write(_to_batch(docs, cols, schema))
                     stats["docs"] += docs.num_rows
                     stats["chars_raw"] += sum(cols["chars_raw"])
@@ -154,9 +159,9 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                 pending.append((docs, res))
                 drain(2 * jobs)
             drain(0)
-        sig.flush()
+            if stats["docs"] != rows:
+                raise UserError(f"{src}: read {stats['docs']} rows, its metadata says {rows}; rerun ingest")
     finally:
-        del sig
         if own:
             pool.terminate()
     return stats

@@ -722,15 +722,16 @@ def main(argv: list[str] | None = None) -> int:
                       "wikitext_share": a.wikitext_share, "corpus": str(corpus), "n_files": spec.n_files,
                       "target_text_bytes": int(spec.total), "seconds": round(time.perf_counter() - t0, 1),
                       "pools_seconds": P.seconds, "jobs": a.jobs, "loadavg": [round(x, 2) for x in os.getloadavg()]},
+        # approx_reuse: characters generated for the kind / characters in its sentence pool, i.e.
+        # about how many times each real sentence occurs in the corpus
         "pools": {kind: {"sentences": P.n_sent[kind],
-                         "approx_reuse": round(drawn.get({"web": "web", "wiki": "wiki", "book": "book"}[kind], 0)
-                                               / max(1, sum(len(s) for b in P.sent[kind] for s in b)), 2)}
+                         "approx_reuse": round(drawn.get(kind, 0) / max(1, sum(len(s) for b in P.sent[kind] for s in b)), 2)}
                   for kind in P.sent},
         "templates": {src: len(t) for src, t in P.templates.items()},
         "unplanted_exact_collisions": collisions,
         "planted_without_original": orphans,
         "summary": summary,
-        "sources": {src: {**SOURCE_PARAMS[src], "uri": src} for src in SHARES},
+        "sources": {src: {**SOURCE_PARAMS[src], "uri": str(out / src)} for src in SHARES},
         "files": files,
         "planted": planted,
     }

@@ -1,7 +1,7 @@
 """Which DVC layout keeps `dvc status` fast with 1,000+ shards: one stage with directory outputs, or one stage per shard.
 
-    .venv/bin/python bench/bench_dvc_shards.py [--dir-shards 1000 4000] [--stage-shards 250 1000]
-                                               [--time-limit 240] [--no-scm] [--out bench/results/dvc_shards.json]
+    .venv/bin/python bench/bench_dvc_shards.py [--dir-shards 1000 4000] [--stage-shards 100 250] [--commit-shards 1000]
+                                               [--time-limit 150] [--no-scm] [--out bench/results/dvc_shards.json]
 
 Each case is a fresh temp repo (`git init` + `dvc init`, or `dvc init --no-scm`), inputs `in/sNNNNN.txt`
 of ~200 bytes each (tiny: the figures are DVC's bookkeeping, not I/O):
@@ -11,13 +11,18 @@ of ~200 bytes each (tiny: the figures are DVC's bookkeeping, not I/O):
   (b) stages: N stages from `foreach: ${shards}` over a list of N names in params.yaml, each with
              its own file dep `in/${item}.txt` and file out `out/${item}.txt` (`cp`).
 
+(b) is built two ways: --stage-shards sizes by a real first `dvc repro` of every stage,
+--commit-shards sizes (default 1000) by one copy of all outputs and `dvc commit -f` (same
+dvc.lock and cache, without N command runs: a 1,000-stage first repro alone takes minutes here).
+
 For each: the first `dvc repro` (wall), then `dvc status` and a no-op `dvc repro`, --repeats
 times each (all figures kept, the median reported), then one shard's input changed and `dvc
 status` + `dvc repro` again (dir: the whole stage reruns; stages: one stage); for (b) also
 `dvc status STAGE` and `dvc repro --single-item STAGE` of one shard (DVC still loads all N
 stages). A first `dvc repro` of (b) that runs past --time-limit is killed and the done share
-(dvc.lock entries) gives an extrapolated time; sizes past the limit are skipped and extrapolated
-from the measured ones (power law through the last two sizes). Load averages with every figure.
+(dvc.lock entries) gives an extrapolated time (a lower bound: later stages cost more); the
+--extrapolate-to size (4000) is extrapolated from the measured ones (power law through the two
+largest). Every figure has wall and CPU seconds (os.wait4) and the load averages.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,21 +56,36 @@ def env_with(venv_bin: Path) -> dict:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None) -> dict:
+    """Wall seconds, and CPU seconds (user + sys of the process and the children it waited for,
+    os.wait4): on a loaded machine CPU is the steadier figure."""
     la, t0 = load(), time.perf_counter()
-    try:
-        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-        rc, out = r.returncode, r.stdout + r.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, out = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-    wall = time.perf_counter() - t0
-    res = {"wall_s": round(wall, 3), "rc": rc, "loadavg": la}
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            p.kill()
+
+        timer = threading.Timer(timeout, kill) if timeout else None
+        if timer:
+            timer.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        if timer:
+            timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    rc = "timeout" if killed.is_set() else p.returncode
+    res = {"wall_s": round(wall, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "rc": rc, "loadavg": la}
     if rc not in (0, "timeout"):
-        res["tail"] = out[-1500:]
+        res["tail"] = text[-1500:]
     return res
 
 
-def med(runs: list[dict]) -> float:
-    return round(statistics.median(r["wall_s"] for r in runs), 3)
+def med(runs: list[dict], key: str = "wall_s") -> float:
+    return round(statistics.median(r[key] for r in runs), 3)
 
 
 def make_repo(root: Path, n: int, env: dict, scm: bool) -> None:
@@ -104,8 +125,11 @@ def case_dir(base: Path, n: int, env: dict, a) -> dict:
     return {**res, **steady(root, env, a, one_input="in/s00000.txt")}
 
 
-def case_stages(base: Path, n: int, env: dict, a) -> dict:
-    root = base / f"stages-{n}"
+def case_stages(base: Path, n: int, env: dict, a, build: str = "repro") -> dict:
+    """build: "repro" runs the N stages (first `dvc repro`, under --time-limit); "commit" writes
+    the outputs with one `cp` and records all N stages with `dvc commit -f` (the same dvc.lock and
+    cache as a repro, without N command runs), to reach the steady state of a big N quickly."""
+    root = base / f"stages-{n}-{build}"
     make_repo(root, n, env, not a.no_scm)
     (root / "out").mkdir()
     names = [f"s{i:05d}" for i in range(n)]
@@ -114,9 +138,19 @@ def case_stages(base: Path, n: int, env: dict, a) -> dict:
         "stages:\n  shard:\n    foreach: ${shards}\n    do:\n      cmd: cp in/${item}.txt out/${item}.txt\n"
         "      deps:\n        - in/${item}.txt\n      outs:\n        - out/${item}.txt\n")
     commit(root, not a.no_scm)
-    res = {"layout": "foreach: one stage per shard, file dep and file out each", "shards": n, "stages": n}
-    first = timed(["dvc", "repro"], root, env, timeout=a.time_limit)
-    if first["rc"] == "timeout":
+    res = {"layout": "foreach: one stage per shard, file dep and file out each", "shards": n, "stages": n,
+           "built_by": build}
+    if build == "commit":
+        for name in names:
+            shutil.copyfile(root / "in" / f"{name}.txt", root / "out" / f"{name}.txt")
+        first = timed(["dvc", "commit", "-f"], root, env, timeout=a.time_limit)
+        res["first_commit"] = first
+        if first["rc"] != 0:
+            raise SystemExit(f"(b) {n}: dvc commit failed: {first.get('tail')}")
+        first = {"skipped": "built by dvc commit"}
+    else:
+        first = timed(["dvc", "repro"], root, env, timeout=a.time_limit)
+    if first.get("rc") == "timeout":
         lock = root / "dvc.lock"
         done = lock.read_text().count("cmd: cp ") if lock.exists() else 0
         first["stages_done"] = done
@@ -124,15 +158,16 @@ def case_stages(base: Path, n: int, env: dict, a) -> dict:
         res["first_repro"] = first
         return res
     res["first_repro"] = first
-    if first["rc"] != 0:
+    if first.get("rc", 0) != 0:
         raise SystemExit(f"(b) {n}: first dvc repro failed: {first.get('tail')}")
     res["one_stage"] = {
         "status": [timed(["dvc", "status", f"shard@{names[0]}"], root, env) for _ in range(a.repeats)],
         "repro_single_item": [timed(["dvc", "repro", "--single-item", f"shard@{names[0]}"], root, env)
                               for _ in range(a.repeats)],
     }
-    res["one_stage"]["status_median_s"] = med(res["one_stage"]["status"])
-    res["one_stage"]["repro_single_item_median_s"] = med(res["one_stage"]["repro_single_item"])
+    for k in ("status", "repro_single_item"):
+        res["one_stage"][f"{k}_median_s"] = med(res["one_stage"][k])
+        res["one_stage"][f"{k}_median_cpu_s"] = med(res["one_stage"][k], "cpu_s")
     return {**res, **steady(root, env, a, one_input=f"in/{names[0]}.txt")}
 
 
@@ -146,7 +181,8 @@ def steady(root: Path, env: dict, a, one_input: str) -> dict:
     for r in st + rp + [st1, rp1]:
         if r["rc"] != 0:
             raise SystemExit(f"{root}: a dvc command failed: {r.get('tail')}")
-    return {"status": st, "status_median_s": med(st), "noop_repro": rp, "noop_repro_median_s": med(rp),
+    return {"status": st, "status_median_s": med(st), "status_median_cpu_s": med(st, "cpu_s"),
+            "noop_repro": rp, "noop_repro_median_s": med(rp), "noop_repro_median_cpu_s": med(rp, "cpu_s"),
             "one_shard_changed": {"status": st1, "repro": rp1}}
 
 
@@ -165,10 +201,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--dir-shards", type=int, nargs="+", default=[1000, 4000])
-    ap.add_argument("--stage-shards", type=int, nargs="+", default=[250, 1000])
+    ap.add_argument("--stage-shards", type=int, nargs="+", default=[100, 250],
+                    help="(b) sizes built by a real first `dvc repro` of every stage")
+    ap.add_argument("--commit-shards", type=int, nargs="+", default=[1000],
+                    help="(b) sizes built by `dvc commit -f` (steady state without N command runs)")
     ap.add_argument("--extrapolate-to", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--time-limit", type=float, default=240, help="seconds for one first `dvc repro` of (b)")
+    ap.add_argument("--time-limit", type=float, default=150,
+                    help="seconds for one first `dvc repro` (or `dvc commit`) of (b)")
     ap.add_argument("--no-scm", action="store_true", help="dvc init --no-scm instead of git + dvc")
     ap.add_argument("--venv", default=str(REPO / ".venv"))
     ap.add_argument("--keep", metavar="DIR", help="build the repos here and keep them")
@@ -187,30 +227,38 @@ def main() -> int:
             print(f"(a) dir    {n:>5} shards: first repro {r['first_repro']['wall_s']:.1f} s, status "
                   f"{r['status_median_s']:.2f} s, no-op repro {r['noop_repro_median_s']:.2f} s, one shard changed: "
                   f"repro {r['one_shard_changed']['repro']['wall_s']:.2f} s  (load {load()[0]})", file=sys.stderr, flush=True)
-        for n in a.stage_shards:
-            r = case_stages(base, n, env, a)
-            results["stages"].append(r)
-            if "status_median_s" not in r:
-                print(f"(b) stages {n:>5}: first repro stopped at {a.time_limit} s after "
-                      f"{r['first_repro']['stages_done']} stages (~{r['first_repro']['extrapolated_wall_s']} s for all)",
-                      file=sys.stderr)
-                break
-            print(f"(b) stages {n:>5} shards: first repro {r['first_repro']['wall_s']:.1f} s, status "
-                  f"{r['status_median_s']:.2f} s, no-op repro {r['noop_repro_median_s']:.2f} s, status of one stage "
-                  f"{r['one_stage']['status_median_s']:.2f} s, one shard changed: repro "
-                  f"{r['one_shard_changed']['repro']['wall_s']:.2f} s  (load {load()[0]})", file=sys.stderr, flush=True)
+        for build, sizes in (("repro", a.stage_shards), ("commit", a.commit_shards)):
+            for n in sizes:
+                r = case_stages(base, n, env, a, build)
+                results["stages"].append(r)
+                if "status_median_s" not in r:
+                    print(f"(b) stages {n:>5}: first repro stopped at {a.time_limit} s after "
+                          f"{r['first_repro']['stages_done']} stages (~{r['first_repro']['extrapolated_wall_s']} s "
+                          f"for all)", file=sys.stderr)
+                    break
+                built = (f"first repro {r['first_repro']['wall_s']:.1f} s" if build == "repro"
+                         else f"dvc commit {r['first_commit']['wall_s']:.1f} s")
+                print(f"(b) stages {n:>5} shards: {built}, status {r['status_median_s']:.2f} s "
+                      f"({r['status_median_cpu_s']:.2f} CPU), no-op repro {r['noop_repro_median_s']:.2f} s "
+                      f"({r['noop_repro_median_cpu_s']:.2f} CPU), status of one stage "
+                      f"{r['one_stage']['status_median_s']:.2f} s, one shard changed: repro "
+                      f"{r['one_shard_changed']['repro']['wall_s']:.2f} s  (load {load()[0]})", file=sys.stderr, flush=True)
     finally:
         done = [r for r in results["stages"] if "status_median_s" in r]
         extra = {}
         n_to = a.extrapolate_to
         if done and all(r["shards"] != n_to for r in done):
+            reproed = [r for r in done if r["built_by"] == "repro"]
             extra = {f"stages_{n_to}": {
-                key: extrapolate({r["shards"]: get(r) for r in done}, n_to)
-                for key, get in (("first_repro_s", lambda r: r["first_repro"]["wall_s"]),
-                                 ("status_s", lambda r: r["status_median_s"]),
-                                 ("noop_repro_s", lambda r: r["noop_repro_median_s"]),
-                                 ("one_stage_status_s", lambda r: r["one_stage"]["status_median_s"]))},
-                "method": "power law through the two largest measured sizes"}
+                "first_repro_s": extrapolate({r["shards"]: r["first_repro"]["wall_s"] for r in reproed}, n_to),
+                **{key: extrapolate({r["shards"]: get(r) for r in done}, n_to)
+                   for key, get in (("status_s", lambda r: r["status_median_s"]),
+                                    ("status_cpu_s", lambda r: r["status_median_cpu_s"]),
+                                    ("noop_repro_s", lambda r: r["noop_repro_median_s"]),
+                                    ("noop_repro_cpu_s", lambda r: r["noop_repro_median_cpu_s"]),
+                                    ("one_stage_status_s", lambda r: r["one_stage"]["status_median_s"]))}},
+                "method": "power law through the two largest measured sizes (first_repro_s: of the sizes "
+                          "built by a real repro)"}
         doc = {"command": "python bench/bench_dvc_shards.py " + " ".join(sys.argv[1:]),
                "started": started, "seconds": round(time.perf_counter() - t_all, 1), "dvc": version,
                "python": platform.python_version(), "cpus": os.cpu_count(), "scm": not a.no_scm,

@@ -31,6 +31,9 @@ settings (PARAMS below, plus --set), and run the data stages only, up to `mix`:
      first run's (also without the skipped stages' `dvc` calls, which a single `dvc repro mix`
      would not pay 19 times).
   4. no-op: `dvc repro mix` and `dvc status`, twice each (wall, CPU).
+With --whole, steps 1 and 3 are one measured `dvc repro mix` each (stage statuses from its log):
+for a layout of hundreds of stages, where one `dvc` start per stage (~1-2.5 s each) would swamp
+the figures. --target names another last stage.
 Every figure carries os.getloadavg() before and after: the machine is shared.
 
 Writes --out (default bench/results/scale.json) and prints a table. `--scales 1` takes a few
@@ -72,7 +75,6 @@ PARAMS = {
     "clean.jobs": 0,
     "tokenize.jobs": 0,
 }
-TARGET = "mix"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -312,8 +314,32 @@ def run_stages(project: Path, env: dict, stages: list[str], logs: Path, tag: str
     return rows
 
 
+def run_whole(project: Path, env: dict, stages: list[str], logs: Path, tag: str, timeout: float | None,
+              target: str) -> list[dict]:
+    """--whole: ONE `dvc repro TARGET`, measured as a whole (one dvc start instead of one per
+    stage: for layouts with hundreds of stages); which stages ran is read from its log."""
+    log = logs / f"{tag}-whole.log"
+    r = measured(["dvc", "repro", target], project, env, log, timeout)
+    text = log.read_text(errors="replace")
+    status = {st: classify(text, st) for st in stages}
+    row = {"stage": f"dvc repro {target}", "status": "ran", "stage_status": status, **r}
+    print(f"  {tag:<5} dvc repro {target}: cpu {r['cpu_s']:.1f} s  wall {r['wall_s']:.1f} s  rss "
+          f"{r['peak_rss_mb']:.0f} MB  pss {r['tree_pss_peak_mb']:.0f} MB; ran "
+          f"{sum(v in ('ran', 'run_cache') for v in status.values())} of {len(stages)} stages", file=sys.stderr)
+    if r["rc"]:
+        row["log_tail"] = text[-3000:]
+        print(text[-3000:], file=sys.stderr)
+    return [row]
+
+
 def totals(rows: list[dict]) -> dict:
     ran = [r for r in rows if r["status"] in ("ran", "run_cache")]
+    if rows and "stage_status" in rows[0]:   # --whole
+        names = [st for st, v in rows[0]["stage_status"].items() if v in ("ran", "run_cache")]
+        return {"cpu_s": rows[0]["cpu_s"], "wall_s": rows[0]["wall_s"], "cpu_s_stages_that_ran": rows[0]["cpu_s"],
+                "wall_s_stages_that_ran": rows[0]["wall_s"], "peak_rss_mb": rows[0]["peak_rss_mb"],
+                "tree_pss_peak_mb": rows[0]["tree_pss_peak_mb"], "stages": len(rows[0]["stage_status"]),
+                "ran": names, "failed": [rows[0]["stage"]] if rows[0]["rc"] else []}
     return {"cpu_s": round(sum(r["cpu_s"] for r in rows), 1), "wall_s": round(sum(r["wall_s"] for r in rows), 1),
             "cpu_s_stages_that_ran": round(sum(r["cpu_s"] for r in ran), 1),
             "wall_s_stages_that_ran": round(sum(r["wall_s"] for r in ran), 1),
@@ -442,14 +468,16 @@ def bench_scale(scale: float, a, base: Path, rev: str, venv: Path, extra: dict) 
     project = base / f"project-s{scale:g}"
     setup = make_project(project, REPO if a.repo is None else Path(a.repo), rev, venv, corpus, extra, a.cache_type)
     env = ENV(project)
-    order = stage_order(project, env, TARGET)
+    order = stage_order(project, env, a.target)
     print(f"scale {scale:g}: {meta['summary']['total']['text_bytes'] / 1e6:.1f} MB text in "
           f"{meta['summary']['total']['files']} files -> {project}; stages: {' '.join(order)}", file=sys.stderr)
     res = {"corpus": {"dir": str(corpus), "generator": meta["generator"], "summary": meta["summary"],
                       "unplanted_exact_collisions": meta.get("unplanted_exact_collisions"),
                       "generation": gen},
            "project": str(project), **setup, "stage_order": order}
-    first = run_stages(project, env, order, logs, "first", a.stage_timeout)
+    run = ((lambda tag: run_whole(project, env, order, logs, tag, a.stage_timeout, a.target)) if a.whole else
+           (lambda tag: run_stages(project, env, order, logs, tag, a.stage_timeout)))
+    first = run("first")
     res["first_run"] = {"stages": first, "totals": totals(first)}
     res["disk"] = disk_report(project, meta["summary"]["total"]["text_bytes"], meta["summary"]["total"]["disk_bytes"])
     res["metrics"] = metrics_summary(project, env)
@@ -461,13 +489,13 @@ def bench_scale(scale: float, a, base: Path, rev: str, venv: Path, extra: dict) 
     add = measured([sys.executable, str(HERE / "gen_corpus.py"), "--add-file", a.add_source, "--out",
                     str(project / "data" / "raw")], project, dict(os.environ), logs / "add-file.log")
     added = json.loads((project / "data" / "raw" / "corpus.json").read_text())["added_files"][-1]
-    inc = run_stages(project, env, order, logs, "incr", a.stage_timeout)
+    inc = run("incr")
     t_first, t_inc = res["first_run"]["totals"], totals(inc)
     res["incremental"] = {
         "added_file": {**added, "share_of_corpus_text": round(added["text_bytes"] / meta["summary"]["total"]["text_bytes"], 4),
                        "generation": add},
         "stages": inc, "totals": t_inc, "reran": t_inc["ran"],
-        "skipped": [r["stage"] for r in inc if r["status"] == "skipped"],
+        "skipped": [st for st in order if st not in t_inc["ran"]],
         "cpu_share_of_first": round(t_inc["cpu_s"] / t_first["cpu_s"], 3) if t_first["cpu_s"] else None,
         "cpu_share_of_first_stages_that_ran": round(t_inc["cpu_s_stages_that_ran"] / t_first["cpu_s"], 3)
         if t_first["cpu_s"] else None,
@@ -478,12 +506,12 @@ def bench_scale(scale: float, a, base: Path, rev: str, venv: Path, extra: dict) 
     # no-op
     noop = {"repro": [], "status": []}
     for i in range(2):
-        r = measured(["dvc", "repro", TARGET], project, env, logs / f"noop-repro-{i}.log")
+        r = measured(["dvc", "repro", a.target], project, env, logs / f"noop-repro-{i}.log")
         r["up_to_date"] = "up to date" in (logs / f"noop-repro-{i}.log").read_text()
         noop["repro"].append(r)
         noop["status"].append(measured(["dvc", "status"], project, env, logs / f"noop-status-{i}.log"))
     res["noop"] = noop
-    print(f"  no-op dvc repro {TARGET}: {noop['repro'][-1]['wall_s']} s wall; dvc status {noop['status'][-1]['wall_s']} s",
+    print(f"  no-op dvc repro {a.target}: {noop['repro'][-1]['wall_s']} s wall; dvc status {noop['status'][-1]['wall_s']} s",
           file=sys.stderr)
     return res
 
@@ -521,7 +549,7 @@ def table(results: dict) -> str:
                          f"reran {', '.join(i['reran'])}; CPU {i['cpu_share_of_first']:.1%} of the first run "
                          f"({i['cpu_share_of_first_stages_that_ran']:.1%} in the stages that ran)")
             n = r["noop"]
-            lines.append(f"  no-op: dvc repro {TARGET} {n['repro'][-1]['wall_s']} s wall ({n['repro'][-1]['cpu_s']} s CPU), "
+            lines.append(f"  no-op: dvc repro {n['repro'][-1]['wall_s']} s wall ({n['repro'][-1]['cpu_s']} s CPU), "
                          f"dvc status {n['status'][-1]['wall_s']} s wall")
     return "\n".join(lines)
 
@@ -540,6 +568,10 @@ def main() -> int:
                     help="extra params.yaml override, dotted key, YAML value (repeatable)")
     ap.add_argument("--cache-type", default=None, help="dvc config cache.type in the clones (default: DVC's, reflink,copy)")
     ap.add_argument("--add-source", default="fineweb", help="source that gets the incremental file")
+    ap.add_argument("--target", default="mix", help="last stage to run (the data stages end at mix)")
+    ap.add_argument("--whole", action="store_true",
+                    help="measure one `dvc repro TARGET` per run instead of one `dvc repro --single-item` per "
+                         "stage (no per-stage figures; for layouts with many stages)")
     ap.add_argument("--stage-timeout", type=float, default=None, help="kill a stage's dvc after this many seconds")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "scale.json"))
     a = ap.parse_args()

@@ -18,8 +18,9 @@ Layout under --out (one folder per source, many input files each; a source's fil
 Sizes: text bytes (UTF-8, uncompressed) of ~30e6 x scale in the shares c4 40%, fineweb 30%,
 wikipedia 20%, gutenberg 10%; every c4/fineweb/wikipedia file holds ~--file-frac (2%) of the
 corpus's text, so a source has share/file_frac files at every scale (c4 20, fineweb 15,
-wikipedia 10) and files grow with the scale; gutenberg has one file per book (books are as long as
-their template book, ~0.45 MB).
+wikipedia 10) and files grow with the scale; gutenberg has one file per book (a book is as long as
+its template book: the 69 distinct real ones are 67 KB to 1.1 MB, median 0.4 MB), books being
+added until the gutenberg share is reached.
 
 How documents are made (templates from --corpus, i.e. /work/shared/corpus; see its README):
   * every real document of a kind is a template of its line structure: for web pages (c4,

@@ -220,8 +220,11 @@ class Trainer:
             log.warning("resuming on new data (train.on_new_data: continue): %s was made on a mix of %s train "
                         "tokens, data/mix now has %s; the %s tokens seen stay counted and the remaining %s "
                         "steps draw from the new mix", path.name, n(old.get("train_tokens_available", 0)),
-                        n(self.meta["splits"]["train"]["tokens"]), n(self.tokens_seen),
+                        n(self.train_available()), n(self.tokens_seen),
                         n(self.plan["total_steps"] - self.step))
+
+    def train_available(self) -> int:
+        return int(self.meta.get("splits", {}).get("train", {}).get("tokens", 0))
 
     def data_digest(self) -> str:
         """sha256 of the train token files' identity (their sha256s)."""
@@ -242,7 +245,7 @@ class Trainer:
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
                      "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
             meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts,
-                    "data": self.data_digest(), "train_tokens_available": self.meta["splits"]["train"]["tokens"]}
+                    "data": self.data_digest(), "train_tokens_available": self.train_available()}
             self.ckpt_seconds[self.step] = self.seconds
             self.write_timing()  # first: a kill right after the checkpoint still finds its spend
             ckpt.save_checkpoint(self.paths.ckpt, self.step, self.model.state_dict(), state, meta,

@@ -281,3 +281,37 @@ def test_spend_reaching_max_cost_stops_at_a_checkpoint(work):
     assert cost["stop_reason"] == "max_cost" and timing["actual_cost"] >= 0.5 and cost["steps"] < 12
     assert (work / f"runs/train/ckpt/step_{cost['steps']:08d}").is_dir()
     assert "measured spend reached cost.max_cost" in r.stderr
+
+
+def _meta_with_train_files(root: Path) -> None:
+    """data_meta.json as the mix writes it: the train split's tokens and file sha256."""
+    import hashlib
+    mix = root / "data/mix"
+    meta = json.loads((mix / "data_meta.json").read_text())
+    b = (mix / "train.bin").read_bytes()
+    meta["splits"] = {"train": {"tokens": len(b) // 2, "files": {"bin": {"sha256": hashlib.sha256(b).hexdigest()}}}}
+    (mix / "data_meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("mode", ["continue", "restart"])
+def test_a_grown_mix_resumes_with_on_new_data_continue_and_restarts_by_default(template, tmp_path, mode):
+    w = tmp_path / "w"
+    shutil.copytree(template, w)
+    _meta_with_train_files(w)
+    set_train(w, max_steps=6, ckpt_every=3, on_new_data=mode)
+    r = stage(w, "train")
+    assert r.returncode == 0, r.stderr
+    train_bin = w / "data/mix/train.bin"
+    grown = np.fromfile(train_bin, np.uint16)
+    np.concatenate([grown, grown[: len(grown) // 2]]).tofile(train_bin)  # new shards arrived
+    _meta_with_train_files(w)
+    set_train(w, max_steps=None)
+    r = stage(w, "train")
+    assert r.returncode == 0, r.stderr
+    cost = json.loads((w / "runs/train/cost.json").read_text())
+    assert cost["steps"] == 12 and cost["tokens_seen"] == 12 * 256  # counted once, never re-counted
+    if mode == "continue":
+        assert "resumed from step_00000006" in r.stderr and "resuming on new data" in r.stderr
+        assert "the 1,536 tokens seen stay counted" in r.stderr
+    else:
+        assert "starting fresh: checkpoint step_00000006 was made with different data" in r.stderr

@@ -6,8 +6,6 @@ Tiny tokenizers (vocab 400) trained here on a few hundred KB of stdlib docstring
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import re
 from functools import lru_cache
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from _cleankit import docstrings
 from _tokkit import split_evenly, write_source_shards
 from llmpipe.data.minhash import exact_hash
 from llmpipe.data.tokenizer import (MAX_SENTENCE_BYTES, SPECIAL_IDS, SentenceFeed, build_tokenizer,
@@ -30,13 +29,7 @@ MODULES = ["json", "re", "collections", "argparse", "textwrap", "typing", "datac
 @lru_cache(maxsize=1)
 def stdlib_docs() -> tuple[str, ...]:
     """Distinct docstrings (>= 200 chars) of some stdlib modules: real English prose with code."""
-    out = []
-    for m in MODULES:
-        for _, obj in inspect.getmembers(importlib.import_module(m)):
-            d = inspect.getdoc(obj)
-            if d and len(d) >= 200:
-                out.append(d)
-    return tuple(dict.fromkeys(out))
+    return tuple(docstrings(tuple(MODULES)))
 
 
 SHARDS = 3  # clean shards per source in the shared corpus

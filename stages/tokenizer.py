@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                                     sample_weights=p.sample_weights, seed=p.seed,
                                     character_coverage=p.character_coverage, model_type=p.model_type,
                                     num_threads=p.num_threads, sample_shards=p.sample_shards)
-    get_logger("tokenizer").info(summary_line(info, t.seconds) + f"; {how}")
+    get_logger("tokenizer").info(summary_line(info, t.seconds, reused=how != "trained") + f"; {how}")
     return 0
 
 

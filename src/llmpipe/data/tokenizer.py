@@ -368,11 +368,12 @@ def read_info(tokenizer_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def summary_line(info: dict, seconds: float) -> str:
-    """The tokenizer stage's one-line summary."""
+def summary_line(info: dict, seconds: float, reused: bool = False) -> str:
+    """The tokenizer stage's one-line summary (`reused`: kept from the previous run, not trained)."""
     s = info["sample"]
     fert = ", ".join(f"{k} {v['fertility']}" for k, v in info["sources"].items())
+    speed = f"checked in {seconds:.1f}s" if reused else \
+        f"in {seconds:.1f}s ({n(s['chars'] / max(seconds, 1e-9))} chars/s)"
     return (f"tokenizer: vocab {n(info['vocab_size'])} trained on {n(s['docs'])} docs, {n(s['chars'])} chars, "
-            f"{n(s['sentences'])} sentences ({n(s['long_lines_cut'])} long lines cut) in {seconds:.1f}s "
-            f"({n(s['chars'] / max(seconds, 1e-9))} chars/s); tokens per word: {fert}; "
+            f"{n(s['sentences'])} sentences ({n(s['long_lines_cut'])} long lines cut) {speed}; tokens per word: {fert}; "
             f"fingerprint {info['fingerprint'][:12]}")

@@ -30,7 +30,11 @@ Neither found (a fresh clone without `dvc pull`): every unit is built. The resul
 bytes either way: reuse is an optimisation, never a different output.
 
 Units are written straight into the temp directory of an `atomic_path`, so a killed or failed run
-leaves nothing under the final name and a previous output stays intact.
+leaves nothing under the final name and a previous output stays intact. A run that is killed
+(SIGKILL, OOM, power) or interrupted (Ctrl-C) keeps the units it finished in its temp folder, each
+with a marker (`.units/KEY.json`); the next run of the same output takes over those whose
+fingerprint still matches (logged as `reused (interrupted run)`), so a ten-hour `clean` killed
+at hour nine redoes one hour, not ten.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from llmpipe.core.atomic import atomic_path, sha256_file
+from llmpipe.core.atomic import atomic_path, pid_alive, sha256_file, temp_path, temp_pid
 from llmpipe.core.errors import UserError
 from llmpipe.core.log import get_logger
 
@@ -51,6 +55,8 @@ log = get_logger("shards")
 
 FORMAT = "llmpipe.shards/1"
 MANIFEST = "manifest.json"
+UNITS = ".units"           # in a run's temp folder: one JSON per finished unit (for a rerun after a kill)
+SALVAGE = ".salvage"       # suffix of an interrupted run's temp folder kept for the next run
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -225,16 +231,49 @@ class ShardedDir:
 
     def __enter__(self) -> "ShardedDir":
         self.previous = Previous(self.out_dir)
+        held = _hold_interrupted(self.out_dir)  # before the temp sweep below would delete it
         self._atomic = atomic_path(self.out_dir)
         self.tmp = self._atomic.__enter__()
         self.tmp.mkdir()
+        (self.tmp / UNITS).mkdir()
+        self.salvaged: dict[str, dict] = {}
+        if held is not None:  # its finished units move into this run's temp folder
+            for marker in sorted((held / UNITS).glob("*.json")):
+                try:
+                    u = json.loads(marker.read_text(encoding="utf-8"))
+                    if all((held / f).stat().st_size == m["bytes"] for f, m in u["files"].items()):
+                        for f in u["files"]:
+                            os.replace(held / f, self.tmp / f)
+                        self.salvaged[u["key"]] = u
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+            shutil.rmtree(held, ignore_errors=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if isinstance(exc, KeyboardInterrupt) and self.built and self.tmp.is_dir():
+            # Ctrl-C: keep the finished units for the next run (a SIGKILL leaves them anyway)
+            os.replace(self.tmp, self.tmp.with_name(self.tmp.name + SALVAGE))
         return self._atomic.__exit__(exc_type, exc, tb)
 
+    def has(self, key: str, fingerprint: str) -> bool:
+        """Whether unit `key` with this fingerprint can be reused (previous output or a killed run)."""
+        s = self.salvaged.get(key)
+        return (s is not None and s["fingerprint"] == fingerprint) or \
+            self.previous.find(key, fingerprint) is not None
+
     def reuse(self, key: str, fingerprint: str) -> dict | None:
-        """Link the previous unit `key` into this output if its fingerprint is unchanged."""
+        """Link the previous unit `key` into this output if its fingerprint is unchanged (or take
+        it over from an interrupted run of this output)."""
+        s = self.salvaged.pop(key, None)
+        if s is not None and s["fingerprint"] == fingerprint:
+            self.units.append(s)
+            self.reused.append(key)
+            self.from_interrupted = getattr(self, "from_interrupted", 0) + 1
+            return s
+        if s is not None:  # made with other inputs: its files go before this unit is built
+            for f in s["files"]:
+                (self.tmp / f).unlink(missing_ok=True)
         u = self.previous.find(key, fingerprint)
         if u is None:
             return None
@@ -244,19 +283,30 @@ class ShardedDir:
         self.reused.append(key)
         return u
 
-    def add(self, key: str, fingerprint: str, files: Iterable[str], *, shards: list[dict],
+    def add(self, key: str, fingerprint: str, files: list[str], *, shards: list[dict],
             stats: dict | None = None) -> dict:
         """Record a unit just built into `self.tmp` (its files hashed here)."""
+        stale = self.salvaged.pop(key, None)  # an interrupted run's version of it, not wanted
+        for f in (stale or {}).get("files", {}):
+            if f not in files:
+                (self.tmp / f).unlink(missing_ok=True)
         u = {"key": key, "fingerprint": fingerprint,
              "files": {f: {"bytes": (self.tmp / f).stat().st_size, "sha256": sha256_file(self.tmp / f)}
                        for f in files},
              "shards": shards, "stats": stats or {}}
         self.units.append(u)
         self.built.append(key)
+        marker = self.tmp / UNITS / f"{key}.json"  # after its files: a rerun after a kill takes it over
+        marker.write_text(json.dumps(u, sort_keys=True), encoding="utf-8")
         return u
 
     def finish(self, **extra: Any) -> dict:
         """Write manifest.json (units in the order added) and return it."""
+        for s in self.salvaged.values():  # an interrupted run's units this run did not want
+            for f in s["files"]:
+                (self.tmp / f).unlink(missing_ok=True)
+        self.salvaged = {}
+        shutil.rmtree(self.tmp / UNITS, ignore_errors=True)
         names = [f for u in self.units for f in u["files"]]
         if len(names) != len(set(names)) or MANIFEST in names:
             raise AssertionError(f"{self.out_dir}: two units write the same file")
@@ -268,8 +318,38 @@ class ShardedDir:
     def summary(self) -> str:
         """`3 units: 1 built, 2 reused (dvc cache)`."""
         total = len(self.built) + len(self.reused)
-        where = f" ({self.previous.where})" if self.reused else ""
+        took = getattr(self, "from_interrupted", 0)
+        places = ([self.previous.where] if len(self.reused) > took else []) + (["interrupted run"] if took else [])
+        where = f" ({', '.join(places)})" if self.reused else ""
         return f"{total} shard unit{'s' if total != 1 else ''}: {len(self.built)} built, {len(self.reused)} reused{where}"
+
+
+def _hold_interrupted(out_dir: Path) -> Path | None:
+    """The temp folder of a dead run of `out_dir` with the most finished units, renamed to this
+    process's `.NAME.tmp-PID.salvage` (the temp sweep keeps that name); other dead runs' salvage
+    folders are removed. None when there is none."""
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return None
+    found = []
+    for e in os.scandir(parent):
+        name = e.name[:-len(SALVAGE)] if e.name.endswith(SALVAGE) else e.name
+        pid = temp_pid(out_dir, name)
+        if pid is None or (pid != os.getpid() and pid_alive(pid)) or not e.is_dir():
+            continue
+        units = Path(e.path) / UNITS
+        found.append((len(list(units.glob("*.json"))) if units.is_dir() else 0, e.name, Path(e.path)))
+    found.sort(reverse=True)
+    for _, name, path in found[1:]:
+        if name.endswith(SALVAGE):
+            shutil.rmtree(path, ignore_errors=True)
+    if not found or not found[0][0]:
+        return None
+    held = temp_path(out_dir).with_name(temp_path(out_dir).name + SALVAGE)
+    if found[0][2] != held:
+        os.replace(found[0][2], held)
+    log.info("%s: taking over the finished units of an interrupted run (%s)", out_dir, found[0][1])
+    return held
 
 
 def total(manifest: dict, key: str) -> int:

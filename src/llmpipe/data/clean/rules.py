@@ -202,8 +202,7 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
         for sh in shards(manifest):
             name = sh["name"]
             fp = digest(base, sh["files"][f"{name}.parquet"]["sha256"])
-            plan.append((name, fp, d.previous.find(name, fp) is not None and
-                         (r is None or r.previous.find(name, fp) is not None)))
+            plan.append((name, fp, d.has(name, fp) and (r is None or r.has(name, fp))))
         todo = [(clean_dir / f"{name}.parquet", d.tmp / f"{name}.npy",
                  (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params)
                 for name, fp, ok in plan if not ok]

@@ -253,7 +253,7 @@ def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -
             digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2])
 
     def reusable(d, u: dict, fp: str, sha: str) -> bool:
-        return not sha.startswith(UNREADABLE) and d.previous.find(u["key"], fp) is not None
+        return not sha.startswith(UNREADABLE) and d.has(u["key"], fp)
 
     with ShardedDir(out, stage="ingest", source=name) as d:
         if sp.max_docs is None:  # independent units: reuse or build in parallel

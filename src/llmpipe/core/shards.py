@@ -228,6 +228,7 @@ class ShardedDir:
         self.units: list[dict] = []
         self.reused: list[str] = []
         self.built: list[str] = []
+        self.from_interrupted = 0  # of the reused units, those taken over from a killed run
 
     def __enter__(self) -> "ShardedDir":
         self.previous = Previous(self.out_dir)
@@ -269,7 +270,7 @@ class ShardedDir:
         if s is not None and s["fingerprint"] == fingerprint:
             self.units.append(s)
             self.reused.append(key)
-            self.from_interrupted = getattr(self, "from_interrupted", 0) + 1
+            self.from_interrupted += 1
             return s
         if s is not None:  # made with other inputs: its files go before this unit is built
             for f in s["files"]:
@@ -318,7 +319,7 @@ class ShardedDir:
     def summary(self) -> str:
         """`3 units: 1 built, 2 reused (dvc cache)`."""
         total = len(self.built) + len(self.reused)
-        took = getattr(self, "from_interrupted", 0)
+        took = self.from_interrupted
         places = ([self.previous.where] if len(self.reused) > took else []) + (["interrupted run"] if took else [])
         where = f" ({', '.join(places)})" if self.reused else ""
         return f"{total} shard unit{'s' if total != 1 else ''}: {len(self.built)} built, {len(self.reused)} reused{where}"

@@ -296,6 +296,15 @@ def classify(log: str, stage: str) -> str:
     return "unknown"
 
 
+_UNITS = re.compile(r"(\d+) shard units?: (\d+) built, (\d+) reused(?: \(([^)]*)\))?")
+
+
+def shard_units(log: str) -> list[dict]:
+    """Every `N shard units: B built, R reused (WHERE)` line a sharded stage logged."""
+    return [{"units": int(n), "built": int(b), "reused": int(r), "from": w or None, "line": m.group(0)}
+            for m in _UNITS.finditer(log) for n, b, r, w in [m.groups()]]
+
+
 def run_stages(project: Path, env: dict, stages: list[str], logs: Path, tag: str, timeout: float | None) -> list[dict]:
     rows = []
     for st in stages:
@@ -303,10 +312,13 @@ def run_stages(project: Path, env: dict, stages: list[str], logs: Path, tag: str
         r = measured(["dvc", "repro", "--single-item", st], project, env, log, timeout)
         text = log.read_text(errors="replace")
         r = {"stage": st, "status": classify(text, st), **r}
+        units = shard_units(text)
+        if units:
+            r["shard_units"] = units
         rows.append(r)
         print(f"  {tag:<5} {st:<22} {r['status']:<9} cpu {r['cpu_s']:>7.1f} s  wall {r['wall_s']:>7.1f} s  "
-              f"rss {r['peak_rss_mb']:>6.0f} MB  pss {r['tree_pss_peak_mb']:>6.0f} MB  load {r['loadavg_before'][0]}",
-              file=sys.stderr, flush=True)
+              f"rss {r['peak_rss_mb']:>6.0f} MB  pss {r['tree_pss_peak_mb']:>6.0f} MB  load {r['loadavg_before'][0]}"
+              + "".join(f"  [{u['line']}]" for u in units), file=sys.stderr, flush=True)
         if r["rc"]:
             r["log_tail"] = text[-3000:]
             print(text[-3000:], file=sys.stderr)
@@ -440,19 +452,21 @@ def dedup_vs_planted(metrics: dict, meta: dict) -> dict:
 
 # --- one scale ---------------------------------------------------------------------------------
 
-def corpus_for(scale: float, seed: int, base: Path, corpus_src: str, logs: Path) -> tuple[Path, dict]:
-    cdir = base / f"corpus-s{scale:g}-seed{seed}"
+def corpus_for(scale: float, seed: int, base: Path, corpus_src: str, logs: Path,
+               file_frac: float | None = None) -> tuple[Path, dict]:
+    cdir = base / (f"corpus-s{scale:g}-seed{seed}" + (f"-ff{file_frac:g}" if file_frac else ""))
     meta_path = cdir / "corpus.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         g = meta["generator"]
-        if g["scale"] == scale and g["seed"] == seed and not meta.get("added_files"):
+        if (g["scale"] == scale and g["seed"] == seed and not meta.get("added_files")
+                and g.get("file_frac") == (file_frac or 0.02)):
             print(f"scale {scale:g}: reusing corpus {cdir}", file=sys.stderr)
             return cdir, {"reused": True, "seconds": g["seconds"]}
     if cdir.exists():
         shutil.rmtree(cdir)
     cmd = [sys.executable, str(HERE / "gen_corpus.py"), "--scale", f"{scale:g}", "--out", str(cdir),
-           "--seed", str(seed), "--corpus", corpus_src]
+           "--seed", str(seed), "--corpus", corpus_src] + (["--file-frac", f"{file_frac:g}"] if file_frac else [])
     r = measured(cmd, base, dict(os.environ), logs / f"gen-s{scale:g}.log")
     if r["rc"]:
         raise SystemExit((logs / f"gen-s{scale:g}.log").read_text())
@@ -461,11 +475,12 @@ def corpus_for(scale: float, seed: int, base: Path, corpus_src: str, logs: Path)
 
 
 def bench_scale(scale: float, a, base: Path, rev: str, venv: Path, extra: dict) -> dict:
-    logs = base / f"logs-s{scale:g}"
+    tag = f"s{scale:g}" + (f"-ff{a.file_frac:g}" if a.file_frac else "")
+    logs = base / f"logs-{tag}"
     logs.mkdir(parents=True, exist_ok=True)
-    corpus, gen = corpus_for(scale, a.seed, base, a.corpus, logs)
+    corpus, gen = corpus_for(scale, a.seed, base, a.corpus, logs, a.file_frac)
     meta = json.loads((corpus / "corpus.json").read_text())
-    project = base / f"project-s{scale:g}"
+    project = base / f"project-{tag}"
     setup = make_project(project, REPO if a.repo is None else Path(a.repo), rev, venv, corpus, extra, a.cache_type)
     env = ENV(project)
     order = stage_order(project, env, a.target)
@@ -567,6 +582,9 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params.yaml override, dotted key, YAML value (repeatable)")
     ap.add_argument("--cache-type", default=None, help="dvc config cache.type in the clones (default: DVC's, reflink,copy)")
+    ap.add_argument("--file-frac", type=float, default=None,
+                    help="gen_corpus --file-frac: share of the corpus text per input file (default 0.02; "
+                         "0.0009 gives ~1,000 files at any scale)")
     ap.add_argument("--add-source", default="fineweb", help="source that gets the incremental file")
     ap.add_argument("--target", default="mix", help="last stage to run (the data stages end at mix)")
     ap.add_argument("--whole", action="store_true",

@@ -362,10 +362,10 @@ class SourceShard:
     rows: np.ndarray      # (n,) int64: clean rows of the documents filter kept
     pref: np.ndarray      # (n,) uint64: keep rank (lower survives), unique over the corpus
     exact: np.ndarray     # (n, 2) uint64: the 128-bit exact hash
-    chars: np.ndarray     # (n,) int64: cleaned characters
     clean_rows: int       # rows of the clean shard
     sig_path: Path        # NAME.minhash.npy (clean rows x num_perm)
-    fingerprint: str      # of what decides band keys: the clean shard and the filter mask
+    fingerprint: str      # of what decides band keys: the shard's signatures
+    position: tuple[int, int]  # (source rank, shard index): the top bits of its prefs
 
 
 def exact_words(hexes: list[str]) -> np.ndarray:
@@ -380,8 +380,10 @@ def source_ranks(sources: list[str], priority: list[str]) -> dict[str, int]:
 
 
 def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], priority: list[str],
-                num_perm: int) -> list[SourceShard]:
-    """Every kept document's keep rank, exact hash and size, shard by shard (no text, no signature).
+                num_perm: int, work: Path | None = None) -> list[SourceShard]:
+    """Every kept document's keep rank and exact hash, shard by shard (no text, no signature).
+    With `work`, the arrays are written there and memory-mapped back: this process then holds
+    one shard's worth at a time, not ~40 bytes per document of the corpus.
 
     Keep rank = (source rank in `dedup.priority`, shard position in the source's input-file order,
     id order within the shard): the copy in the first-listed source survives; within a source, the
@@ -403,7 +405,7 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
             if name not in fsh:
                 raise UserError(f"{filtered_root / src}: no mask for shard {name}; rerun `dvc repro filter@{src}`")
             path = clean_root / src / f"{name}.parquet"
-            table = pq.read_table(path, columns=["id", "exact_hash", "chars"])
+            table = pq.read_table(path, columns=["id", "exact_hash"])
             keep = kept_mask(filtered_root / src, name)
             if len(keep) != table.num_rows:
                 raise UserError(f"{filtered_root / src / (name + '.npy')}: {len(keep)} rows, the clean "
@@ -427,10 +429,18 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
             if kept.column("exact_hash").null_count:
                 bad = int(rows[np.flatnonzero(kept.column("exact_hash").is_null().to_numpy(zero_copy_only=False))[0]])
                 raise UserError(f"{path}: row {bad}: exact_hash is null; rerun `dvc repro clean@{src}`")
-            out.append(SourceShard(src, name, rows, pref, exact_words(kept.column("exact_hash").to_pylist()),
-                                   kept.column("chars").to_numpy().astype(np.int64), table.num_rows, sig_path,
-                                   digest_of(sh, fsh[name], name)))
+            exact = exact_words(kept.column("exact_hash").to_pylist())
+            if work is not None:
+                rows, pref, exact = (_spill(Path(work) / f"{len(out):06d}.{k}.npy", a)
+                                     for k, a in (("rows", rows), ("pref", pref), ("exact", exact)))
+            out.append(SourceShard(src, name, rows, pref, exact, table.num_rows, sig_path,
+                                   digest_of(sh, fsh[name], name), (ranks[src], j)))
     return out
+
+
+def _spill(path: Path, a: np.ndarray) -> np.ndarray:
+    np.save(path, np.ascontiguousarray(a), allow_pickle=False)
+    return np.load(path, mmap_mode="r")
 
 
 def digest_of(clean_shard: dict, filter_shard: dict, name: str) -> str:
@@ -464,14 +474,25 @@ def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources:
     documents filter kept, write one status mask per clean shard (`OUT/SRC/NAME.npy`, uint8 per
     clean row: 0 kept, 1 exact, 2 near duplicate, 3 dropped by filter) and return the report.
     The decision is the bounded, partitioned one (`dedup_ext`) unless `cache_dir` is None."""
+    import json
+    import tempfile
+    clean_root, filtered_root, out_dir = Path(clean_root), Path(filtered_root), Path(out_dir)
+    scratch = Path(cache_dir) if cache_dir is not None else None
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".run-") as work:
+        return _dedup_sharded(clean_root, filtered_root, out_dir, sources, params, cache_dir, Path(work))
+
+
+def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources: list[str],
+                   params: DedupParams, cache_dir: Path | None, work: Path) -> dict:
     from llmpipe.core.atomic import atomic_path
     from llmpipe.core.shards import FORMAT, MANIFEST
     import json
-    clean_root, filtered_root, out_dir = Path(clean_root), Path(filtered_root), Path(out_dir)
-    units = load_shards(clean_root, filtered_root, sources, params.priority, params.num_perm)
+    units = load_shards(clean_root, filtered_root, sources, params.priority, params.num_perm, work)
     bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
                                 params.false_negative_weight)
-    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir)
+    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir, work)
     per_source = {s: {"docs_in": 0, "docs_kept": 0, "dropped_by_reason": dict.fromkeys(REASONS.values(), 0),
                       "chars_in": 0, "chars_kept": 0} for s in sources}
     with atomic_path(out_dir) as tmp:
@@ -487,8 +508,10 @@ def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources:
             r["docs_kept"] += int((st == KEPT).sum())
             for code, name in REASONS.items():
                 r["dropped_by_reason"][name] += int((st == code).sum())
-            r["chars_in"] += int(u.chars.sum())
-            r["chars_kept"] += int(u.chars[st == KEPT].sum())
+            chars = pq.read_table(clean_root / u.source / f"{u.name}.parquet", columns=["chars"]).column(
+                "chars").to_numpy()[np.asarray(u.rows)]
+            r["chars_in"] += int(chars.sum())
+            r["chars_kept"] += int(chars[st == KEPT].sum())
             listing[u.source].append({"name": u.name, "docs": int(u.clean_rows), "kept": int((st == KEPT).sum())})
         for s in sources:
             (tmp / s).mkdir(exist_ok=True)
@@ -503,6 +526,7 @@ def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources:
     total["dropped_by_reason"] = {name: sum(s["dropped_by_reason"][name] for s in per_source.values())
                                   for name in REASONS.values()}
     heads = np.concatenate([c[s != KEPT] for c, s in zip(cluster, status)]) if units else np.zeros(0, np.uint64)
+    # (the clusters: distinct kept heads of removed documents)
     return {
         **total,
         "clusters": int(np.unique(heads).size),
@@ -517,7 +541,8 @@ def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources:
     }
 
 
-def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None):
+def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None,
+           work: Path | None = None):
     """Per unit status and cluster head, verified pairs (prefs), candidates: bounded and
     partitioned (`dedup_ext`) when a cache folder is given, else in memory (the reference)."""
     if cache_dir is None:
@@ -531,9 +556,9 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
                                 fingerprint=u.fingerprint, rows=u.rows) for u in units]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".run-") as work:
+    with tempfile.TemporaryDirectory(dir=work or cache_dir, prefix=".run-") as tmp:
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
-                                    rows=rows, exact=params.exact, near=params.near, work_dir=Path(work),
+                                    rows=rows, exact=params.exact, near=params.near, work_dir=Path(tmp),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
                                     jobs=jobs)
     status = [dec.status[u.name] for u in ext_units]
@@ -548,19 +573,18 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
 def _shard_examples(units: list[SourceShard], status: list[np.ndarray], pairs: tuple, num_perm: int,
                     max_examples: int, clean_root: Path) -> list[dict]:
     """The verified pairs closest to the threshold, each end with id, source, shard, row, status and
-    the first 80 characters of its text."""
+    the first 80 characters of its text (read from the one row group that holds it)."""
     pu, pv, match = pairs
     if not max_examples or not len(pu):
         return []
     pick = np.lexsort((pv, pu, match))[:max_examples]
-    allp = np.concatenate([u.pref for u in units])
-    unit_of = np.concatenate([np.full(len(u.pref), k) for k, u in enumerate(units)])
-    pos_of = np.concatenate([np.arange(len(u.pref)) for u in units])
-    order = np.argsort(allp)
+    unit_at = {u.position: k for k, u in enumerate(units)}
 
-    def where(p):
-        i = order[np.searchsorted(allp[order], p)]
-        return int(unit_of[i]), int(pos_of[i])
+    def where(pref) -> tuple[int, int]:
+        pref = np.uint64(pref)
+        k = unit_at[(int(pref >> np.uint64(SHARD_BITS + ROW_BITS)),
+                     int((pref >> np.uint64(ROW_BITS)) & np.uint64((1 << SHARD_BITS) - 1)))]
+        return k, int(np.flatnonzero(np.asarray(units[k].pref) == pref)[0])
     out = []
     for p in pick.tolist():
         ends = {}
@@ -568,7 +592,14 @@ def _shard_examples(units: list[SourceShard], status: list[np.ndarray], pairs: t
             k, i = where(pref)
             u = units[k]
             row = int(u.rows[i])
-            t = pq.read_table(clean_root / u.source / f"{u.name}.parquet", columns=["id", "text"]).slice(row, 1)
+            pf = pq.ParquetFile(clean_root / u.source / f"{u.name}.parquet")
+            start = 0
+            for rg in range(pf.num_row_groups):
+                size = pf.metadata.row_group(rg).num_rows
+                if row < start + size:
+                    t = pf.read_row_group(rg, columns=["id", "text"]).slice(row - start, 1)
+                    break
+                start += size
             st = int(status[k][i])
             ends[side] = {"id": t.column("id")[0].as_py(), "source": u.source, "shard": u.name, "row": row,
                           "status": "kept" if st == KEPT else REASONS[st], "text": t.column("text")[0].as_py()[:80]}

@@ -45,7 +45,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from llmpipe.core.atomic import atomic_path, pid_alive, sha256_file, temp_path, temp_pid
 from llmpipe.core.errors import UserError
@@ -97,10 +97,6 @@ def shards(manifest: dict) -> list[dict]:
     """Every shard of a manifest in order: {name, docs, unit (its key), files and stats (of its unit)}."""
     return [{**s, "unit": u["key"], "files": u["files"], "stats": u["stats"]}
             for u in manifest["units"] for s in u["shards"]]
-
-
-def file_sha(manifest_shard: dict, name: str) -> str:
-    return manifest_shard["files"][name]["sha256"]
 
 
 # --------------------------------------------------------------------------- previous output
@@ -351,11 +347,6 @@ def _hold_interrupted(out_dir: Path) -> Path | None:
         os.replace(found[0][2], held)
     log.info("%s: taking over the finished units of an interrupted run (%s)", out_dir, found[0][1])
     return held
-
-
-def total(manifest: dict, key: str) -> int:
-    """Sum of an integer stat over the units of a manifest."""
-    return sum(int(u["stats"].get(key, 0)) for u in manifest["units"])
 
 
 def map_units(fn, calls: list[tuple], jobs: int, desc: str = "", unit: str = "shard") -> list:

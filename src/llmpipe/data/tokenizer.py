@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import pyarrow.compute as pc
 import sentencepiece as spm
 
 from llmpipe.core.atomic import atomic_path, sha256_file, write_json
@@ -55,25 +54,6 @@ def fingerprint(spm_path: str | Path) -> str:
 def sample_budgets(sources: list[str], weights: dict[str, float], sample_chars: int) -> dict[str, int]:
     """Characters to sample per source: `sample_chars` split by `weights` (empty -> equal)."""
     return {s: int(sample_chars * f) for s, f in shares(weights, sources, "tokenizer.sample_weights").items()}
-
-
-def iter_sample(path: Path, budget: int, seed: int) -> Iterator[str]:
-    """Texts of one Document table, a deterministic sample of about `budget` characters.
-
-    Two streaming passes: the first sums text lengths; the second keeps a document when
-    unit_hash(seed, id) < budget / total_chars and stops once the budget is spent. Memory stays
-    one row-group batch; the choice depends only on ids, seed and budget.
-    """
-    total = sum(pc.sum(pc.utf8_length(b.column(0))).as_py() or 0 for b in read_batches(path, ["text"]))
-    rate = min(1.0, budget / total) if total else 0.0
-    taken = 0
-    for batch in read_batches(path, ["id", "text"]):
-        for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            if taken >= budget:
-                return
-            if rate >= 1.0 or unit_hash(seed, doc_id) < rate:
-                taken += len(text)
-                yield text
 
 
 class SentenceFeed:

@@ -139,7 +139,7 @@ def _locked_listing(out_dir: Path) -> dict[str, Path] | None:
         rel = out_dir.resolve().relative_to(root).as_posix()
         import yaml
         lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
-    except (ValueError, OSError, UnicodeDecodeError, Exception):  # noqa: BLE001 - no reuse, not an error
+    except Exception:  # noqa: BLE001 - an unreadable lock (or out of the repo) means no reuse, not an error
         return None
     cache = _cache_dir(root)
     for stage in (lock.get("stages") or {}).values():

@@ -474,7 +474,6 @@ def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources:
     documents filter kept, write one status mask per clean shard (`OUT/SRC/NAME.npy`, uint8 per
     clean row: 0 kept, 1 exact, 2 near duplicate, 3 dropped by filter) and return the report.
     The decision is the bounded, partitioned one (`dedup_ext`) unless `cache_dir` is None."""
-    import json
     import tempfile
     clean_root, filtered_root, out_dir = Path(clean_root), Path(filtered_root), Path(out_dir)
     scratch = Path(cache_dir) if cache_dir is not None else None
@@ -525,8 +524,8 @@ def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources
              for key in ("docs_in", "docs_kept", "chars_in", "chars_kept")}
     total["dropped_by_reason"] = {name: sum(s["dropped_by_reason"][name] for s in per_source.values())
                                   for name in REASONS.values()}
+    # clusters: the distinct kept heads of removed documents
     heads = np.concatenate([c[s != KEPT] for c, s in zip(cluster, status)]) if units else np.zeros(0, np.uint64)
-    # (the clusters: distinct kept heads of removed documents)
     return {
         **total,
         "clusters": int(np.unique(heads).size),

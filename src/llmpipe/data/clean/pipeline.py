@@ -185,12 +185,14 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
     """Clean every shard of the ingested directory `in_dir` into `out_dir` (sharded), reusing the
     shards whose fingerprint is unchanged. Returns (stats summed over shards, reuse summary)."""
     from llmpipe.core import code
+    from llmpipe.core.config import as_dict
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     in_dir = Path(in_dir)
     manifest = read_manifest(in_dir, f"ingest@{source}")
     jobs = workers.resolve(params.jobs if jobs is None else jobs)
     others = [k for k in kinds.KINDS if k != kind]  # another kind's cleaner settings change nothing here
-    base = digest("clean", code.fingerprint("stages.clean"), kind, as_dict(params, drop=("jobs", *others)),
+    settings = {k: v for k, v in as_dict(params).items() if k not in ("jobs", *others)}
+    base = digest("clean", code.fingerprint("stages.clean"), kind, settings,
                   ngram, num_perm, seed)
     pool = None
     try:
@@ -213,11 +215,6 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
         if pool is not None:
             pool.terminate()
     return stats, d.summary()
-
-
-def as_dict(params, drop=()) -> dict:
-    from llmpipe.core.config import as_dict as _as_dict
-    return {k: v for k, v in _as_dict(params).items() if k not in drop}
 
 
 def summary_line(source: str, kind: str, stats: dict, params, seconds: float, out) -> str:

@@ -177,10 +177,6 @@ def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 
     return tally.report()
 
 
-def _filter_shard(src, dst, rejects, kind, filter_params) -> dict:
-    return filter_table(src, dst, rejects, kind, filter_params)
-
-
 def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, filter_params,
                   jobs: int = 0) -> tuple[dict, str]:
     """filter@SRC: a reason-code mask per clean shard in `out_dir` (sharded; unchanged shards
@@ -206,7 +202,7 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
         todo = [(clean_dir / f"{name}.parquet", d.tmp / f"{name}.npy",
                  (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params)
                 for name, fp, ok in plan if not ok]
-        built = iter(map_units(_filter_shard, todo, jobs, desc=f"filter {source}"))
+        built = iter(map_units(filter_table, todo, jobs, desc=f"filter {source}"))
         for name, fp, ok in plan:
             if ok:
                 d.reuse(name, fp)

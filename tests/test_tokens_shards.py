@@ -157,7 +157,7 @@ def test_a_changed_dedup_mask_reencodes_only_its_shard(spm, tmp_path):
     mask[[0, 7, 8]] = [1, 2, 3]  # exact, near duplicate, dropped by filter
     write_source_shards(tmp_path, "s", parts, dedup={"part-01.00000": mask})
     meta = tokenize(tmp_path, "s", spm, val_fraction=VAL)
-    assert (meta["shards_built"], meta["shards_reused"]) == (1, 2)
+    assert (meta["shards_built"], meta["shards_reused"], meta["shards_trimmed"]) == (1, 2, 1)
     changed = set(shard_files(meta, "part-01.00000"))
     assert any((out / n).read_bytes() != before[n] for n in changed)
     for name in set(before) - changed - {"meta.json", "manifest.json"}:
@@ -169,6 +169,39 @@ def test_a_changed_dedup_mask_reencodes_only_its_shard(spm, tmp_path):
     assert total(meta) == total(first) - 3
     verify_dir(out, spm)
     assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, val_fraction=VAL)
+
+
+def test_dedup_dropping_documents_trims_the_shard_byte_for_byte_and_a_returning_one_reencodes(spm, tmp_path,
+                                                                                           monkeypatch):
+    """A shard that only loses documents (another source gained copies of them) is re-made from
+    its previous token files without encoding, byte-identical to a fresh encode (600 docs in row
+    groups of 250, both splits); a document coming back needs the encoder."""
+    from llmpipe.data import encode
+    parts = [docs("s", 600), docs("s", 20, 600)]
+    write_source_shards(tmp_path, "s", parts, row_group_size=250)
+    kw = dict(val_fraction=VAL, min_val_docs=3)
+    tokenize(tmp_path, "s", spm, **kw)
+    out = tmp_path / "tokens/s"
+    mask = np.zeros(600, np.uint8)
+    mask[np.random.default_rng(0).choice(600, 90, replace=False)] = 2
+    write_source_shards(tmp_path, "s", parts, row_group_size=250, dedup={"part-00.00000": mask})
+    calls = []  # the real encoder, counted
+    real = encode._encode_shard
+    monkeypatch.setattr(encode, "_encode_shard", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    meta = tokenize(tmp_path, "s", spm, **kw)
+    assert (meta["shards_built"], meta["shards_reused"], meta["shards_trimmed"]) == (1, 1, 1)
+    assert calls == [] and "trimmed" in meta["reuse"]
+    assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, **kw)
+    verify_dir(out, spm)
+    back = mask.copy()
+    back[np.flatnonzero(mask)[:5]] = 0  # five documents return
+    write_source_shards(tmp_path, "s", parts, row_group_size=250, dedup={"part-00.00000": back})
+    calls.clear()
+    meta = tokenize(tmp_path, "s", spm, **kw)
+    assert (meta["shards_built"], meta["shards_trimmed"]) == (1, 0) and len(calls) == 1
+    assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, **kw)
+    ids = {i for sp in SPLITS for i in open_tokens(out, sp).doc_table().column("id").to_pylist()}
+    assert len(ids) == 620 - 85
 
 
 def test_min_val_docs_takes_the_globally_lowest_hashes(spm, tmp_path):

@@ -154,6 +154,7 @@ def main(argv=None) -> None:
     ap.add_argument("--memory-mb", type=int, default=64)
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS / "dedup_ext.json")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -202,7 +203,7 @@ def main(argv=None) -> None:
     result["total_s"] = round(time.perf_counter() - started, 1)
     result["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "dedup_ext.json", result)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -366,6 +366,12 @@ def test_concat_over_real_shards_reads_like_the_token_file_of_one(spm, tmp_path)
         rng = np.random.default_rng(1)
         for lo, hi in np.sort(rng.integers(0, len(ref.tokens) + 1, (30, 2)), axis=1):
             assert np.array_equal(tf.tokens[lo:hi], ref.tokens[lo:hi])
+        # the doc-table rows of a few documents (any order, repeats), read shard by shard
+        table = ref.doc_table()
+        for pick in (rng.integers(0, len(ref), 40), np.arange(len(ref))[::-1], np.zeros(0, np.int64)):
+            got = tf.take_rows(pick, ["id", "utf8_bytes"])
+            assert got.to_pydict() == table.select(["id", "utf8_bytes"]).take(pick).to_pydict()
+        assert np.array_equal(tf.doc_bytes(), table.column("utf8_bytes").to_numpy())
 
 
 # --------------------------------------------------------------------------- negative indices, bad masks

@@ -1,7 +1,8 @@
 """FSDP2 training (`train.parallel: fsdp`) with 2 CPU processes over gloo, real torch.distributed
 under `accelerate launch`: the bench measures the sharded mode, the loss follows one process
 within 1e-4 over 20 steps at the same global batch, a SIGKILLed sharded run resumes bitwise
-identical, and checkpoints cross world sizes (2 -> 1 with export-hf, 1 -> 2)."""
+identical, and checkpoints cross world sizes (2 -> 1 with export-hf; 1 -> 2, launched as two
+"machines" of one process each over loopback, the multi-node rendezvous of the README)."""
 from __future__ import annotations
 
 import contextlib
@@ -156,16 +157,23 @@ def test_killed_fsdp_run_resumes_bitwise_identical_and_loads_on_one_process(runs
         assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
 
 
-def test_one_process_checkpoint_resumes_sharded(runs):
+def test_one_process_checkpoint_resumes_sharded_on_two_machines(runs):
     w = copy(runs["single"], runs["base"] / "to_two")
     shutil.rmtree(w / CKPT / "step_00000020")  # resume from step 15
     for name in ("model.safetensors", "config.json"):
         (w / "runs/train" / name).unlink()
     set_parallel(w, "fsdp")
     shutil.copy(runs["sharded"] / "runs/throughput.json", w / "runs/throughput.json")
-    r = fsdp(w, "train")
-    assert r.returncode == 0, r.stderr
-    assert "step_00000015 was saved by 1 process(es) (single), resumed on 2 (fsdp)" in r.stderr
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+    port = str(free_port())
+    nodes = [subprocess.Popen([ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+                               "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                               "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
+                               "-m", "stages.train"], cwd=w, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    (_, err), (_, err1) = (p.communicate(timeout=600) for p in nodes)
+    assert [p.returncode for p in nodes] == [0, 0], err + err1
+    assert "2 procs (fsdp)" in err and "step_00000015 was saved by 1 process(es) (single), resumed on 2 (fsdp)" in err
     a, b = losses(runs["single"]), losses(w)
     assert [s for s, _ in b] == list(range(1, STEPS + 1))
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 1e-4

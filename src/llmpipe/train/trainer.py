@@ -97,7 +97,14 @@ class Trainer:
         self.paths, self.tp, self.cp = paths, tp, cp
         self.device = resolve_device(tp.device)
         configure_matmul(self.device)  # the same kernels bench measured
-        self.acc = Accelerator(cpu=self.device.type == "cpu")
+        handlers = []
+        if tp.dist_timeout_s is not None:  # README "Troubleshooting NCCL"
+            import datetime
+
+            from accelerate import InitProcessGroupKwargs
+
+            handlers.append(InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=tp.dist_timeout_s)))
+        self.acc = Accelerator(cpu=self.device.type == "cpu", kwargs_handlers=handlers)
         self.main = self.acc.is_main_process
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if not self.main:  # one copy of every log line

@@ -33,7 +33,8 @@ def free_port() -> int:
 
 
 def run(root: Path, parallel: str, processes: int, args) -> dict:
-    p = {"tokenizer": {"vocab_size": args.vocab}, "model": {"preset": args.preset},
+    p = {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}}, "tokenizer": {"vocab_size": args.vocab},
+         "model": {"preset": args.preset},
          "train": {"micro_batch": args.micro_batch, "parallel": parallel, "device": args.device},
          "bench": {"warmup_steps": args.warmup, "steps": args.steps, "windows": args.windows}}
     (root / "params.yaml").write_text(yaml.safe_dump(p))

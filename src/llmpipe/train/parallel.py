@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-MODES = ("ddp", "fsdp")
+from llmpipe.core.errors import UserError
 
 
 def mode(parallel: str, world: int) -> str:
@@ -42,7 +42,12 @@ def world_info() -> tuple[int, int]:
 def shard(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """FSDP2 in place: each block, then the root (whatever no block owns). Returns the model."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # public (and with distribute_tensor's src_data_rank) from torch 2.6
+        raise UserError(f"train.parallel: fsdp needs FSDP2 (torch >= 2.6), this is torch {torch.__version__}; "
+                        "upgrade torch or use train.parallel: ddp") from None
 
     mesh = init_device_mesh(device.type, (world_info()[1],))
     for block in model.model.layers:

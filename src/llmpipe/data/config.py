@@ -167,11 +167,19 @@ class DedupParams(Section):
     jobs: int = 0
     """Worker processes for band keys and partitions; 0 -> all cores (one process below 100k
     documents, where starting workers costs more than they save); same output for any value."""
+    cross_source: bool = True
+    """Also compare documents of different sources on their canonical signatures (the prose
+    lines of the raw text, whatever the kind's cleaner did: `canonical.py`); within a source the
+    cleaned-text signatures decide alone. Needs `near`."""
+    cross_threshold: float = 0.8
+    """Estimated canonical Jaccard at or above which two documents of different sources are
+    near duplicates (its bands x rows are chosen like `threshold`'s)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
         check(1 <= self.num_perm <= 1024, "num_perm", f"must be in [1, 1024], got {self.num_perm}")
         check_fraction(self.threshold, "threshold", open_low=True)
+        check_fraction(self.cross_threshold, "cross_threshold", open_low=True)
         check_positive(self.bands, "bands")
         check_positive(self.rows, "rows")
         check_fraction(self.false_negative_weight, "false_negative_weight")

@@ -257,6 +257,12 @@ class MixParams(Section):
     """Largest allowed relative miss |realised - target| / target of a source's train tokens."""
     max_val_overlap: float = 0.05
     """Largest allowed share of val documents sharing a 13-word n-gram with train."""
+    leakage_max_doc_freq: Optional[int] = 10
+    """Train 13-grams found in more train documents than this are boilerplate (templates,
+    licences) and never count as leakage; null counts every n-gram (`leakage.py`)."""
+    leakage_min_share: float = 0.5
+    """A val document overlaps train when at least this share of its 13-grams (and at least
+    one) is in train; 0 -> a single shared 13-gram is enough (GPT-3's rule)."""
 
     def __post_init__(self) -> None:
         for k, w in self.weights.items():
@@ -265,4 +271,6 @@ class MixParams(Section):
         check_nonneg(self.val_tokens, "val_tokens")
         check_fraction(self.tolerance, "tolerance")
         check_fraction(self.max_val_overlap, "max_val_overlap")
+        check_positive(self.leakage_max_doc_freq, "leakage_max_doc_freq")
+        check_fraction(self.leakage_min_share, "leakage_min_share")
 

@@ -11,8 +11,9 @@
    recall in the target band (raw word 5-gram Jaccard >= 0.85) and merges below 0.5; the
    documents this branch removes that the baseline keeps (must all be planted copies or
    real cross-source copies), and the reverse (must be none: within-source results unchanged).
-3. Cost: `clean` (every source, one worker) and `dedup` of the baseline checkout and of this
-   tree, run alternately on the same ingested shards (`--repeats` rounds), back to back in one run.
+3. Cost: CPU seconds (user + system, of the stage processes) of `clean` (every source, one
+   worker) and `dedup` of the baseline checkout and of this tree, run alternately on the same
+   ingested shards (`--repeats` rounds), back to back in one run; medians.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +60,15 @@ def write_params(tree: Path, corpus: Path, out: Path) -> None:
 
 
 def stage(tree: Path, args: list[str], log: Path) -> float:
-    """Run `python -m stages.X ...` of `tree` (its own code); seconds of wall time."""
+    """Run `python -m stages.X ...` of `tree` (its own code); CPU seconds (user + system) of the
+    child: other processes on a shared machine change wall time far more than CPU time."""
+    import resource
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}:{tree}"}
-    t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "a") as f:
         subprocess.run([sys.executable, "-m", *args], cwd=tree, env=env, check=True, stdout=f, stderr=f)
-    return time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_tree(tree: Path, params: Path, work: Path, ingested: Path, log: Path) -> dict:
@@ -169,7 +172,7 @@ def main() -> None:
         "removed_by_new_not_by_baseline": {"total": len(newly), "planted_copies": sum(k in planted_ids for k in newly),
                                            "others": [list(k) for k in newly if k not in planted_ids][:20]},
         "removed_by_baseline_kept_by_new": len(lost),
-        "seconds_median": med, "seconds_all": times,
+        "cpu_seconds_median": med, "cpu_seconds_all": times,
         "clean_plus_dedup_ratio_new_over_baseline": round(cost["new"] / cost["base"], 3),
         "clean_ratio": round(med["new"]["clean"] / med["base"]["clean"], 3),
         "dedup_ratio": round(med["new"]["dedup"] / med["base"]["dedup"], 3),
@@ -184,6 +187,6 @@ if __name__ == "__main__":
     res["load_average_before_after"] = [round(x, 2) for x in load0 + os.getloadavg()]
     write_json(args.out, res)
     print(json.dumps({k: res[k] for k in ("quality_new", "removed_by_new_not_by_baseline",
-                                          "removed_by_baseline_kept_by_new", "seconds_median",
+                                          "removed_by_baseline_kept_by_new", "cpu_seconds_median",
                                           "clean_plus_dedup_ratio_new_over_baseline")}, indent=1))
     print("work folder:", work)

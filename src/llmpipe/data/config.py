@@ -194,6 +194,60 @@ class DedupParams(Section):
 
 
 @dataclass
+class QualityParams(Section):
+    """The learned quality score (`quality_model` trains it, `quality@SRC` scores every clean
+    shard, `filter.global.min_quality_score` thresholds it): `data/quality_model.py`."""
+
+    positive_kinds: list[str] = field(default_factory=lambda: ["wikipedia", "gutenberg"])
+    """Sources of these kinds give the reference (positive) passages, from their clean shards."""
+    negative_kinds: list[str] = field(default_factory=lambda: ["c4", "fineweb"])
+    """Sources of these kinds give the raw web (negative) passages, from their ingested shards."""
+    sample_shards: int = 8
+    """Passages come from each source's first this many shards: a new input file never retrains."""
+    max_docs: int = 20_000
+    """Passages per class at most (the lowest seeded hashes of passage keys: a bounded sample)."""
+    chunk_chars: int = 4000
+    """Documents are cut into passages of at most this many characters (books into many)."""
+    holdout_fraction: float = 0.1
+    """Share of passages (by seeded hash) held out for the reported accuracy."""
+    ngram: int = 2
+    """Word 1..ngram-grams are the features (DCLM's fastText uses uni- and bigrams)."""
+    feature_bits: int = 18
+    """Hashed feature buckets: 2^feature_bits weights (4 bytes each in the model file)."""
+    max_chars: int = 20_000
+    """Characters of a document read when scoring (and of a passage when training)."""
+    epochs: int = 150
+    """Full-batch Adam steps."""
+    lr: float = 0.2
+    l2: float = 1e-7
+    """L2 penalty on the weights (per mean-loss unit)."""
+    seed: int = 0
+    batch_docs: int = 2048
+    """Documents scored per batch (memory: ~60 bytes per feature per batch)."""
+    eval_ngram: int = 13
+    """Word n-gram length of the contamination guard: `quality@SRC` counts the n-grams a document
+    shares with the eval prompts and multiple-choice items (`filter.global.max_eval_ngrams`)."""
+    jobs: int = 0
+    """Worker processes for scoring shards; 0 -> all cores (same output)."""
+
+    def __post_init__(self) -> None:
+        for key in ("sample_shards", "max_docs", "chunk_chars", "ngram", "max_chars", "epochs", "batch_docs",
+                    "eval_ngram"):
+            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        check(8 <= self.feature_bits <= 26, "feature_bits", f"must be in [8, 26], got {self.feature_bits}")
+        check(0.0 <= self.holdout_fraction < 1.0, "holdout_fraction",
+              f"must be in [0, 1), got {self.holdout_fraction}")
+        check_positive(self.lr, "lr")
+        check_nonneg(self.l2, "l2")
+        check_nonneg(self.jobs, "jobs")
+        for key in ("positive_kinds", "negative_kinds"):
+            for k in getattr(self, key):
+                check(k in kinds.KINDS, key, f"{k!r} is not a source kind; kinds: {sorted(kinds.KINDS)}")
+        both = sorted(set(self.positive_kinds) & set(self.negative_kinds))
+        check(not both, "negative_kinds", f"{both} are also positive_kinds")
+
+
+@dataclass
 class TokenizerParams(Section):
     """SentencePiece training (`tokenizer` stage). Never reads `mix.weights`: a mix sweep keeps
     one tokenizer and one tokenization."""

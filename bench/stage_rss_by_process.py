@@ -7,7 +7,8 @@ bench_scale.py records a stage's peak RSS as the largest single process (wait4's
 the whole tree), without saying which one. This runs the stage's command from the project's
 dvc.lock outside DVC, with every output flag (--out, --out-dir, --report, --rejects) pointed at
 a scratch folder (so nothing is reused and the project is not touched), and samples every 0.1 s
-the VmHWM (peak RSS so far) of each process in the tree. Result per stage: the parent's VmHWM,
+the VmHWM (peak RSS so far) and RssAnon (RSS less file-backed and shared pages, e.g. memory-mapped
+token files) of each process in the tree. Result per stage: the parent's VmHWM and peak RssAnon,
 the largest other process's (workers; multiprocessing's forkserver and resource tracker are
 named by their command line), the whole-tree ru_maxrss, CPU and wall, and os.getloadavg().
 A process's growth in its last 0.1 s can be missed; ru_maxrss is exact and is given alongside.
@@ -36,14 +37,18 @@ from bench_scale import ENV, become_subreaper, load  # noqa: E402
 OUT_FLAGS = ("--out", "--out-dir", "--report", "--rejects")
 
 
-def hwm_kb(pid: int) -> int | None:
+def mem_kb(pid: int) -> tuple[int, int] | None:
+    """(VmHWM, RssAnon) of a process, kB"""
+    hwm = anon = None
     try:
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+                hwm = int(line.split()[1])
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
     except OSError:
         return None
-    return None
+    return (hwm, anon) if hwm is not None and anon is not None else None
 
 
 def descendants(root: int) -> list[int]:
@@ -96,10 +101,10 @@ def run_stage(project: Path, stage: str, cmd: str, scratch: Path) -> dict:
                 for pid in [p.pid] + descendants(os.getpid()):
                     if pid == os.getpid():
                         continue
-                    kb = hwm_kb(pid)
+                    kb = mem_kb(pid)
                     if kb is not None:
-                        e = peaks.setdefault(pid, {"role": role(pid, p.pid), "hwm_kb": 0})
-                        e["hwm_kb"] = max(e["hwm_kb"], kb)
+                        e = peaks.setdefault(pid, {"role": role(pid, p.pid), "hwm_kb": 0, "anon_kb": 0})
+                        e["hwm_kb"], e["anon_kb"] = max(e["hwm_kb"], kb[0]), max(e["anon_kb"], kb[1])
                 halt.wait(0.1)
         th = threading.Thread(target=sample, daemon=True)
         th.start()
@@ -122,12 +127,14 @@ def run_stage(project: Path, stage: str, cmd: str, scratch: Path) -> dict:
     th.join()
     rc = os.waitstatus_to_exitcode(status)
     by_role: dict[str, float] = {}
+    anon_by_role: dict[str, float] = {}
     for e in peaks.values():
         by_role[e["role"]] = max(by_role.get(e["role"], 0.0), round(e["hwm_kb"] / 1024, 1))
+        anon_by_role[e["role"]] = max(anon_by_role.get(e["role"], 0.0), round(e["anon_kb"] / 1024, 1))
     largest = max(peaks.values(), key=lambda e: e["hwm_kb"]) if peaks else {"role": None}
     return {"rc": rc, "argv": argv[1:], "cpu_s": round(user + sys_, 2), "wall_s": round(wall, 2),
             "ru_maxrss_mb": round(maxrss / 1024, 1), "sampled_vmhwm_mb_by_role": by_role,
-            "workers_seen": sum(1 for e in peaks.values() if e["role"] == "worker"),
+            "sampled_rss_anon_peak_mb_by_role": anon_by_role, "workers_seen": sum(1 for e in peaks.values() if e["role"] == "worker"),
             "largest_process": largest["role"], "loadavg_before": la0, "loadavg_after": load(),
             "log_tail": log.read_text(errors="replace").splitlines()[-1:] if rc == 0 else
             log.read_text(errors="replace").splitlines()[-20:]}
@@ -158,7 +165,7 @@ def main() -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         res["stages"][st] = r
         print(st, json.dumps({k: r[k] for k in ("rc", "cpu_s", "wall_s", "ru_maxrss_mb", "sampled_vmhwm_mb_by_role",
-                                                "largest_process")}), flush=True)
+                                                "sampled_rss_anon_peak_mb_by_role", "largest_process")}), flush=True)
     res["loadavg_end"] = load()
     text = json.dumps(res, indent=1) + "\n"
     if a.out:

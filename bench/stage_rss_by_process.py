@@ -70,15 +70,25 @@ def descendants(root: int) -> list[int]:
 
 
 def role(pid: int, parent: int) -> str:
+    """parent, forkserver, resource_tracker or worker (a worker forked from the forkserver keeps its
+    command line, so a forkserver-looking process whose own parent is a forkserver is a worker)"""
     if pid == parent:
         return "parent"
+
+    def cmdline(p: int) -> str:
+        try:
+            return open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
     try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "worker"
-    for key in ("forkserver", "resource_tracker"):
-        if key in cmd and "spawn_main" not in cmd:
-            return key
+        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        ppid = -1
+    cmd = cmdline(pid)
+    if "resource_tracker" in cmd:
+        return "resource_tracker"
+    if "forkserver" in cmd and "spawn_main" not in cmd:
+        return "worker" if "forkserver" in cmdline(ppid) else "forkserver"
     return "worker"
 
 

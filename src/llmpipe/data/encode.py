@@ -215,9 +215,11 @@ def _text_bytes(path: Path) -> int:
 
 def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path: str | Path,
                     out_dir: str | Path, *, source: str, val_fraction: float, seed: int,
-                    min_val_docs: int = 0, jobs: int = 0) -> dict:
+                    min_val_docs: int = 0, jobs: int = 0, executor=None) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
-    fingerprint changed. Returns meta.json (with `shards_built`, `shards_reused`)."""
+    fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
+    task of a cluster `executor` (`core.executor`). Returns meta.json (with `shards_built`,
+    `shards_reused`)."""
     from llmpipe.core import code
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     clean_dir, dedup_dir = Path(clean_dir), Path(dedup_dir)
@@ -257,19 +259,30 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         jobs = worker_count(jobs, text_bytes, max(1, n_docs))
         log.info("tokenize %s: %d shards, %d docs; %d lowest-hash docs forced into val", source, len(plan),
                  n_docs, len(forced))
+        for p in plan:
+            p["fp"] = digest(base, p["input"], sorted(i for i in extra if any(i == x[1] for x in p["lowest"])))
+        built = {}
+        initargs = (str(tok.path), tok.eos_id, dtype.name)
+        if executor is not None and not executor.local:  # each shard one task of the cluster
+            todo = [p for p in plan if not d.has(p["name"], p["fp"])]
+            calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
+                      (val_fraction, seed, forced), executor.task_jobs()) for p in todo]
+            built = dict(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
+                                                                     desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
             ex, ready = None, False
             for p in plan:
-                name = p["name"]
-                mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
-                fp = digest(base, p["input"], mine)
-                if d.reuse(name, fp) is not None:
+                name, fp = p["name"], p["fp"]
+                if name in built:
+                    splits = built[name]
+                elif d.reuse(name, fp) is not None:
                     continue
-                if not ready:
-                    ex = stack.enter_context(_executor(jobs, (str(tok.path), tok.eos_id, dtype.name)))
-                    ready = True
-                splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype,
-                                       lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                else:
+                    if not ready:
+                        ex = stack.enter_context(_executor(jobs, initargs))
+                        ready = True
+                    splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype,
+                                           lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
                       stats={"input": p["input"], "lowest": p["lowest"], "kept_docs": p["kept"], "splits": splits})
@@ -297,6 +310,16 @@ def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: st
         with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
         return {s: w.close() for s, w in writers.items()}
+
+
+def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, name: str, source: str,
+                      dtype: str, split: tuple, jobs: int) -> dict:
+    """One shard as one task of a cluster executor (`core.executor`): `_encode_shard` with `jobs`
+    encoders of the task's own; `split`: (val_fraction, seed, forced val ids)."""
+    val_fraction, seed, forced = split
+    with _executor(jobs, initargs) as ex:
+        return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
+                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

@@ -37,7 +37,7 @@ DATA = ("ingest", "clean", "filter", "dedup", "tokenizer", "tokenize", "mix")
 
 def repro(project: Path, log: Path) -> dict:
     """`dvc repro mix` with a wall clock per stage (the time from its "Running stage" line to the next)."""
-    env = bench_scale.ENV(project)
+    env = {**bench_scale.ENV(project), "PYTHONUNBUFFERED": "1"}  # DVC's "Running stage" lines as they happen
     t0 = time.monotonic()
     marks = []
     with log.open("w") as out:

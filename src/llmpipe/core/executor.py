@@ -60,8 +60,8 @@ class ExecParams(Section):
     cluster (`pip install 'llmpipe[ray]'`)."""
     address: Optional[str] = None
     """ray: the cluster to join (`HOST:6379` of `ray start --head`, or `auto`); null: the
-    `RAY_ADDRESS` environment variable, else a Ray instance started for the stage on this
-    machine."""
+    `RAY_ADDRESS` environment variable, else the cluster last `ray start`ed on this machine, else
+    a Ray instance started for the stage (Ray's own order: `RAY_ADDRESS` wins when set)."""
     workers: int = 0
     """ray: tasks running at once; 0 -> the cluster's CPUs / cpus_per_task when the stage starts."""
     cpus_per_task: float = 1.0

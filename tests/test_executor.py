@@ -73,3 +73,13 @@ def test_ray_tasks_run_on_both_nodes_in_order_and_errors_stay_one_line(ray_clust
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_task_no_node_can_fit_is_refused_not_left_waiting(ray_cluster):
+    import ray
+    try:
+        with pytest.raises(UserError, match=r"exec.cpus_per_task: 2 CPUs per task, but the largest node .* has 1"):
+            make(ExecParams(backend="ray", address=ray_cluster, cpus_per_task=2)).map(where, [(0, 0.0)])
+    finally:
+        ray.shutdown()

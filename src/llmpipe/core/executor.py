@@ -162,7 +162,8 @@ class RayExecutor(Executor):
         p = self.params
         root = str(Path(__file__).resolve().parents[2])  # the folder llmpipe is imported from
         path = os.pathsep.join(x for x in (root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if x)
-        if not ray.is_initialized():
+        self._own = not ray.is_initialized()
+        if self._own:
             try:
                 ray.init(address=p.address, runtime_env={"env_vars": {"PYTHONPATH": path}},
                          logging_level=logging.WARNING, log_to_driver=False,
@@ -170,13 +171,23 @@ class RayExecutor(Executor):
             except ConnectionError as e:
                 raise UserError(f"exec.address: cannot join the Ray cluster at {p.address or 'RAY_ADDRESS'}: "
                                 f"{e}; start it with `ray start --head` or fix the address") from None
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        biggest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if p.cpus_per_task > biggest:  # Ray would wait forever for a node that fits the task
+            raise UserError(f"exec.cpus_per_task: {p.cpus_per_task:g} CPUs per task, but the largest node of the "
+                            f"Ray cluster has {biggest:g}; lower it or start nodes with more --num-cpus")
         self._slots = p.workers or max(1, int(cpus // p.cpus_per_task))
         opts: dict = {"num_cpus": p.cpus_per_task, "max_retries": p.max_retries, "retry_exceptions": [OSError]}
         if p.memory_mb:
             opts["memory"] = p.memory_mb << 20
         self._ray, self._remote, self._opts = ray, ray.remote(_in_cwd), opts
         log.info("exec: Ray cluster with %g CPUs, %d tasks at once", cpus, self._slots)
+
+    def close(self) -> None:
+        """Leave the cluster (when this executor joined it); the cluster keeps running."""
+        if self._remote is not None and self._own:
+            self._ray.shutdown()
+        self._remote = None
 
     def slots(self, jobs: int | None = None) -> int:
         self._start()

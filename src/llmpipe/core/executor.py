@@ -47,7 +47,8 @@ from llmpipe.core.log import get_logger
 log = get_logger("exec")
 
 BACKENDS = ("local", "ray")
-IN_FLIGHT = 2  # tasks submitted per slot ahead of the one awaited: bounds the driver's memory
+IN_FLIGHT = 2  # tasks submitted per slot (slots from the cluster's CPUs): Ray runs as many as the
+               # CPUs allow and starts the next as soon as one ends; bounds the driver's memory
 
 
 @dataclass
@@ -63,7 +64,8 @@ class ExecParams(Section):
     `RAY_ADDRESS` environment variable, else the cluster last `ray start`ed on this machine, else
     a Ray instance started for the stage (Ray's own order: `RAY_ADDRESS` wins when set)."""
     workers: int = 0
-    """ray: tasks running at once; 0 -> the cluster's CPUs / cpus_per_task when the stage starts."""
+    """ray: tasks running at once (at most); 0 -> as many as the cluster's CPUs allow
+    (CPUs / cpus_per_task when the stage starts)."""
     cpus_per_task: float = 1.0
     """ray: CPUs Ray reserves per task (a clean or tokenize task uses floor(this) processes)."""
     memory_mb: int = 0
@@ -213,15 +215,16 @@ class RayExecutor(Executor):
 
     def imap(self, fn: Callable, calls: Iterable[tuple]) -> Iterator:
         """fn(*args) for each call, as tasks, yielded in call order, with at most IN_FLIGHT x
-        slots tasks submitted ahead of the one awaited."""
+        slots tasks submitted at once (`exec.workers` when given: exactly that many)."""
         self._start()
+        ahead = self._slots if self.params.workers else IN_FLIGHT * self._slots
         cwd = os.getcwd()
         name = getattr(fn, "__name__", "task")
         pending: deque = deque()
         try:
             for args in calls:
                 pending.append(self._remote.options(name=name, **self._opts).remote(cwd, fn, args))
-                if len(pending) >= IN_FLIGHT * self._slots:
+                if len(pending) >= ahead:
                     yield self._get(pending.popleft(), fn)
             while pending:
                 yield self._get(pending.popleft(), fn)

@@ -83,3 +83,16 @@ def test_a_task_no_node_can_fit_is_refused_not_left_waiting(ray_cluster):
             make(ExecParams(backend="ray", address=ray_cluster, cpus_per_task=2)).map(where, [(0, 0.0)])
     finally:
         ray.shutdown()
+
+
+def test_a_dead_attempts_temp_never_reaches_the_published_folder(tmp_path):
+    """A task attempt killed on another node leaves `.NAME.tmp-PID` with a PID this machine may
+    know as a live process; the driver drops it when it publishes the folder."""
+    from llmpipe.core.shards import ShardedDir
+    out = tmp_path / "clean"
+    with ShardedDir(out, stage="clean", source="c4") as d:
+        (d.tmp / "a.parquet").write_bytes(b"whole")
+        (d.tmp / f".a.parquet.tmp-{os.getpid()}").write_bytes(b"half")  # a live PID: no sweep removes it
+        d.add("a", "fp", ["a.parquet"], shards=[{"name": "a", "docs": 1}])
+        d.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "manifest.json"]

@@ -58,6 +58,7 @@ MANIFEST = "manifest.json"
 UNITS = ".units"           # in a run's temp folder: one JSON per finished unit (for a rerun after a kill)
 SALVAGE = ".salvage"       # suffix of an interrupted run's temp folder kept for the next run
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+_TEMP = re.compile(r"\..+\.tmp-[1-9][0-9]*")  # `.NAME.tmp-PID` (core.atomic.temp_path)
 
 
 def digest(*parts: Any) -> str:
@@ -304,6 +305,9 @@ class ShardedDir:
                 (self.tmp / f).unlink(missing_ok=True)
         self.salvaged = {}
         shutil.rmtree(self.tmp / UNITS, ignore_errors=True)
+        for e in self.tmp.iterdir():  # a dead task attempt's temp (another node's PID) is never output
+            if _TEMP.fullmatch(e.name):
+                shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
         names = [f for u in self.units for f in u["files"]]
         if len(names) != len(set(names)) or MANIFEST in names:
             raise AssertionError(f"{self.out_dir}: two units write the same file")

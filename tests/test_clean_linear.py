@@ -47,7 +47,7 @@ def _best(f, x, reps: int, tries: int = 3) -> float:
     return best
 
 
-def growth(f, make, n: int, attempts: int = 3) -> float:
+def growth(f, make, n: int, attempts: int = 5) -> float:
     """time(f(make(8n))) / time(f(make(n))), each timed over enough calls to take >= 5 ms; the
     smallest of a few attempts, so a busy machine (another process taking a core for a moment)
     cannot fail linear code, while quadratic code stays ~64x on every attempt."""

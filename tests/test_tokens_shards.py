@@ -157,7 +157,7 @@ def test_a_changed_dedup_mask_reencodes_only_its_shard(spm, tmp_path):
     mask[[0, 7, 8]] = [1, 2, 3]  # exact, near duplicate, dropped by filter
     write_source_shards(tmp_path, "s", parts, dedup={"part-01.00000": mask})
     meta = tokenize(tmp_path, "s", spm, val_fraction=VAL)
-    assert (meta["shards_built"], meta["shards_reused"]) == (1, 2)
+    assert (meta["shards_built"], meta["shards_reused"], meta["shards_trimmed"]) == (1, 2, 1)
     changed = set(shard_files(meta, "part-01.00000"))
     assert any((out / n).read_bytes() != before[n] for n in changed)
     for name in set(before) - changed - {"meta.json", "manifest.json"}:
@@ -169,6 +169,39 @@ def test_a_changed_dedup_mask_reencodes_only_its_shard(spm, tmp_path):
     assert total(meta) == total(first) - 3
     verify_dir(out, spm)
     assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, val_fraction=VAL)
+
+
+def test_dedup_dropping_documents_trims_the_shard_byte_for_byte_and_a_returning_one_reencodes(spm, tmp_path,
+                                                                                           monkeypatch):
+    """A shard that only loses documents (another source gained copies of them) is re-made from
+    its previous token files without encoding, byte-identical to a fresh encode (600 docs in row
+    groups of 250, both splits); a document coming back needs the encoder."""
+    from llmpipe.data import encode
+    parts = [docs("s", 600), docs("s", 20, 600)]
+    write_source_shards(tmp_path, "s", parts, row_group_size=250)
+    kw = dict(val_fraction=VAL, min_val_docs=3)
+    tokenize(tmp_path, "s", spm, **kw)
+    out = tmp_path / "tokens/s"
+    mask = np.zeros(600, np.uint8)
+    mask[np.random.default_rng(0).choice(600, 90, replace=False)] = 2
+    write_source_shards(tmp_path, "s", parts, row_group_size=250, dedup={"part-00.00000": mask})
+    calls = []  # the real encoder, counted
+    real = encode._encode_shard
+    monkeypatch.setattr(encode, "_encode_shard", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    meta = tokenize(tmp_path, "s", spm, **kw)
+    assert (meta["shards_built"], meta["shards_reused"], meta["shards_trimmed"]) == (1, 1, 1)
+    assert calls == [] and "trimmed" in meta["reuse"]
+    assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, **kw)
+    verify_dir(out, spm)
+    back = mask.copy()
+    back[np.flatnonzero(mask)[:5]] = 0  # five documents return
+    write_source_shards(tmp_path, "s", parts, row_group_size=250, dedup={"part-00.00000": back})
+    calls.clear()
+    meta = tokenize(tmp_path, "s", spm, **kw)
+    assert (meta["shards_built"], meta["shards_trimmed"]) == (1, 0) and len(calls) == 1
+    assert_same_as_fresh(tmp_path, "s", spm, out, tmp_path, **kw)
+    ids = {i for sp in SPLITS for i in open_tokens(out, sp).doc_table().column("id").to_pylist()}
+    assert len(ids) == 620 - 85
 
 
 def test_min_val_docs_takes_the_globally_lowest_hashes(spm, tmp_path):
@@ -243,7 +276,7 @@ def corpus(n_shards: int, changed: bool = False) -> list[list[dict]]:
 
 
 def build(root: Path, out: Path, sample_shards: int = 2) -> tuple[dict, str]:
-    return build_tokenizer(root / "clean", root / "filtered", ["t"], out, vocab_size=400, sample_chars=60_000,
+    return build_tokenizer(root / "clean", ["t"], out, vocab_size=400, sample_chars=60_000,
                            sample_weights={}, seed=0, character_coverage=0.9995, sample_shards=sample_shards)
 
 
@@ -274,12 +307,13 @@ def test_tokenizer_is_kept_while_its_pinned_shards_are_unchanged(tmp_path):
     assert how == "trained" and files(tmp_path / "fresh") == files(out) and fresh == new
     assert (out / "spm.model").read_bytes() != before["spm.model"]
 
-    # a pinned shard's filter mask changes: retrained as well
+    # a pinned shard's filter mask changes (a threshold sweep): kept, the sample is clean text
+    kept = files(out)
     write_source_shards(tmp_path, "t", corpus(4, changed=True),
                         filtered={"part-00.00000": np.array([0] * 19 + [5], np.int16)})
     _, how = build(tmp_path, out)
-    assert how == "trained"
-    _, how = build(tmp_path, out, sample_shards=3)  # and so does pinning one more shard
+    assert how.startswith("reused") and files(out) == kept
+    _, how = build(tmp_path, out, sample_shards=3)  # pinning one more shard retrains
     assert how == "trained"
 
 
@@ -333,6 +367,12 @@ def test_concat_over_real_shards_reads_like_the_token_file_of_one(spm, tmp_path)
         rng = np.random.default_rng(1)
         for lo, hi in np.sort(rng.integers(0, len(ref.tokens) + 1, (30, 2)), axis=1):
             assert np.array_equal(tf.tokens[lo:hi], ref.tokens[lo:hi])
+        # the doc-table rows of a few documents (any order, repeats), read shard by shard
+        table = ref.doc_table()
+        for pick in (rng.integers(0, len(ref), 40), np.arange(len(ref))[::-1], np.zeros(0, np.int64)):
+            got = tf.take_rows(pick, ["id", "utf8_bytes"])
+            assert got.to_pydict() == table.select(["id", "utf8_bytes"]).take(pick).to_pydict()
+        assert np.array_equal(tf.doc_bytes(), table.column("utf8_bytes").to_numpy())
 
 
 # --------------------------------------------------------------------------- negative indices, bad masks

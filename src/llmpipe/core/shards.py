@@ -189,8 +189,14 @@ class Previous:
 
     def find(self, key: str, fingerprint: str) -> dict | None:
         """The previous unit `key` if it had this fingerprint and all its files are still there."""
+        u = self.get(key)
+        return u if u is not None and u.get("fingerprint") == fingerprint else None
+
+    def get(self, key: str) -> dict | None:
+        """The previous unit `key`, whatever its fingerprint, if all its files are still there
+        (read them through `self.files[name]`: a stage may derive the new unit from the old one)."""
         u = self.units.get(key)
-        if u is None or u.get("fingerprint") != fingerprint:
+        if u is None:
             return None
         for name, f in u["files"].items():
             p = self.files.get(name)

@@ -573,6 +573,24 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     return status, cluster, dec.pairs, dec.candidates
 
 
+def _read_row(path: Path, row: int, batch: int = 1):
+    """id and text of one row, streamed in small batches from its row group (a buffered reader,
+    no pre-buffering): memory is a few pages, not the ~64 MiB row group (`_shard_examples` reads
+    20 rows anywhere in the corpus)."""
+    pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+    start = 0
+    for rg in range(pf.num_row_groups):
+        size = pf.metadata.row_group(rg).num_rows
+        if row < start + size:
+            seen = start
+            for b in pf.iter_batches(batch_size=batch, row_groups=[rg], columns=["id", "text"]):
+                if row < seen + b.num_rows:
+                    return b.slice(row - seen, 1)
+                seen += b.num_rows
+        start += size
+    raise IndexError(f"{path}: no row {row}")
+
+
 def _shard_examples(units: list[SourceShard], status: list[np.ndarray], pairs: tuple, num_perm: int,
                     max_examples: int, clean_root: Path) -> list[dict]:
     """The verified pairs closest to the threshold, each end with id, source, shard, row, status and
@@ -595,14 +613,7 @@ def _shard_examples(units: list[SourceShard], status: list[np.ndarray], pairs: t
             k, i = where(pref)
             u = units[k]
             row = int(u.rows[i])
-            pf = pq.ParquetFile(clean_root / u.source / f"{u.name}.parquet")
-            start = 0
-            for rg in range(pf.num_row_groups):
-                size = pf.metadata.row_group(rg).num_rows
-                if row < start + size:
-                    t = pf.read_row_group(rg, columns=["id", "text"]).slice(row - start, 1)
-                    break
-                start += size
+            t = _read_row(clean_root / u.source / f"{u.name}.parquet", row)
             st = int(status[k][i])
             ends[side] = {"id": t.column("id")[0].as_py(), "source": u.source, "shard": u.name, "row": row,
                           "status": "kept" if st == KEPT else REASONS[st], "text": t.column("text")[0].as_py()[:80]}

@@ -6,7 +6,11 @@ kept it). Output, per shard: `NAME.train.{bin,idx,docs.parquet}` and `NAME.val.*
 files of `tokens.py`), `meta.json` (the token directory's meta: totals and each shard's files)
 and `manifest.json` (core/shards.py). A shard is re-encoded only when its text, its mask, the
 tokenizer, the split params or the code changed (or a document of it joined or left the forced
-val set, below); a new input file re-encodes its own shard.
+val set, below); a new input file re-encodes its own shard. A shard whose mask only lost
+documents (dedup found copies of them in a new file of a higher-priority source) is not encoded
+again: its new token files are copied from its previous ones without those documents
+(`_trim_shard`, byte-identical to a fresh encode), so a new file costs its own shard plus a
+token copy of each shard it removes documents from.
 
 Each document goes to `val` when unit_hash(split.seed, id) < split.val_fraction, else to `train`
 (sha256 of the id: stable across runs, machines and mix weights, so val never shares a document
@@ -53,7 +57,7 @@ from llmpipe.core import workers
 from llmpipe.core.errors import UserError
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data.tokenizer import load
-from llmpipe.data.tokens import SPLITS, SplitWriter, make_meta, token_dtype
+from llmpipe.data.tokens import SPLITS, SplitWriter, make_meta, memmap_tokens, token_dtype
 
 log = get_logger("tokenize")
 
@@ -218,8 +222,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                     min_val_docs: int = 0, jobs: int = 0, executor=None) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
     fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
-    task of a cluster `executor` (`core.executor`). Returns meta.json (with `shards_built`,
-    `shards_reused`)."""
+    task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
+    Returns meta.json (with `shards_built`, `shards_reused`)."""
     from llmpipe.core import code
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     clean_dir, dedup_dir = Path(clean_dir), Path(dedup_dir)
@@ -250,7 +254,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                 if min_val_docs and kept:
                     ids = pq.read_table(clean_dir / f"{name}.parquet", columns=["id"]).column("id")
                     lowest = lowest_hashes(ids.filter(pa.array(keep)).to_pylist(), seed, min_val_docs)
-            plan.append({"name": name, "keep": keep, "input": inp, "lowest": lowest, "kept": kept})
+            plan.append({"name": name, "keep": keep, "input": inp, "lowest": lowest, "kept": kept,
+                         "clean_sha": sh["files"][f"{name}.parquet"]["sha256"]})
         n_docs = sum(p["kept"] for p in plan)
         smallest = heapq.nsmallest(min_val_docs, (tuple(x) for p in plan for x in p["lowest"]))
         forced = frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
@@ -259,15 +264,37 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         jobs = worker_count(jobs, text_bytes, max(1, n_docs))
         log.info("tokenize %s: %d shards, %d docs; %d lowest-hash docs forced into val", source, len(plan),
                  n_docs, len(forced))
+        trimmed: list[str] = []  # re-made from their previous version, without encoding
         for p in plan:
-            p["fp"] = digest(base, p["input"], sorted(i for i in extra if any(i == x[1] for x in p["lowest"])))
+            mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
+            p["fp"] = digest(base, p["input"], mine)
+            # everything but the mask: the same text, tokenizer, split and code
+            p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine)
+
+        def trim(p: dict) -> dict | None:
+            old = d.previous.get(p["name"])
+            if old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
+                return None
+            splits = _trim_shard({f: d.previous.files[f] for f in old["files"]}, old["stats"]["splits"],
+                                 clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype)
+            if splits is not None:
+                trimmed.append(p["name"])
+            return splits
+
         built = {}
         initargs = (str(tok.path), tok.eos_id, dtype.name)
-        if executor is not None and not executor.local:  # each shard one task of the cluster
-            todo = [p for p in plan if not d.has(p["name"], p["fp"])]
+        if executor is not None and not executor.local:  # each shard to encode is one task of the cluster
+            todo = []
+            for p in plan:
+                if not d.has(p["name"], p["fp"]):
+                    splits = trim(p)
+                    if splits is not None:
+                        built[p["name"]] = splits
+                    else:
+                        todo.append(p)
             calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
                       (val_fraction, seed, forced), executor.task_jobs()) for p in todo]
-            built = dict(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
+            built.update(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
                                                                      desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
             ex, ready = None, False
@@ -278,14 +305,17 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                 elif d.reuse(name, fp) is not None:
                     continue
                 else:
-                    if not ready:
-                        ex = stack.enter_context(_executor(jobs, initargs))
-                        ready = True
-                    splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype,
-                                           lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                    splits = trim(p)
+                    if splits is None:
+                        if not ready:
+                            ex = stack.enter_context(_executor(jobs, initargs))
+                            ready = True
+                        splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
+                                               dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
-                      stats={"input": p["input"], "lowest": p["lowest"], "kept_docs": p["kept"], "splits": splits})
+                      stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],
+                             "kept_docs": p["kept"], "splits": splits})
         per_shard = [{"name": u["key"], "splits": u["stats"]["splits"]} for u in d.units]
         totals = {sp: {k: sum(x["splits"][sp][k] for x in per_shard) for k in ("docs", "tokens", "utf8_bytes")}
                   for sp in SPLITS}
@@ -295,7 +325,11 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         write_json(d.tmp / "meta.json", meta)
         d.finish()
     meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
-    meta["reuse"] = d.summary()
+    meta["shards_trimmed"] = len(trimmed)
+    meta["reuse"] = d.summary() + (f" ({len(trimmed)} of the built shards trimmed from their previous version: "
+                                   "dedup dropped documents, none was encoded)" if trimmed else "")
+    if trimmed:
+        log.info("tokenize %s: trimmed %s", source, ", ".join(trimmed[:10]) + (" ..." if len(trimmed) > 10 else ""))
     return meta
 
 
@@ -309,6 +343,61 @@ def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: st
         results = _run(_tasks(path, task_bytes, is_val_doc, keep), jobs, ex)
         with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
+        return {s: w.close() for s, w in writers.items()}
+
+
+def _take_docs(tokens: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens of documents `idx` (in that order) of a token array with doc offsets; their lengths."""
+    starts = offsets[idx]
+    lengths = offsets[idx + 1] - starts
+    if not len(idx):
+        return np.zeros(0, tokens.dtype), lengths
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.asarray(tokens[np.arange(int(lengths.sum())) + shift]), lengths
+
+
+def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, keep: np.ndarray, tmp: Path,
+                name: str, source: str, dtype) -> dict | None:
+    """Write NAME.{train,val}.* for the documents `keep` selects by copying them from the previous
+    version of the shard (`old_files`: encoded from the same text, tokenizer and split, with a mask
+    that kept more), in the blocks `_write_blocks` would write, so the bytes are those of a fresh
+    encode (tested). This is what a shard costs when dedup drops some of its documents because
+    another source gained a copy of them: a copy of its tokens, not a re-encode. None when a kept
+    document is not in the previous version (it was dropped there): then the shard is encoded."""
+    pf = pq.ParquetFile(clean_path)
+    rows = np.array([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)], np.int64)
+    kept_rows = np.flatnonzero(keep)
+    new_ids = pq.read_table(clean_path, columns=["id"]).column("id").take(pa.array(kept_rows))
+    split_of = np.full(len(kept_rows), -1, np.int8)
+    old_pos = np.zeros(len(kept_rows), np.int64)
+    old = []
+    for k, sp in enumerate(SPLITS):
+        files = old_splits[sp]["files"]
+        table = pq.read_table(old_files[files["docs"]["name"]], columns=["id", "utf8_bytes"])
+        pos = pc.index_in(new_ids, value_set=table.column("id")).fill_null(-1).to_numpy(zero_copy_only=False)
+        hit = pos >= 0
+        if (split_of[hit] >= 0).any() or (np.diff(pos[hit]) <= 0).any():
+            return None  # not the layout a previous encode of this text writes
+        split_of[hit], old_pos[hit] = k, pos[hit]
+        offsets = np.fromfile(old_files[files["idx"]["name"]], dtype=np.uint64).astype(np.int64)
+        old.append((memmap_tokens(old_files[files["bin"]["name"]], dtype), offsets,
+                    table.column("utf8_bytes").to_numpy()))
+    if (split_of < 0).any():
+        return None
+    rg_ends = np.searchsorted(kept_rows, np.cumsum(rows))  # kept docs before each row group's end
+    with contextlib.ExitStack() as stack:
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}")) for s in SPLITS}
+        lo_rg = 0
+        for hi_rg in rg_ends.tolist():  # blocks of WRITE_DOCS kept docs, cut at row-group ends
+            for lo in range(lo_rg, hi_rg, WRITE_DOCS):
+                hi = min(lo + WRITE_DOCS, hi_rg)
+                for k, sp in enumerate(SPLITS):
+                    sel = lo + np.flatnonzero(split_of[lo:hi] == k)
+                    tokens, offsets, nbytes = old[k]
+                    toks, lengths = _take_docs(tokens, offsets, old_pos[sel])
+                    writers[sp].add(toks, lengths, nbytes[old_pos[sel]], new_ids.take(pa.array(sel)).to_pylist(),
+                                    [source] * len(sel))
+            lo_rg = hi_rg
         return {s: w.close() for s, w in writers.items()}
 
 

@@ -18,7 +18,6 @@ probability 1 - (1 - 2^-k)^m; `sampling_rate` in the report says which k was use
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from llmpipe.data.minhash import mix64  # in place: every call here passes a fresh temporary
 from llmpipe.data.tokenizer import Tokenizer
@@ -120,7 +119,7 @@ def val_overlap(train: dict, val: dict, tok: Tokenizer, ngram: int = 13, example
             hit[d[sel][found]] = True
         n_val += len(docs)
         if hit.any():  # only the hits' ids become Python strings
-            ids = tf.doc_table().column("id").take(pa.array(docs[np.flatnonzero(hit)])).to_pylist()
+            ids = tf.take_rows(docs[np.flatnonzero(hit)], ["id"]).column("id").to_pylist()
             hit_ids += [f"{src}:{i}" for i in ids]
     return {"ngram": ngram, "val_docs": n_val, "val_docs_overlapping": len(hit_ids),
             "fraction": round(len(hit_ids) / n_val, 6) if n_val else 0.0,

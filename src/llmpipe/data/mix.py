@@ -127,13 +127,20 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
            names: list[str], desc: str) -> None:
     """Copy documents (src[i], doc[i]) in order into `writer`, in chunks of whole documents."""
     views = [f.tokens.view(np.ndarray) for f in files]
-    offs = [f.offsets.astype(np.int64) for f in files]
-    tables = [f.doc_table() for f in files]
     starts = np.zeros(len(src), np.int64)
     ends = np.zeros(len(src), np.int64)
-    for i in range(len(files)):
-        sel = src == i
-        starts[sel], ends[sel] = offs[i][doc[sel]], offs[i][doc[sel] + 1]
+    nbytes_all = np.zeros(len(src), np.int64)
+    id_parts, id_pos = [], []
+    for i, f in enumerate(files):  # ids and byte counts of the picked documents only
+        sel = np.flatnonzero(src == i)
+        starts[sel], ends[sel] = f.offsets[doc[sel]].astype(np.int64), f.offsets[doc[sel] + 1].astype(np.int64)
+        rows = f.take_rows(doc[sel], ["id", "utf8_bytes"])
+        nbytes_all[sel] = rows.column("utf8_bytes").to_numpy()
+        id_parts.append(rows.column("id"))
+        id_pos.append(sel)
+    inverse = np.empty(len(src), np.int64)
+    inverse[np.concatenate(id_pos) if id_pos else np.zeros(0, np.int64)] = np.arange(len(src))
+    all_ids = pa.chunked_array([c for p in id_parts for c in p.chunks], type=pa.string()).take(pa.array(inverse))
     lengths = ends - starts
     cum = np.cumsum(lengths)
     lo = 0
@@ -142,18 +149,8 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
             hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + GATHER_TOKENS)))
             s_, b_, e_ = src[lo:hi].tolist(), starts[lo:hi].tolist(), ends[lo:hi].tolist()
             chunk = np.concatenate([views[s][b:e] for s, b, e in zip(s_, b_, e_)])
-            ids, nbytes = [], np.zeros(hi - lo, np.int64)
-            for i in range(len(files)):  # ids and byte counts via one pyarrow take per source
-                sel = np.flatnonzero(src[lo:hi] == i)
-                if len(sel):
-                    t = tables[i].take(pa.array(doc[lo:hi][sel]))
-                    nbytes[sel] = t.column("utf8_bytes").to_numpy()
-                    ids.append((sel, t.column("id").to_pylist()))
-            id_list: list = [None] * (hi - lo)
-            for sel, vals in ids:
-                for j, v in zip(sel.tolist(), vals):
-                    id_list[j] = v
-            writer.add(chunk, lengths[lo:hi], nbytes, id_list, [names[s] for s in s_])
+            writer.add(chunk, lengths[lo:hi], nbytes_all[lo:hi], all_ids.slice(lo, hi - lo).to_pylist(),
+                       [names[s] for s in s_])
             bar.update(int(lengths[lo:hi].sum()))
             lo = hi
 
@@ -209,7 +206,10 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
                          on_short=on_short)
     for s in names:
         for sp in SPLITS:
-            report[s][sp]["utf8_bytes"] = int(files[s][sp].doc_bytes()[picks[(sp, s)]].sum())
+            rows = files[s][sp].take_rows(np.unique(picks[(sp, s)]), ["utf8_bytes"]).column("utf8_bytes")
+            counts = np.bincount(np.searchsorted(np.unique(picks[(sp, s)]), picks[(sp, s)]),
+                                 minlength=len(rows)) if len(rows) else np.zeros(0, np.int64)
+            report[s][sp]["utf8_bytes"] = int((rows.to_numpy() * counts).sum())
     check_tolerance(report, tolerance)
     leak = val_overlap({s: (files[s]["train"], np.unique(picks[("train", s)])) for s in names},
                        {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram)

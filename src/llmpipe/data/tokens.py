@@ -188,16 +188,38 @@ class TokenFile:
     def utf8_bytes(self) -> int:
         return int(self.meta["splits"][self.split]["utf8_bytes"])
 
-    def doc_table(self) -> pa.Table:
-        """id, source, utf8_bytes per document, in .bin order."""
+    def doc_table(self, columns: list[str] | None = None) -> pa.Table:
+        """id, source, utf8_bytes per document (or only `columns`), in .bin order. Every document's
+        row: to look up a few documents of a big token set, use `take_rows`."""
         if self.docs_files is None:
-            return pq.read_table(self.dir / f"{self.split}.docs.parquet")
-        return pa.concat_tables([pq.read_table(p) for p in self.docs_files]) if self.docs_files else \
-            DOCS_SCHEMA.empty_table()
+            return pq.read_table(self.dir / f"{self.split}.docs.parquet", columns=columns)
+        schema = DOCS_SCHEMA if columns is None else pa.schema([DOCS_SCHEMA.field(c) for c in columns])
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in self.docs_files]) \
+            if self.docs_files else schema.empty_table()
 
     def doc_bytes(self) -> np.ndarray:
         """(docs,) int64 UTF-8 bytes of each document's text (bits per byte of any subset)."""
-        return self.doc_table().column("utf8_bytes").to_numpy()
+        return self.doc_table(["utf8_bytes"]).column("utf8_bytes").to_numpy()
+
+    def take_rows(self, docs: np.ndarray, columns: list[str]) -> pa.Table:
+        """The doc-table rows of documents `docs` (any order, repeats allowed), reading only the
+        shards they lie in, one at a time: memory follows len(docs), not the token set's size."""
+        docs = np.asarray(docs, dtype=np.int64)
+        if not len(docs):
+            return pa.schema([DOCS_SCHEMA.field(c) for c in columns]).empty_table()
+        if self.docs_files is None:
+            return self.doc_table(columns).take(pa.array(docs))
+        counts = [int(sh["splits"][self.split]["docs"]) for sh in self.meta["shards"]]
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        order = np.argsort(docs, kind="stable")
+        shard_of = np.searchsorted(starts, docs[order], side="right") - 1
+        parts = []
+        for k in np.unique(shard_of).tolist():
+            local = docs[order][shard_of == k] - starts[k]
+            parts.append(pq.read_table(self.docs_files[k], columns=columns).take(pa.array(local)))
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return pa.concat_tables(parts).take(pa.array(inverse))
 
 
 def memmap_tokens(path: Path, dtype: np.dtype) -> np.ndarray:

@@ -3,7 +3,10 @@ node joined to it (`ray start --address`), 1 CPU each, so two tasks at once run 
 processes of two nodes. Each node is `ray start --block` in its own process group, on ports of
 its own, so stopping it ends exactly its processes (never `ray stop`, which would end every Ray
 on the machine) and another cluster on the same machine is left alone. Ray's memory monitor,
-dashboard and usage stats are off; each node's object store is 100 MB."""
+dashboard and usage stats are off; each node's object store is 100 MB. Token authentication is
+off (`RAY_AUTH_MODE=disabled`, for the nodes and, while the cluster runs, for this process and
+the drivers it starts): since Ray 2.5x a `ray.init()` that starts a local Ray writes
+~/.ray/auth_token, and a token there would otherwise switch auth on for some processes only."""
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +34,8 @@ def _node(args: list[str], temp: Path, log: Path) -> subprocess.Popen:
     ports = [f"--{k}={free_port()}" for k in ("node-manager-port", "object-manager-port",
                                               "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                               "runtime-env-agent-port", "metrics-export-port")]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0",
+           "RAY_AUTH_MODE": "disabled"}
     cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
            "--object-store-memory=100000000", "--disable-usage-stats", f"--temp-dir={temp}", *ports, *args]
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
@@ -69,6 +73,8 @@ def _wait(address: str, n: int, nodes: list, logs: Path, timeout: float = 120) -
 def local_cluster(logs: Path) -> Iterator[str]:
     """Start the cluster (logs of `ray start` in `logs`), yield its address, stop it."""
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     port = free_port()
     address = f"127.0.0.1:{port}"
     nodes = [_node(["--head", f"--port={port}", "--include-dashboard=false"], temp, logs / "head.log")]
@@ -81,3 +87,7 @@ def local_cluster(logs: Path) -> Iterator[str]:
         for p in reversed(nodes):
             _stop(p)
         shutil.rmtree(temp, ignore_errors=True)
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth

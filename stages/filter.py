@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", required=True, help="JSON metrics to write")
     ap.add_argument("--rejects", default=None,
                     help="rejected documents + reason (rows only if filter.keep_rejects)")
+    ap.add_argument("--quality", default=None,
+                    help="quality@SRC score directory (read when filter.global.min_quality_score is set)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     with Timer() as t:
         with executor.make(params.exec) as ex:
             report, reuse = filter_source(args.src, args.out, args.rejects, source=args.source, kind=kind,
-                                          filter_params=params.filter, jobs=args.jobs, executor=ex)
+                                          filter_params=params.filter, jobs=args.jobs,
+                                          quality_dir=args.quality, executor=ex)
     write_json(args.report, report)
     get_logger("filter").info(summary_line(args.source, kind, report, t.seconds) + f" ({reuse})")
     return 0

@@ -13,7 +13,8 @@ setup:
 repro: setup
 	dvc repro
 
-test: setup
+test:
+	LLMPIPE_EXTRAS=dev,ray bash scripts/setup.sh
 	python -m pytest -q
 
 # dvc.yaml's code deps from the import graph (after moving code between modules)

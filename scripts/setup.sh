@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (seeing system site-packages, so a CUDA torch you already have is reused),
-# install torch only if it is absent, then install llmpipe with the dev extra.
+# install torch only if it is absent, then install llmpipe with the extras in LLMPIPE_EXTRAS
+# (default dev; `make test` and CI add ray, so the Ray cluster tests run).
 # Env: PYTHON (default python3), LLMPIPE_TORCH_SPEC (default torch==2.13.0), LLMPIPE_TORCH_INDEX
 # (e.g. https://download.pytorch.org/whl/cpu or .../cu124; default: pip's configured index).
 set -euo pipefail
@@ -21,5 +22,5 @@ else
     "$VPY" -m pip install -q "$spec"
   fi
 fi
-"$VPY" -m pip install -q -e ".[dev]"
+"$VPY" -m pip install -q -e ".[${LLMPIPE_EXTRAS:-dev}]"
 echo "setup: ok ($("$VPY" --version), torch $("$VPY" -c 'import torch; print(torch.__version__)'))" >&2

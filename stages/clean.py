@@ -11,6 +11,7 @@ import argparse
 from llmpipe.data.clean.pipeline import clean_source, summary_line
 from stages import source_params
 from llmpipe.core.log import Timer, get_logger
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -26,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     kind = source_params(ap, params, args.source).kind
-    with Timer() as t:
+    with Timer() as t, executor.make(params.exec) as ex:
         stats, reuse = clean_source(args.src, args.out, source=args.source, kind=kind, params=params.clean,
                                     ngram=params.dedup.ngram, num_perm=params.dedup.num_perm,
-                                    seed=params.dedup.seed, jobs=args.jobs)
+                                    seed=params.dedup.seed, jobs=args.jobs, executor=ex)
     stats["shards"] = reuse
     get_logger("clean").info(summary_line(args.source, kind, stats, params.clean, t.seconds, args.out))
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from llmpipe.core.atomic import write_json
 from llmpipe.data.dedup import dedup_sharded, summary_line
 from llmpipe.core.log import Timer, get_logger
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    with Timer() as t:
+    with Timer() as t, executor.make(params.exec) as ex:
         report = dedup_sharded(args.clean, args.filtered, args.out_dir, list(params.sources), params.dedup,
-                               cache_dir=args.cache)
+                               cache_dir=args.cache, executor=ex)
     write_json(args.report, report)
     get_logger("dedup").info(summary_line(report, t.seconds))
     return 0

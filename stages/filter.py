@@ -14,6 +14,7 @@ from llmpipe.core.atomic import write_json
 from llmpipe.data.clean.rules import filter_source, summary_line
 from stages import source_params
 from llmpipe.core.log import Timer, get_logger
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     kind = source_params(ap, params, args.source).kind
     with Timer() as t:
-        report, reuse = filter_source(args.src, args.out, args.rejects, source=args.source, kind=kind,
-                                      filter_params=params.filter, jobs=args.jobs,
-                                      quality_dir=args.quality)
+        with executor.make(params.exec) as ex:
+            report, reuse = filter_source(args.src, args.out, args.rejects, source=args.source, kind=kind,
+                                          filter_params=params.filter, jobs=args.jobs,
+                                          quality_dir=args.quality, executor=ex)
     write_json(args.report, report)
     get_logger("filter").info(summary_line(args.source, kind, report, t.seconds) + f" ({reuse})")
     return 0

@@ -14,6 +14,7 @@ import sys
 import argparse
 
 from llmpipe.core.atomic import write_json
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 from llmpipe.data.sources import ingest_source
@@ -32,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
 
-    source = source_params(ap, load_params(a.params), a.source)
-    report = ingest_source(a.source, source, a.out, progress=not a.no_progress, jobs=a.jobs)
+    params = load_params(a.params)
+    source = source_params(ap, params, a.source)
+    with executor.make(params.exec) as ex:
+        report = ingest_source(a.source, source, a.out, progress=not a.no_progress, jobs=a.jobs, executor=ex)
     if a.report:
         write_json(a.report, report)
     return 0

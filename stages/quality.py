@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from llmpipe.core.atomic import write_json
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.core.log import Timer, get_logger, n
 from llmpipe.data.quality_stage import score_source
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts += [ln for ln in Path(params.eval.prompts_file).read_text(encoding="utf-8").splitlines()
                     if ln.strip() and not ln.lstrip().startswith("#")]
     items = contamination.ngram_set(contamination.item_texts(prompts, tasks), params.quality.eval_ngram)
-    with Timer() as t:
+    with Timer() as t, executor.make(params.exec) as ex:
         report, reuse = score_source(args.src, args.model, args.out, source=args.source, params=params.quality,
-                                     eval_items=items)
+                                     eval_items=items, executor=ex)
     write_json(args.report, report)
     get_logger("quality").info(
         f"quality@{args.source}: {n(report['docs'])} docs scored, mean {report['mean']}, median "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llmpipe.data.encode import summary_line, tokenize_source
 from llmpipe.core.log import Timer, get_logger
+from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -30,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     split = params.split
-    with Timer() as t:
+    with Timer() as t, executor.make(params.exec) as ex:
         meta = tokenize_source(args.clean, args.dedup, args.tokenizer, args.out, source=args.source,
                                val_fraction=split.val_fraction, seed=split.seed,
                                min_val_docs=split.min_val_docs,
-                               jobs=params.tokenize.jobs if args.jobs is None else args.jobs)
+                               jobs=params.tokenize.jobs if args.jobs is None else args.jobs, executor=ex)
     get_logger("tokenize").info(summary_line(args.source, meta, t.seconds))
     return 0
 

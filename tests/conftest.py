@@ -7,6 +7,7 @@ repo (DVC cache and outputs included), so only the stages they touch rerun.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -150,3 +151,17 @@ def repo_copy(built_repo: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "repo"
     shutil.copytree(built_repo, dst, symlinks=True)
     return dst
+
+
+# --------------------------------------------------------------------------- a real local Ray cluster
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """The address of a real 2-node Ray cluster on 127.0.0.1 (`tests/_raykit.py`): a head and a
+    second node joined to it, 1 CPU each, stopped (only its own processes) at the end of the
+    session. Skips, saying why, without Ray."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install 'llmpipe[ray]'; `make test` and CI install it)")
+    from _raykit import local_cluster
+    with local_cluster(tmp_path_factory.mktemp("ray-logs")) as address:
+        yield address

@@ -4,7 +4,7 @@ Stage scripts call `load_params()` (which validates the whole file, so a typo an
 fast) and then read their own section. Sections live beside their owners:
 `llmpipe.data.config` (sources, split, clean, filter, dedup, tokenizer, mix; clean/filter per
 kind from `llmpipe.data.kinds`), `llmpipe.train.config` (model, train, cost, bench) and
-`llmpipe.eval.config` (eval); the loader core is `llmpipe.core.config`. Names are re-exported
+`llmpipe.eval.config` (eval), `llmpipe.core.executor` (exec); the loader core is `llmpipe.core.config`. Names are re-exported
 here, so `from llmpipe.params import TrainParams` keeps working.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from llmpipe.core.config import (ParamsError, Section, as_dict, check, from_dict, read_yaml,  # noqa: F401
                                  start_audit)
+from llmpipe.core.executor import ExecParams  # noqa: F401
 from llmpipe.data.config import (CleanParams, DedupParams, FilterParams, MixParams,  # noqa: F401
                                  QualityParams, SourceParams, SplitParams, TokenizeParams, TokenizerParams)
 from llmpipe.data.kinds.base import GlobalFilter  # noqa: F401
@@ -38,6 +39,7 @@ class Params(Section):
     cost: CostParams = field(default_factory=CostParams)
     bench: BenchParams = field(default_factory=BenchParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    exec: ExecParams = field(default_factory=ExecParams)
 
     def __post_init__(self) -> None:
         check(len(self.sources) > 0, "sources", "must name at least one source")

@@ -58,6 +58,7 @@ MANIFEST = "manifest.json"
 UNITS = ".units"           # in a run's temp folder: one JSON per finished unit (for a rerun after a kill)
 SALVAGE = ".salvage"       # suffix of an interrupted run's temp folder kept for the next run
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+_TEMP = re.compile(r"\..+\.tmp-[1-9][0-9]*")  # `.NAME.tmp-PID` (core.atomic.temp_path)
 
 
 def digest(*parts: Any) -> str:
@@ -310,6 +311,9 @@ class ShardedDir:
                 (self.tmp / f).unlink(missing_ok=True)
         self.salvaged = {}
         shutil.rmtree(self.tmp / UNITS, ignore_errors=True)
+        for e in self.tmp.iterdir():  # a dead task attempt's temp (another node's PID) is never output
+            if _TEMP.fullmatch(e.name):
+                shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
         names = [f for u in self.units for f in u["files"]]
         if len(names) != len(set(names)) or MANIFEST in names:
             raise AssertionError(f"{self.out_dir}: two units write the same file")
@@ -355,29 +359,12 @@ def _hold_interrupted(out_dir: Path) -> Path | None:
     return held
 
 
-def map_units(fn, calls: list[tuple], jobs: int, desc: str = "", unit: str = "shard") -> list:
-    """[fn(*args) for args in calls], in worker processes (`jobs`, 0 = every core) when there are
-    several calls, results in order; a worker's exception (a UserError included) is raised here."""
-    from tqdm import tqdm
-
-    from llmpipe.core import workers
-    jobs = min(workers.resolve(jobs), len(calls))
-    with tqdm(total=len(calls), desc=desc, unit=unit, disable=None if calls else True, leave=False) as bar:
-        if jobs <= 1:
-            out = []
-            for args in calls:
-                out.append(fn(*args))
-                bar.update(1)
-            return out
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(fn, *args) for args in calls]
-            out = []
-            for f in futs:
-                out.append(f.result())
-                bar.update(1)
-            return out
+def map_units(fn, calls: list[tuple], jobs: int, desc: str = "", unit: str = "shard", executor=None) -> list:
+    """[fn(*args) for args in calls] on `executor` (`core.executor`; default: `jobs` worker
+    processes of this machine, 0 = every core), results in order; a task's exception (a
+    UserError included) is raised here."""
+    from llmpipe.core.executor import LOCAL
+    return (executor or LOCAL).map(fn, calls, jobs=jobs, desc=desc, unit=unit)
 
 
 def add_up(parts: list[dict]) -> dict:

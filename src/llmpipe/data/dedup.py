@@ -523,29 +523,30 @@ def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, row
 
 
 def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources: list[str],
-                  params: DedupParams, cache_dir: Path | None = None) -> dict:
+                  params: DedupParams, cache_dir: Path | None = None, executor=None) -> dict:
     """The `dedup` stage on sharded inputs: decide on stored hashes and signatures of the
     documents filter kept, write one status mask per clean shard (`OUT/SRC/NAME.npy`, uint8 per
     clean row: 0 kept, 1 exact, 2 near duplicate, 3 dropped by filter) and return the report.
-    The decision is the bounded, partitioned one (`dedup_ext`) unless `cache_dir` is None."""
+    The decision is the bounded, partitioned one (`dedup_ext`) unless `cache_dir` is None; its
+    partition tasks run on `executor` (`core.executor`; default: `dedup.jobs` local processes)."""
     import tempfile
     clean_root, filtered_root, out_dir = Path(clean_root), Path(filtered_root), Path(out_dir)
     scratch = Path(cache_dir) if cache_dir is not None else None
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".run-") as work:
-        return _dedup_sharded(clean_root, filtered_root, out_dir, sources, params, cache_dir, Path(work))
+        return _dedup_sharded(clean_root, filtered_root, out_dir, sources, params, cache_dir, Path(work), executor)
 
 
 def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources: list[str],
-                   params: DedupParams, cache_dir: Path | None, work: Path) -> dict:
+                   params: DedupParams, cache_dir: Path | None, work: Path, executor=None) -> dict:
     from llmpipe.core.atomic import atomic_path
     from llmpipe.core.shards import FORMAT, MANIFEST
     import json
     units = load_shards(clean_root, filtered_root, sources, params.priority, params.num_perm, work)
     bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
                                 params.false_negative_weight)
-    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir, work)
+    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir, work, executor)
     per_source = {s: {"docs_in": 0, "docs_kept": 0, "dropped_by_reason": dict.fromkeys(REASONS.values(), 0),
                       "chars_in": 0, "chars_kept": 0} for s in sources}
     with atomic_path(out_dir) as tmp:
@@ -619,7 +620,7 @@ def by_source_pair(units: list[SourceShard], status: list[np.ndarray], cluster: 
 
 
 def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None,
-           work: Path | None = None):
+           work: Path | None = None, executor=None):
     """Per unit status and cluster head, verified pairs (prefs), candidates: bounded and
     partitioned (`dedup_ext`) when a cache folder is given, else in memory (the reference)."""
     xb = cross_settings(params, units)
@@ -632,6 +633,9 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     docs = sum(len(u.rows) for u in units)
     # 0 = every core, except on small inputs, where starting workers costs more than it saves
     jobs = params.jobs or (1 if docs < SMALL_DOCS else workers.resolve(0))
+    cluster = executor is not None and not executor.local
+    if cluster:  # the partitions are tasks of the cluster, whatever the size
+        jobs = executor.slots()
     ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
                                 fingerprint=u.fingerprint, rows=u.rows) for u in units]
     cross = None if xb is None else dedup_ext.CrossPass(
@@ -642,7 +646,7 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
                                     rows=rows, exact=params.exact, near=params.near, work_dir=Path(tmp),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
-                                    jobs=jobs, cross=cross)
+                                    jobs=jobs, cross=cross, executor=executor if cluster else None)
     status = [dec.status[u.name] for u in ext_units]
     cluster = [dec.cluster(u.name) for u in ext_units]
     keep = {dedup_ext.band_key_path(Path(cache_dir), u, bands, rows).name for u in ext_units}

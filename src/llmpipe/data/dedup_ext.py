@@ -521,6 +521,22 @@ class _Runner:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _ClusterRunner(_Runner):
+    """The same, each task one task of a cluster executor (`core.executor`)."""
+
+    def __init__(self, executor):
+        super().__init__(executor.slots())
+        self.executor = executor
+
+    def map(self, fn: Callable, tasks: Iterable[tuple]) -> Iterator:
+        for out, rss in self.executor.imap(_call, ((fn, args) for args in tasks)):
+            self.peak = max(self.peak, rss)
+            yield out
+
+    def close(self) -> None:
+        pass
+
+
 # --------------------------------------------------------------------------- the driver
 
 def _safe(text: str) -> str:
@@ -603,13 +619,15 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
 
 def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: int, rows: int,
                 exact: bool = True, near: bool = True, work_dir: Path, cache_dir: Path,
-                memory_bytes: int, jobs: int, cross: CrossPass | None = None) -> ExtDecision:
+                memory_bytes: int, jobs: int, cross: CrossPass | None = None, executor=None) -> ExtDecision:
     """Exact, then near (LSH + verification) dedup of `units`; see the module doc.
 
     Same decisions as `dedup.find_duplicates` on the concatenated units (rank = pref order),
     whatever `jobs` (0: every core) and `memory_bytes`. `work_dir` gets a temporary folder,
     removed at the end; `cache_dir` keeps the units' band keys for the next run. `cross`: a
-    second near pass on other signatures, its pairs kept across groups only (`cross_pass`).
+    second near pass on other signatures, its pairs kept across groups only (`cross_pass`). With a
+    cluster `executor` (`core.executor`) every task is one of its tasks, `jobs` its slots: both
+    folders must then be on a filesystem every node reaches.
     """
     ns = _check(units, num_perm, threshold, bands, rows, memory_bytes, jobs)
     jobs = resolve(jobs)
@@ -627,7 +645,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
         rows_paths.append(None if u.rows is None else str(run_dir / f"rows-{k:06d}.npy"))
         if u.rows is not None:
             _save(Path(rows_paths[-1]), np.ascontiguousarray(u.rows, dtype=np.int64))
-    runner = _Runner(jobs)
+    runner = _Runner(jobs) if executor is None else _ClusterRunner(executor)
     temps: list[Path] = []
     try:
         staged = _stage(units, ns, run_dir, share) if (exact or near) else []

@@ -219,9 +219,11 @@ def _text_bytes(path: Path) -> int:
 
 def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path: str | Path,
                     out_dir: str | Path, *, source: str, val_fraction: float, seed: int,
-                    min_val_docs: int = 0, jobs: int = 0) -> dict:
+                    min_val_docs: int = 0, jobs: int = 0, executor=None) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
-    fingerprint changed. Returns meta.json (with `shards_built`, `shards_reused`)."""
+    fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
+    task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
+    Returns meta.json (with `shards_built`, `shards_reused`)."""
     from llmpipe.core import code
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     clean_dir, dedup_dir = Path(clean_dir), Path(dedup_dir)
@@ -263,33 +265,57 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         log.info("tokenize %s: %d shards, %d docs; %d lowest-hash docs forced into val", source, len(plan),
                  n_docs, len(forced))
         trimmed: list[str] = []  # re-made from their previous version, without encoding
+        for p in plan:
+            mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
+            p["fp"] = digest(base, p["input"], mine)
+            # everything but the mask: the same text, tokenizer, split and code
+            p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine)
+
+        def trim(p: dict) -> dict | None:
+            old = d.previous.get(p["name"])
+            if old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
+                return None
+            splits = _trim_shard({f: d.previous.files[f] for f in old["files"]}, old["stats"]["splits"],
+                                 clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype)
+            if splits is not None:
+                trimmed.append(p["name"])
+            return splits
+
+        built = {}
+        initargs = (str(tok.path), tok.eos_id, dtype.name)
+        if executor is not None and not executor.local:  # each shard to encode is one task of the cluster
+            todo = []
+            for p in plan:
+                if not d.has(p["name"], p["fp"]):
+                    splits = trim(p)
+                    if splits is not None:
+                        built[p["name"]] = splits
+                    else:
+                        todo.append(p)
+            calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
+                      (val_fraction, seed, forced), executor.task_jobs()) for p in todo]
+            built.update(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
+                                                                     desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
             ex, ready = None, False
             for p in plan:
-                name = p["name"]
-                mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
-                fp = digest(base, p["input"], mine)
-                if d.reuse(name, fp) is not None:
+                name, fp = p["name"], p["fp"]
+                if name in built:
+                    splits = built[name]
+                elif d.reuse(name, fp) is not None:
                     continue
-                # everything but the mask: the same text, tokenizer, split and code
-                text_fp = digest(base, p["clean_sha"], seed, min_val_docs, mine)
-                old = d.previous.get(name)
-                splits = None
-                if old is not None and old.get("stats", {}).get("text_fp") == text_fp:
-                    splits = _trim_shard({f: d.previous.files[f] for f in old["files"]}, old["stats"]["splits"],
-                                         clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype)
-                    if splits is not None:
-                        trimmed.append(name)
-                if splits is None:
-                    if not ready:
-                        ex = stack.enter_context(_executor(jobs, (str(tok.path), tok.eos_id, dtype.name)))
-                        ready = True
-                    splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source, dtype,
-                                           lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                else:
+                    splits = trim(p)
+                    if splits is None:
+                        if not ready:
+                            ex = stack.enter_context(_executor(jobs, initargs))
+                            ready = True
+                        splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
+                                               dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
-                      stats={"input": p["input"], "text_fp": text_fp, "lowest": p["lowest"], "kept_docs": p["kept"],
-                             "splits": splits})
+                      stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],
+                             "kept_docs": p["kept"], "splits": splits})
         per_shard = [{"name": u["key"], "splits": u["stats"]["splits"]} for u in d.units]
         totals = {sp: {k: sum(x["splits"][sp][k] for x in per_shard) for k in ("docs", "tokens", "utf8_bytes")}
                   for sp in SPLITS}
@@ -373,6 +399,16 @@ def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, 
                                     [source] * len(sel))
             lo_rg = hi_rg
         return {s: w.close() for s, w in writers.items()}
+
+
+def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, name: str, source: str,
+                      dtype: str, split: tuple, jobs: int) -> dict:
+    """One shard as one task of a cluster executor (`core.executor`): `_encode_shard` with `jobs`
+    encoders of the task's own; `split`: (val_fraction, seed, forced val ids)."""
+    val_fraction, seed, forced = split
+    with _executor(jobs, initargs) as ex:
+        return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
+                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

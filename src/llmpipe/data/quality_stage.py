@@ -151,11 +151,12 @@ def score_table(src: Path, dst: Path, model_dir: Path, batch_docs: int, eval_ite
 
 
 def score_source(clean_dir: Path, model_dir: Path, out_dir: Path, *, source: str, params,
-                 eval_items: np.ndarray | None = None) -> tuple[dict, str]:
+                 eval_items: np.ndarray | None = None, executor=None) -> tuple[dict, str]:
     """quality@SRC: a score file and an eval-overlap file per clean shard (unchanged shard, model
     and eval items: reused). `eval_items`: `contamination.ngram_set` of the eval items. Returns
     (report: docs, mean, quantiles, 10-bin histogram over [0, 1], documents sharing an eval
-    n-gram; reuse summary)."""
+    n-gram; reuse summary). Shards are scored on `executor` (`core.executor`; default:
+    `quality.jobs` local processes)."""
     from llmpipe.data import contamination
     items = np.zeros(0, np.uint64) if eval_items is None else eval_items
     from llmpipe.core import code
@@ -171,7 +172,7 @@ def score_source(clean_dir: Path, model_dir: Path, out_dir: Path, *, source: str
         plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"])) for sh in shards(manifest)]
         todo = [(clean_dir / f"{name}.parquet", d.tmp / f"{name}.npy", model_dir, params.batch_docs, items,
                  params.eval_ngram) for name, fp in plan if not d.has(name, fp)]
-        built = iter(map_units(score_table, todo, params.jobs, desc=f"quality {source}"))
+        built = iter(map_units(score_table, todo, params.jobs, desc=f"quality {source}", executor=executor))
         for name, fp in plan:
             if d.has(name, fp):
                 d.reuse(name, fp)

@@ -189,10 +189,19 @@ def make_pool(jobs: int):
     return ctx.Pool(jobs)
 
 
+def clean_shard(src: str | Path, dst: str | Path, sig: str | Path, canon: str | Path, kind: str, params,
+                ngram: int, num_perm: int, seed: int, jobs: int) -> dict:
+    """One shard as one task of a cluster executor (`core.executor`): `clean_table` with `jobs`
+    processes of the task's own."""
+    return clean_table(src, dst, kind, params, ngram, num_perm, seed, jobs, minhash=sig, canon=canon)
+
+
 def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: str, params, ngram: int,
-                 num_perm: int, seed: int, jobs: int | None = None) -> tuple[dict, str]:
+                 num_perm: int, seed: int, jobs: int | None = None, executor=None) -> tuple[dict, str]:
     """Clean every shard of the ingested directory `in_dir` into `out_dir` (sharded), reusing the
-    shards whose fingerprint is unchanged. Returns (stats summed over shards, reuse summary)."""
+    shards whose fingerprint is unchanged. Locally (`executor` None or local) shards are cleaned
+    one after another, each by `jobs` processes; on a cluster executor each shard is a task.
+    Returns (stats summed over shards, reuse summary)."""
     from llmpipe.core import code
     from llmpipe.core.config import as_dict
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
@@ -206,16 +215,27 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
     pool = None
     try:
         with ShardedDir(out_dir, stage="clean", source=source) as d:
-            for sh in shards(manifest):
-                name = sh["name"]
-                fp = digest(base, sh["files"][f"{name}.parquet"]["sha256"])
-                if d.reuse(name, fp) is not None:
+            plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"]))
+                    for sh in shards(manifest)]
+            built = {}
+            if executor is not None and not executor.local:
+                todo = [name for name, fp in plan if not d.has(name, fp)]
+                calls = [(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", d.tmp / f"{name}.minhash.npy",
+                          d.tmp / f"{name}.canon.npy", kind, params, ngram, num_perm, seed, executor.task_jobs())
+                         for name in todo]
+                built = dict(zip(todo, executor.map(clean_shard, calls, desc=f"clean {source}")))
+                jobs = executor.slots() if todo else jobs
+            for name, fp in plan:
+                if name in built:
+                    st = built[name]
+                elif d.reuse(name, fp) is not None:
                     continue
-                if pool is None and jobs > 1:
-                    pool = make_pool(jobs)
-                st = clean_table(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", kind, params, ngram,
-                                 num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy",
-                                 canon=d.tmp / f"{name}.canon.npy", pool=pool)
+                else:
+                    if pool is None and jobs > 1:
+                        pool = make_pool(jobs)
+                    st = clean_table(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", kind, params, ngram,
+                                     num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy",
+                                     canon=d.tmp / f"{name}.canon.npy", pool=pool)
                 d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy", f"{name}.canon.npy"],
                       shards=[{"name": name, "docs": st["docs"]}], stats={k: st[k] for k in SUM_KEYS})
             stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}

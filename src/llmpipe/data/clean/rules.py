@@ -18,6 +18,7 @@ text; later stages read the clean shards through it (`kept_mask`). With `filter.
 """
 from __future__ import annotations
 
+from llmpipe.core.atomic import atomic_path
 from llmpipe.core.errors import UserError
 
 import contextlib
@@ -194,16 +195,19 @@ def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 
                 dropped = pc.filter(batch, pa.array(code != KEPT))
                 why = pa.array(reasons[code[code != KEPT]].tolist(), pa.string())
                 rej.write(pa.RecordBatch.from_arrays([*dropped.columns, why], schema=rej_schema))
-    np.save(dst, np.concatenate(codes) if codes else np.zeros(0, np.int16), allow_pickle=False)
+    # under a temp name, renamed when whole: a task killed mid-write (and retried) leaves no half mask
+    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.concatenate(codes) if codes else np.zeros(0, np.int16), allow_pickle=False)
     return tally.report()
 
 
 def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, filter_params,
-                  jobs: int = 0, quality_dir=None) -> tuple[dict, str]:
+                  jobs: int = 0, quality_dir=None, executor=None) -> tuple[dict, str]:
     """filter@SRC: a reason-code mask per clean shard in `out_dir` (sharded; unchanged shards
     reused) and, when `rejects_dir` is given, the rejected rows there (rows only with
     keep_rejects). `quality_dir`: the `quality@SRC` scores, read when a rule needs
-    `quality_score` (their files then join each shard's fingerprint). Returns (report summed
+    `quality_score` (their files then join each shard's fingerprint). Shards are filtered on
+    `executor` (`core.executor`; default: `jobs` local processes). Returns (report summed
     over shards, reuse summary)."""
     from pathlib import Path
 
@@ -232,7 +236,7 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
                  (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params, 65536,
                  (Path(quality_dir) / f"{name}.npy") if score_sha is not None else None)
                 for name, fp, ok in plan if not ok]
-        built = iter(map_units(filter_table, todo, jobs, desc=f"filter {source}"))
+        built = iter(map_units(filter_table, todo, jobs, desc=f"filter {source}", executor=executor))
         for name, fp, ok in plan:
             if ok:
                 d.reuse(name, fp)

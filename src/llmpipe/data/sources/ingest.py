@@ -154,10 +154,11 @@ BROKEN_NAMED = 3  # broken files the summary line names; the report lists them a
 
 
 def ingest_source(name: str, sp: SourceParams, out: str | Path, progress: bool = True,
-                  jobs: int = 0) -> dict:
-    """Write source `name` as a sharded Document directory `out`; return the report."""
+                  jobs: int = 0, executor=None) -> dict:
+    """Write source `name` as a sharded Document directory `out`; return the report. The input
+    files are ingested on `executor` (`core.executor`; default: `jobs` local processes)."""
     with Timer() as t:
-        report, d = _ingest(name, sp, Path(out), progress, jobs)
+        report, d = _ingest(name, sp, Path(out), progress, jobs, executor)
     broken = report["files_failed_list"]
     (log.warning if broken else log.info)(
         f"ingest {name}: {n(report['docs_out'])} docs written of {n(report['docs_in'])} read, "
@@ -241,7 +242,8 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
     return {"shards": shards, "files": [f"{s['name']}.parquet" for s in shards], "stats": unit_stats}
 
 
-def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -> tuple[dict, ShardedDir]:
+def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int,
+            executor=None) -> tuple[dict, ShardedDir]:
     units = input_units(name, sp)
     state_path = out.parent / f".{out.name}.state.json"
     try:
@@ -262,7 +264,7 @@ def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int) -
             todo = [(u, fp) for u, fp, sha in plan if not reusable(d, u, fp, sha)]
             built = dict(zip([u["key"] for u, _ in todo],
                              map_units(ingest_unit, [(name, sp, u, d.tmp, None) for u, _ in todo], jobs,
-                                       desc=f"ingest {name}", unit="file")))
+                                       desc=f"ingest {name}", unit="file", executor=executor)))
             for u, fp, _sha in plan:
                 if u["key"] in built:
                     r = built[u["key"]]

@@ -1,0 +1,98 @@
+"""The executor seam (`llmpipe.core.executor`): params, the local backend, and the Ray backend on
+a real 2-node local cluster (conftest `ray_cluster`): tasks really run in other processes on both
+nodes, results come back in call order, and a task's user error is the same one-line error."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from llmpipe.core.config import ParamsError, from_dict
+from llmpipe.core.errors import UserError
+from llmpipe.core.executor import LOCAL, ExecParams, RayExecutor, make
+
+
+def where(i: int, sleep: float) -> tuple:
+    """A task: (its input, pid, Ray node) after `sleep` seconds."""
+    time.sleep(sleep)
+    try:
+        import ray
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:
+        node = None
+    return i, os.getpid(), node
+
+
+def refuse(i: int) -> None:
+    raise UserError(f"data/x/{i}.parquet: row 3: bad thing; fix the input")
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("backend", "spark", "exec.backend: must be one of local, ray, got 'spark'"),
+    ("cpus_per_task", 0, "exec.cpus_per_task: must be > 0"),
+    ("max_retries", -1, "exec.max_retries"),
+])
+def test_bad_exec_params_name_the_key(key, value, says):
+    with pytest.raises(ParamsError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        from_dict(ExecParams, {key: value}, "exec")
+
+
+def test_local_is_the_default_and_maps_in_order_in_other_processes():
+    assert make(None) is LOCAL and make(ExecParams()) is LOCAL
+    out = LOCAL.map(where, [(i, 0.0) for i in range(4)], jobs=2)
+    assert [o[0] for o in out] == [0, 1, 2, 3]
+    assert os.getpid() not in {o[1] for o in out}
+    with pytest.raises(UserError, match=r"^data/x/0\.parquet: row 3: bad thing; fix the input$"):
+        LOCAL.map(refuse, [(0,), (1,)], jobs=2)
+
+
+def test_ray_backend_without_ray_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    ex = RayExecutor(ExecParams(backend="ray"))
+    with pytest.raises(UserError, match=r"pip install 'llmpipe\[ray\]'"):
+        ex.map(where, [(0, 0.0)])
+
+
+@pytest.mark.slow
+def test_ray_tasks_run_on_both_nodes_in_order_and_errors_stay_one_line(ray_cluster):
+    import ray
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        ex = make(ExecParams(backend="ray", address=ray_cluster))
+        assert not ex.local and ex.slots() == 2  # 1 CPU on each node
+        out = ex.map(where, [(i, 0.5) for i in range(4)])
+        assert [o[0] for o in out] == [0, 1, 2, 3]
+        assert os.getpid() not in {o[1] for o in out}
+        assert len({o[2] for o in out}) == 2, "two tasks at once must use both nodes"
+        with pytest.raises(UserError) as e:
+            ex.map(refuse, [(0,), (1,)])
+        assert str(e.value) == "data/x/0.parquet: row 3: bad thing; fix the input"
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_task_no_node_can_fit_is_refused_not_left_waiting(ray_cluster):
+    import ray
+    try:
+        with pytest.raises(UserError, match=r"exec.cpus_per_task: 2 CPUs per task, but the largest node .* has 1"):
+            make(ExecParams(backend="ray", address=ray_cluster, cpus_per_task=2)).map(where, [(0, 0.0)])
+    finally:
+        ray.shutdown()
+
+
+def test_a_dead_attempts_temp_never_reaches_the_published_folder(tmp_path):
+    """A task attempt killed on another node leaves `.NAME.tmp-PID` with a PID this machine may
+    know as a live process; the driver drops it when it publishes the folder."""
+    from llmpipe.core.shards import ShardedDir
+    out = tmp_path / "clean"
+    with ShardedDir(out, stage="clean", source="c4") as d:
+        (d.tmp / "a.parquet").write_bytes(b"whole")
+        (d.tmp / f".a.parquet.tmp-{os.getpid()}").write_bytes(b"half")  # a live PID: no sweep removes it
+        d.add("a", "fp", ["a.parquet"], shards=[{"name": "a", "docs": 1}])
+        d.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "manifest.json"]

@@ -211,7 +211,7 @@ def _parquet(f: InputFile, text_field: str, columns: list[str]) -> Iterator[Item
                       f"Parquet data does not decode from row {row} on: {_text(str(e))}", 0, f.display)
 
 
-def _txt(f: InputFile, text_field: str, mode: str, chunk_bytes: int = 0) -> Iterator[Item]:
+def _txt(f: InputFile, text_field: str, mode: str, chunk_bytes: int = 1 << 16) -> Iterator[Item]:
     """One record per file, per paragraph block or per chunk of lines: {text_field: text, "path": where}.
 
     The split is faithful: the documents of a file, concatenated, are its text byte for byte
@@ -263,6 +263,7 @@ def _paragraph_blocks(data: bytes, begin: int) -> list[tuple[int, bytes]]:
 def _line_chunks(data: bytes, begin: int, chunk_bytes: int) -> list[tuple[int, bytes]]:
     """(offset, bytes) of runs of whole lines of at most `chunk_bytes` bytes (a longer line is
     cut at that size, on a UTF-8 character boundary): they tile data[begin:]."""
+    assert chunk_bytes >= 4, chunk_bytes  # room for any UTF-8 character (params ask for >= 16)
     out, start, end = [], begin, len(data)
     while start < end:
         stop = min(start + chunk_bytes, end)

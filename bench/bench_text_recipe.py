@@ -44,6 +44,8 @@ RECIPES = {
                                           "warmup": 10, "schedule": "cosine", "min_lr_ratio": 0.1}},
     "recipe": {"vocab": 8000, "train": {"tokens": 409600, "lr": 3e-3, "batch_tokens": 2048, "micro_batch": 8,
                                          "warmup": 20, "schedule": "cosine", "min_lr_ratio": 0.1}},
+    "recipe_lr6": {"vocab": 8000, "train": {"tokens": 409600, "lr": 6e-3, "batch_tokens": 2048, "micro_batch": 8,
+                                             "warmup": 20, "schedule": "cosine", "min_lr_ratio": 0.1}},
 }
 
 

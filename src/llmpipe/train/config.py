@@ -39,13 +39,13 @@ class TrainParams(Section):
     tokens: int = 409_600
     """Training tokens; steps = ceil(tokens / batch_tokens); the tokens actually seen are counted."""
     lr: float = 3e-3
-    batch_tokens: int = 4096
+    batch_tokens: int = 2048
     """Global batch in tokens (all devices, all accumulation micro-steps): a multiple of
     micro_batch * context * num_processes."""
     micro_batch: int = 8
     """Sequences per forward/backward per device."""
     seed: int = 0
-    warmup: int = 10
+    warmup: int = 20
     """Linear warmup steps."""
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     decay_fraction: float = 0.2

@@ -28,13 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", required=True, help="JSON metrics to write")
     ap.add_argument("--rejects", default=None,
                     help="rejected documents + reason (rows only if filter.keep_rejects)")
+    ap.add_argument("--quality", default=None,
+                    help="quality@SRC score directory (read when filter.global.min_quality_score is set)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     kind = source_params(ap, params, args.source).kind
     with Timer() as t:
         report, reuse = filter_source(args.src, args.out, args.rejects, source=args.source, kind=kind,
-                                      filter_params=params.filter, jobs=args.jobs)
+                                      filter_params=params.filter, jobs=args.jobs,
+                                      quality_dir=args.quality)
     write_json(args.report, report)
     get_logger("filter").info(summary_line(args.source, kind, report, t.seconds) + f" ({reuse})")
     return 0

@@ -1,10 +1,11 @@
 """Stage `tokenizer`: train the SentencePiece BPE model on a pinned sample of every source.
 
-    python -m stages.tokenizer --clean data/clean --filtered data/filtered --out artifacts/tokenizer
+    python -m stages.tokenizer --clean data/clean --out artifacts/tokenizer
 
 Samples `tokenizer.sample_chars` characters by `tokenizer.sample_weights` (never `mix.weights`)
-from the first `tokenizer.sample_shards` shards of each source in params.yaml (the documents filter
-kept, exact copies within the sample taken once), writes spm.model, spm.vocab and tokenizer.json
+from the first `tokenizer.sample_shards` clean shards of each source in params.yaml (exact copies
+within the sample taken once; not through filter's masks, so a `filter.*` sweep keeps the
+tokenizer and every token shard), writes spm.model, spm.vocab and tokenizer.json
 (special ids, fingerprint, per-source fertility, the sample's shards) into OUT. While those
 shards and the params are unchanged the previous tokenizer is kept byte for byte: a new input
 file never retrains it.
@@ -24,14 +25,13 @@ from llmpipe.data.tokenizer import build_tokenizer, summary_line
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", type=Path, default=Path("data/clean"))
-    ap.add_argument("--filtered", type=Path, default=Path("data/filtered"))
     ap.add_argument("--out", type=Path, default=Path("artifacts/tokenizer"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     params = load_params(args.params)
     p = params.tokenizer
     with Timer() as t:
-        info, how = build_tokenizer(args.clean, args.filtered, list(params.sources), args.out,
+        info, how = build_tokenizer(args.clean, list(params.sources), args.out,
                                     vocab_size=p.vocab_size, sample_chars=p.sample_chars,
                                     sample_weights=p.sample_weights, seed=p.seed,
                                     character_coverage=p.character_coverage, model_type=p.model_type,

@@ -2,7 +2,9 @@
 
     python -m stages.train --data data/mix --tokenizer artifacts/tokenizer \
         --throughput runs/throughput.json --out runs/train
-    accelerate launch --multi_gpu --num_processes 2 -m stages.train ...   (DDP, same global batch)
+    accelerate launch --multi_gpu --num_processes 2 -m stages.train ...   (same global batch;
+        train.parallel: ddp | fsdp; several machines: --num_machines N --machine_rank R
+        --main_process_ip IP --main_process_port PORT, README "Scaling out")
 
 Writes OUT/model.safetensors + config.json, OUT/cost.json (projection, steps, tokens, stop
 reason), OUT/samples.txt; checkpoints in OUT/ckpt and DVCLive logs in OUT/live (both persist,

@@ -232,7 +232,7 @@ def token_inputs(root: str | Path, source: str = "a", shards: int = 2, vocab_siz
     clean_dir(root / "ingested" / source, root / "clean" / source, "text", source=source, num_perm=16)
     filter_dir(root / "clean" / source, root / "filtered" / source, "text", FilterParams(enabled=False), source)
     dedup_sharded(root / "clean", root / "filtered", root / "dedup", [source], DedupParams(num_perm=16))
-    build_tokenizer(root / "clean", root / "filtered", [source], root / "tok", vocab_size=vocab_size,
+    build_tokenizer(root / "clean", [source], root / "tok", vocab_size=vocab_size,
                     sample_chars=150_000, sample_weights={}, seed=0, character_coverage=0.9995)
     return root / "clean" / source, root / "dedup" / source, root / "tok" / "spm.model"
 

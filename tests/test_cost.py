@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llmpipe.train.cost import signature
-from llmpipe.train.cost import CostGateError, gate, project, spent
+from llmpipe.train.cost import CostGateError, devices, gate, project, spent
 from llmpipe.train.model import ModelConfig
 from llmpipe.params import CostParams
 
@@ -21,10 +21,18 @@ def write_bench(path, tps=1000.0, sig=SIG):
 
 
 def test_projection_arithmetic():
-    p = project(7_200_000, 1000.0, CostParams(hourly_rate=2.0, max_cost=10.0, num_devices=2))
+    p = project(7_200_000, 1000.0, CostParams(hourly_rate=2.0, max_cost=10.0), num_devices=2)
     # 7.2M tokens at 2 x 1000 tok/s = 3600 s = 1 h; 1 h x $2 x 2 devices = $4
     assert p["projected_hours"] == pytest.approx(1.0) and p["projected_cost"] == pytest.approx(4.0)
-    assert spent(1800, CostParams(hourly_rate=2.0, num_devices=2)) == pytest.approx(2.0)
+    assert p["num_devices"] == 2
+    assert spent(1800, CostParams(hourly_rate=2.0), 2) == pytest.approx(2.0)
+
+
+def test_devices_are_the_world_size_and_a_contradicting_num_devices_is_refused():
+    assert devices(CostParams(), 4) == 4 and devices(CostParams(num_devices=2), 2) == 2
+    with pytest.raises(CostGateError, match=r"cost.num_devices is 1 but this run has 2 process\(es\).*"
+                                            r"set cost.num_devices: null \(the run's world size\) or 2"):
+        devices(CostParams(num_devices=1), 2)
 
 
 def test_gate_accepts_at_and_refuses_just_above_the_boundary(tmp_path):
@@ -47,7 +55,8 @@ def test_missing_benchmark_fails_closed(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("micro_batch", 8), ("precision", "bf16"), ("context", 16),
-                                         ("device_type", "cuda"), ("compile", True)])
+                                         ("device_type", "cuda"), ("compile", True),
+                                         ("parallel", "fsdp"), ("processes", 2)])
 def test_mismatched_benchmark_fails_closed_naming_the_field(tmp_path, field, value):
     other = {**SIG, field: value}
     path = write_bench(tmp_path / "t.json", sig=other)

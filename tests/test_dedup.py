@@ -297,7 +297,8 @@ def test_dvc_stage_declares_what_it_reads():
     import yaml
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["dedup"]
     read = {f"dedup.{k}" for k in ("num_perm", "exact", "near", "threshold", "bands", "rows",
-                                   "false_negative_weight", "priority", "max_examples", "memory_mb", "jobs")}
+                                   "false_negative_weight", "priority", "max_examples", "memory_mb", "jobs",
+                                   "cross_source", "cross_threshold")}
     assert set(stage["params"]) == read | {"sources"}
     for dep in ("stages/dedup.py", "src/llmpipe/data/dedup.py", "src/llmpipe/data/minhash.py",
                 "src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/shards.py"):

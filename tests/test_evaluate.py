@@ -12,7 +12,7 @@ import yaml
 from _evalkit import constant_logits_model, load_stage, save_tiny_run, tiny_model, token_dirs, train_tokenizer
 from llmpipe.eval import mc
 from llmpipe.eval.evaluate import (RegressionError, Tally, check_regression, doc_nll, doc_windows,
-                              evaluate_sources, select_docs)
+                              evaluate_sources, select_docs, select_spans, source_budget)
 from llmpipe.data.tokenizer import load as load_tokenizer
 
 
@@ -116,6 +116,35 @@ def test_select_docs():
     assert len(a) == 5 and a.tolist() == sorted(a.tolist())  # 5 whole docs cover 45 tokens
     assert select_docs(ids, lengths, 45, seed=1).tolist() == a.tolist()
     assert select_docs(ids, lengths, 45, seed=2).tolist() != a.tolist()
+
+
+def test_select_spans_cut_the_document_that_crosses_the_budget():
+    """One long book among short pages: the source scores exactly its budget, the book cut."""
+    ids = [f"d{i}" for i in range(10)]
+    lengths = np.array([10] * 9 + [5000])
+    for seed in range(5):
+        pick, used = select_spans(ids, lengths, 45, seed)
+        assert pick.tolist() == select_docs(ids, lengths, 45, seed).tolist() and int(used.sum()) == 45
+        assert (used >= 1).all() and (used <= lengths[pick]).all() and int((used < lengths[pick]).sum()) <= 1
+    pick, used = select_spans(ids, lengths, 0, 0)
+    assert used.tolist() == lengths.tolist()
+    assert [source_budget(1000, s, 10_000, 300) for s in (9_000, 900, 100, 0)] == [900, 300, 100, 1]
+    assert source_budget(0, 900, 10_000, 300) == 0
+
+
+def test_every_source_gets_its_floor_and_cut_documents_count_their_prefix_bytes(kit):
+    tmp, spm, tok, dirs = kit
+    model = tiny_model(tok.vocab_size, seed=2)
+    from llmpipe.data.tokens import open_tokens
+    have = {s: len(open_tokens(d, "val").tokens) for s, d in dirs.items()}
+    full = evaluate_sources(model, dirs, tok, max_tokens=0, seed=0, batch_size=8)
+    small = min(have, key=have.get)
+    m = evaluate_sources(model, dirs, tok, max_tokens=60, seed=0, batch_size=8, min_source_tokens=150)
+    for src, n in have.items():
+        assert m["per_source"][src]["tokens"] == min(n, max(150, round(60 * n / sum(have.values()))))
+        assert 0 < m["per_source"][src]["bytes"] < full["per_source"][src]["bytes"] or n <= 150
+    without = evaluate_sources(model, dirs, tok, max_tokens=60, seed=0, batch_size=8)
+    assert without["per_source"][small]["tokens"] < m["per_source"][small]["tokens"]
 
 
 # --------------------------------------------------------------------------- multiple choice

@@ -207,3 +207,47 @@ def test_token_ngrams_agree_with_text_ngrams(root):
                       if word_ngrams(texts[i]) & train_grams)
     assert sorted(rep["examples"]) == expected
     assert rep["val_docs"] == len(va["a"]) + len(va["b"]) and rep["sampling_rate"] == 1.0
+
+
+TEMPLATE = ("It lies approximately five kilometres north of the town and ninety kilometres west of the "
+            "regional capital, in a valley of the river, and its population was recorded in the last census.")
+
+
+def test_leakage_ignores_boilerplate_ngrams_but_still_flags_a_copied_document(root, tmp_path):
+    """Template articles (one shared 20-word sentence in 12 train and 3 val documents, the rest of
+    each its own) share 13-grams with train but are not leakage; a val document copied from a
+    train document is. The document-frequency cut and the share rule each tell them apart."""
+    tok = load(root / "tok/spm.model")
+    texts = texts_of(root / "clean/a")
+    a_train = open_tokens(root / "tokens/a", "train").doc_table().column("id").to_pylist()
+    leaked = next(t for t in a_train if len(texts[t].split()) > 60)
+    vocab = sorted({w for t in texts.values() for w in t.split() if w.isalpha()})
+    rng = np.random.default_rng(0)
+
+    def stub(k: int) -> str:
+        own = " ".join(vocab[i] for i in rng.integers(0, len(vocab), 80))
+        return f"Village {k} is a place. {TEMPLATE} {own}."
+    train_ids, val_ids = ids_landing_in("train", "stub", 12), ids_landing_in("val", "stub", 3)
+    copy = ids_landing_in("val", "copy", 1)[0]
+    rows = [{"id": i, "source": "b", "text": stub(k)} for k, i in enumerate(train_ids + val_ids)]
+    rows.append({"id": copy, "source": "b", "text": texts[leaked]})
+    write_source_shards(tmp_path, "b", [rows[:8], rows[8:]])
+    shutil.copytree(root / "tokens/a", tmp_path / "tokens/a")
+    tokenize(tmp_path, "b", root / "tok/spm.model", val_fraction=0.5)
+    train = {s: open_tokens(tmp_path / f"tokens/{s}", "train") for s in "ab"}
+    va = open_tokens(tmp_path / "tokens/b", "val")
+    assert sorted(va.doc_table().column("id").to_pylist()) == sorted(val_ids + [copy])
+
+    def flagged(**kw) -> list[str]:
+        rep = val_overlap({s: (t, np.arange(len(t))) for s, t in train.items()}, {"b": (va, np.arange(len(va)))},
+                          tok, examples=100, **kw)
+        assert rep["val_docs"] == 4 and rep["val_docs_overlapping"] == len(rep["examples"])
+        return sorted(rep["examples"])
+    assert flagged() == sorted(f"b:{i}" for i in val_ids + [copy])          # GPT-3's rule: any shared 13-gram
+    assert flagged(max_doc_freq=10) == [f"b:{copy}"]                           # the template is in 12 train docs
+    assert flagged(max_doc_freq=12) == sorted(f"b:{i}" for i in val_ids + [copy])
+    assert flagged(min_share=0.5) == [f"b:{copy}"]                             # a stub shares ~10% of its 13-grams
+    assert flagged(max_doc_freq=10, min_share=0.5) == [f"b:{copy}"]
+    rep = val_overlap({s: (t, np.arange(len(t))) for s, t in train.items()}, {"b": (va, np.arange(len(va)))},
+                      tok, max_doc_freq=10)
+    assert rep["train_ngrams_ignored_as_boilerplate"] > 0 and rep["max_doc_freq"] == 10

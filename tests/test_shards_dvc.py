@@ -106,6 +106,10 @@ def test_a_threshold_change_rewrites_only_masks(local_repo: Path, tmp_path: Path
     assert {"filter@c4", "dedup"} <= stages_ran(p) and not {"ingest@c4", "clean@c4"} & stages_ran(p)
     assert {p_.name: (p_.stat().st_ino, p_.stat().st_mtime_ns) for p_ in (repo / "data/clean/c4").iterdir()} == clean
     assert {p_.name: sha(p_) for p_ in (repo / "data/filtered/c4").glob("*.npy")} != masks
+    # a stricter threshold only drops documents: the token shards are trimmed, not encoded again
+    out = p.stdout + p.stderr
+    assert re.search(r"llmpipe\.tokenize INFO tokenize c4: trimmed ", out), out[-2000:]
+    assert "trimmed from their previous version" in out
     # decisions are small: no stage after clean writes text
     for d in ("data/filtered", "data/dedup"):
         assert all(f.suffix in (".npy", ".json") for f in (repo / d).rglob("*") if f.is_file()

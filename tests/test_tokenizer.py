@@ -51,7 +51,7 @@ def train_tiny(root: Path, vocab_size: int = 400, **kw) -> Path:
     args = dict(vocab_size=vocab_size, sample_chars=150_000, sample_weights={}, seed=0,
                 character_coverage=0.9995)
     args.update(kw)
-    build_tokenizer(root / "clean", root / "filtered", sorted(paths), root / "tok", **args)
+    build_tokenizer(root / "clean", sorted(paths), root / "tok", **args)
     return root / "tok" / "spm.model"
 
 
@@ -109,9 +109,8 @@ def first_copies(texts) -> list[str]:
 
 
 def pinned_sample(root: Path, src: str, budget: int, seed: int, count: int = SHARDS) -> list[str]:
-    picked = pinned_shards(root / "clean", root / "filtered", [src], count)[src]
-    return list(iter_pinned_sample(root / "clean" / src, root / "filtered" / src, picked, budget, seed,
-                                   sum(p["chars_kept"] for p in picked)))
+    picked = pinned_shards(root / "clean", [src], count)[src]
+    return list(iter_pinned_sample(root / "clean" / src, picked, budget, seed, sum(p["chars"] for p in picked)))
 
 
 def test_iter_pinned_sample_is_deterministic_and_bounded(tmp_path):
@@ -124,17 +123,21 @@ def test_iter_pinned_sample_is_deterministic_and_bounded(tmp_path):
     assert everything == first_copies(stdlib_docs()[0::2])  # budget above the corpus: all of it
 
 
-def test_iter_pinned_sample_skips_filtered_docs_exact_copies_and_unpinned_shards(tmp_path):
+def test_iter_pinned_sample_takes_clean_text_whatever_filter_decided_skipping_copies_and_unpinned_shards(tmp_path):
+    """The sample is drawn from the clean shards, not through filter's masks: a threshold sweep
+    must not retrain the tokenizer (and re-encode every token shard)."""
     docs = [[{"id": f"s{k}-{j}", "text": f"shard {k} document {j} " * 5} for j in range(6)] for k in range(3)]
     docs[1][2]["text"] = docs[0][4]["text"]  # an exact copy in a later shard
     dropped = np.array([0, 3, 0, 0, 7, 0], np.int16)  # filter dropped rows 1 and 4 of shard 0
     write_source_shards(tmp_path, "s", docs, filtered={"part-00.00000": dropped})
     got = pinned_sample(tmp_path, "s", 10**9, seed=0, count=2)
-    want = [d["text"] for k in (0, 1) for j, d in enumerate(docs[k]) if not (k == 0 and dropped[j])]
-    assert got == want  # shard 0's row 4 was dropped, so its copy in shard 1 is taken (once)
-    picked = pinned_shards(tmp_path / "clean", tmp_path / "filtered", ["s"], 2)["s"]
+    want = [d["text"] for k in (0, 1) for j, d in enumerate(docs[k]) if not (k == 1 and j == 2)]
+    assert got == want  # shard 1's row 2 is a copy of shard 0's row 4: taken once; filter is ignored
+    write_source_shards(tmp_path / "unfiltered", "s", docs)
+    assert pinned_sample(tmp_path / "unfiltered", "s", 10**9, seed=0, count=2) == got
+    picked = pinned_shards(tmp_path / "clean", ["s"], 2)["s"]
     assert [p["name"] for p in picked] == ["part-00.00000", "part-01.00000"]
-    assert picked[0]["chars_kept"] == sum(len(d["text"]) for j, d in enumerate(docs[0]) if not dropped[j])
+    assert picked[0]["chars"] == sum(len(d["text"]) for d in docs[0])
     docs[2][0]["text"] = docs[1][0]["text"].upper()  # the same text once normalised
     write_source_shards(tmp_path / "dup", "s", docs)  # nothing filtered: every shard pinned
     every = [d["text"] for sh in docs for d in sh]

@@ -276,7 +276,7 @@ def corpus(n_shards: int, changed: bool = False) -> list[list[dict]]:
 
 
 def build(root: Path, out: Path, sample_shards: int = 2) -> tuple[dict, str]:
-    return build_tokenizer(root / "clean", root / "filtered", ["t"], out, vocab_size=400, sample_chars=60_000,
+    return build_tokenizer(root / "clean", ["t"], out, vocab_size=400, sample_chars=60_000,
                            sample_weights={}, seed=0, character_coverage=0.9995, sample_shards=sample_shards)
 
 
@@ -307,12 +307,13 @@ def test_tokenizer_is_kept_while_its_pinned_shards_are_unchanged(tmp_path):
     assert how == "trained" and files(tmp_path / "fresh") == files(out) and fresh == new
     assert (out / "spm.model").read_bytes() != before["spm.model"]
 
-    # a pinned shard's filter mask changes: retrained as well
+    # a pinned shard's filter mask changes (a threshold sweep): kept, the sample is clean text
+    kept = files(out)
     write_source_shards(tmp_path, "t", corpus(4, changed=True),
                         filtered={"part-00.00000": np.array([0] * 19 + [5], np.int16)})
     _, how = build(tmp_path, out)
-    assert how == "trained"
-    _, how = build(tmp_path, out, sample_shards=3)  # and so does pinning one more shard
+    assert how.startswith("reused") and files(out) == kept
+    _, how = build(tmp_path, out, sample_shards=3)  # pinning one more shard retrains
     assert how == "trained"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from llmpipe.core.config import (ParamsError, Section, as_dict, check, from_dict, read_yaml,  # noqa: F401
                                  start_audit)
 from llmpipe.data.config import (CleanParams, DedupParams, FilterParams, MixParams,  # noqa: F401
-                                 SourceParams, SplitParams, TokenizeParams, TokenizerParams)
+                                 QualityParams, SourceParams, SplitParams, TokenizeParams, TokenizerParams)
 from llmpipe.data.kinds.base import GlobalFilter  # noqa: F401
 from llmpipe.eval.config import BuiltinMcParams, EvalParams, McTaskParams  # noqa: F401
 from llmpipe.train.config import BenchParams, CostParams, ModelParams, TrainParams  # noqa: F401
@@ -29,6 +29,7 @@ class Params(Section):
     clean: CleanParams = field(default_factory=CleanParams)
     filter: FilterParams = field(default_factory=FilterParams)
     dedup: DedupParams = field(default_factory=DedupParams)
+    quality: QualityParams = field(default_factory=QualityParams)
     tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
     tokenize: TokenizeParams = field(default_factory=TokenizeParams)
     mix: MixParams = field(default_factory=MixParams)

@@ -182,11 +182,19 @@ class DedupParams(Section):
     jobs: int = 0
     """Worker processes for band keys and partitions; 0 -> all cores (one process below 100k
     documents, where starting workers costs more than they save); same output for any value."""
+    cross_source: bool = True
+    """Also compare documents of different sources on their canonical signatures (the prose
+    lines of the raw text, whatever the kind's cleaner did: `canonical.py`); within a source the
+    cleaned-text signatures decide alone. Needs `near`."""
+    cross_threshold: float = 0.8
+    """Estimated canonical Jaccard at or above which two documents of different sources are
+    near duplicates (its bands x rows are chosen like `threshold`'s)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
         check(1 <= self.num_perm <= 1024, "num_perm", f"must be in [1, 1024], got {self.num_perm}")
         check_fraction(self.threshold, "threshold", open_low=True)
+        check_fraction(self.cross_threshold, "cross_threshold", open_low=True)
         check_positive(self.bands, "bands")
         check_positive(self.rows, "rows")
         check_fraction(self.false_negative_weight, "false_negative_weight")
@@ -198,6 +206,60 @@ class DedupParams(Section):
               f"bands * rows must be <= num_perm ({self.num_perm}), got {b} * {r}")
         check(len(set(self.priority)) == len(self.priority), "priority",
               f"lists a source twice: {self.priority}")
+
+
+@dataclass
+class QualityParams(Section):
+    """The learned quality score (`quality_model` trains it, `quality@SRC` scores every clean
+    shard, `filter.global.min_quality_score` thresholds it): `data/quality_model.py`."""
+
+    positive_kinds: list[str] = field(default_factory=lambda: ["wikipedia", "gutenberg"])
+    """Sources of these kinds give the reference (positive) passages, from their clean shards."""
+    negative_kinds: list[str] = field(default_factory=lambda: ["c4", "fineweb"])
+    """Sources of these kinds give the raw web (negative) passages, from their ingested shards."""
+    sample_shards: int = 8
+    """Passages come from each source's first this many shards: a new input file never retrains."""
+    max_docs: int = 20_000
+    """Passages per class at most (the lowest seeded hashes of passage keys: a bounded sample)."""
+    chunk_chars: int = 4000
+    """Documents are cut into passages of at most this many characters (books into many)."""
+    holdout_fraction: float = 0.1
+    """Share of passages (by seeded hash) held out for the reported accuracy."""
+    ngram: int = 2
+    """Word 1..ngram-grams are the features (DCLM's fastText uses uni- and bigrams)."""
+    feature_bits: int = 18
+    """Hashed feature buckets: 2^feature_bits weights (4 bytes each in the model file)."""
+    max_chars: int = 20_000
+    """Characters of a document read when scoring (and of a passage when training)."""
+    epochs: int = 150
+    """Full-batch Adam steps."""
+    lr: float = 0.2
+    l2: float = 1e-7
+    """L2 penalty on the weights (per mean-loss unit)."""
+    seed: int = 0
+    batch_docs: int = 2048
+    """Documents scored per batch (memory: ~60 bytes per feature per batch)."""
+    eval_ngram: int = 13
+    """Word n-gram length of the contamination guard: `quality@SRC` counts the n-grams a document
+    shares with the eval prompts and multiple-choice items (`filter.global.max_eval_ngrams`)."""
+    jobs: int = 0
+    """Worker processes for scoring shards; 0 -> all cores (same output)."""
+
+    def __post_init__(self) -> None:
+        for key in ("sample_shards", "max_docs", "chunk_chars", "ngram", "max_chars", "epochs", "batch_docs",
+                    "eval_ngram"):
+            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        check(8 <= self.feature_bits <= 26, "feature_bits", f"must be in [8, 26], got {self.feature_bits}")
+        check(0.0 <= self.holdout_fraction < 1.0, "holdout_fraction",
+              f"must be in [0, 1), got {self.holdout_fraction}")
+        check_positive(self.lr, "lr")
+        check_nonneg(self.l2, "l2")
+        check_nonneg(self.jobs, "jobs")
+        for key in ("positive_kinds", "negative_kinds"):
+            for k in getattr(self, key):
+                check(k in kinds.KINDS, key, f"{k!r} is not a source kind; kinds: {sorted(kinds.KINDS)}")
+        both = sorted(set(self.positive_kinds) & set(self.negative_kinds))
+        check(not both, "negative_kinds", f"{both} are also positive_kinds")
 
 
 @dataclass
@@ -264,6 +326,12 @@ class MixParams(Section):
     """Largest allowed relative miss |realised - target| / target of a source's train tokens."""
     max_val_overlap: float = 0.05
     """Largest allowed share of val documents sharing a 13-word n-gram with train."""
+    leakage_max_doc_freq: Optional[int] = 10
+    """Train 13-grams found in more train documents than this are boilerplate (templates,
+    licences) and never count as leakage; null counts every n-gram (`leakage.py`)."""
+    leakage_min_share: float = 0.5
+    """A val document overlaps train when at least this share of its 13-grams (and at least
+    one) is in train; 0 -> a single shared 13-gram is enough (GPT-3's rule)."""
 
     def __post_init__(self) -> None:
         for k, w in self.weights.items():
@@ -272,4 +340,6 @@ class MixParams(Section):
         check_nonneg(self.val_tokens, "val_tokens")
         check_fraction(self.tolerance, "tolerance")
         check_fraction(self.max_val_overlap, "max_val_overlap")
+        check_positive(self.leakage_max_doc_freq, "leakage_max_doc_freq")
+        check_fraction(self.leakage_min_share, "leakage_min_share")
 

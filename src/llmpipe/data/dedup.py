@@ -218,10 +218,23 @@ class Decision:
     candidates: int           # candidate pairs from LSH before verification
 
 
+@dataclass
+class Cross:
+    """The cross-source pass of `find_duplicates`: canonical signatures, each document's group."""
+
+    sig: np.ndarray           # (N, num_perm) uint32, rows as `Index.sig`
+    group: np.ndarray         # (N,) int: source of each document; pairs within one are dropped
+    threshold: float
+    bands: int
+    rows: int
+
+
 def find_duplicates(index: Index, threshold: float, bands: int, rows: int, *, exact: bool = True,
-                    near: bool = True) -> Decision:
+                    near: bool = True, cross: Cross | None = None) -> Decision:
     """Exact groups by hash, then LSH candidates among exact survivors, verified and clustered.
-    `exact` / `near` false switch either pass off (`dedup.exact`, `dedup.near`)."""
+    `exact` / `near` false switch either pass off (`dedup.exact`, `dedup.near`). `cross`: a second
+    LSH pass on the canonical signatures whose verified pairs count only across groups; the
+    clusters are the components of both passes' pairs."""
     n, num_perm = index.sig.shape
     by_rank = np.argsort(index.pref)                     # (N,) document indices, best first
     status = np.zeros(n, np.int8)
@@ -240,12 +253,29 @@ def find_duplicates(index: Index, threshold: float, bands: int, rows: int, *, ex
     match = matching_slots(index.sig, alive[cu], alive[cv])
     ok = match >= threshold * num_perm - 1e-9
     u, v, match = cu[ok], cv[ok], match[ok]
+    if cross is not None:
+        u, v, match = _with_cross(cross, alive, u, v, match)
     lab = components(len(alive), u, v)
     near = lab != np.arange(len(alive))
     status[alive[near]] = NEAR
     cluster[alive] = alive[lab]
     cluster = cluster[cluster]                           # exact copies follow their head's cluster
     return Decision(status, cluster, (alive[u], alive[v], match), len(cu))
+
+
+def _with_cross(cross: Cross, alive: np.ndarray, u, v, match):
+    """(u, v, match) plus the canonical pass's verified pairs across groups, sorted by (u, v);
+    a pair both found keeps the first pass's matching slots."""
+    cu, cv = candidate_pairs(cross.sig, cross.bands, cross.rows, alive)
+    across = cross.group[alive[cu]] != cross.group[alive[cv]]
+    cu, cv = cu[across], cv[across]
+    m = matching_slots(cross.sig, alive[cu], alive[cv])
+    ok = m >= cross.threshold * cross.sig.shape[1] - 1e-9
+    code = np.concatenate((u * len(alive) + v, cu[ok] * len(alive) + cv[ok]))
+    _, first = np.unique(code, return_index=True)
+    allm = np.concatenate((match, m[ok]))
+    code = code[first]
+    return code // max(len(alive), 1), code % max(len(alive), 1), allm[first]
 
 
 def _examples(index: Index, dec: Decision, max_examples: int) -> list[dict]:
@@ -366,6 +396,8 @@ class SourceShard:
     sig_path: Path        # NAME.minhash.npy (clean rows x num_perm)
     fingerprint: str      # of what decides band keys: the shard's signatures
     position: tuple[int, int]  # (source rank, shard index): the top bits of its prefs
+    canon_path: Path | None = None   # NAME.canon.npy: canonical signatures (clean rows x num_perm)
+    canon_fingerprint: str = ""      # its sha256
 
 
 def exact_words(hexes: list[str]) -> np.ndarray:
@@ -433,8 +465,11 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
             if work is not None:
                 rows, pref, exact = (_spill(Path(work) / f"{len(out):06d}.{k}.npy", a)
                                      for k, a in (("rows", rows), ("pref", pref), ("exact", exact)))
+            canon = clean_root / src / f"{name}.canon.npy"
+            canon_fp = sh["files"].get(f"{name}.canon.npy", {}).get("sha256", "")
             out.append(SourceShard(src, name, rows, pref, exact, table.num_rows, sig_path,
-                                   digest_of(sh, fsh[name], name), (ranks[src], j)))
+                                   digest_of(sh, fsh[name], name), (ranks[src], j),
+                                   canon if canon_fp else None, canon_fp))
     return out
 
 
@@ -449,10 +484,24 @@ def digest_of(clean_shard: dict, filter_shard: dict, name: str) -> str:
     return clean_shard["files"][f"{name}.minhash.npy"]["sha256"]
 
 
+def cross_settings(params: DedupParams, units: list[SourceShard]) -> tuple[int, int] | None:
+    """(bands, rows) of the cross-source pass, or None when it is off or has nothing to do
+    (`dedup.cross_source` false, `near` off, fewer than two sources)."""
+    if not (params.cross_source and params.near) or len({u.source for u in units}) < 2:
+        return None
+    for u in units:
+        if u.canon_path is None:
+            raise UserError(f"clean@{u.source}: shard {u.name} has no canonical signatures ({u.name}.canon.npy); "
+                            f"rerun `dvc repro clean@{u.source}` (or set dedup.cross_source: false)")
+    return resolve_bands(params.cross_threshold, params.num_perm, None, None, params.false_negative_weight)
+
+
 def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, rows: int, *, exact: bool,
-                     near: bool) -> tuple[list[np.ndarray], list[np.ndarray], tuple, int]:
+                     near: bool, cross: tuple[float, int, int] | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], tuple, int]:
     """The reference decision on the concatenation of `units` (everything in RAM): per unit status
-    and cluster head pref; verified pairs as prefs; candidate count."""
+    and cluster head pref; verified pairs as prefs; candidate count. `cross`: (threshold, bands,
+    rows) of the cross-source pass on the canonical signatures."""
     sig = np.concatenate([np.load(u.sig_path, mmap_mode="r")[u.rows] for u in units]) if units \
         else np.zeros((0, 1), np.uint32)
     pref_all = np.concatenate([u.pref for u in units]) if units else np.zeros(0, np.uint64)
@@ -461,7 +510,12 @@ def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, row
     hashes = np.concatenate([u.exact for u in units]).view("S16").ravel() if units else np.zeros(0, "S16")
     offsets = np.cumsum([0] + [len(u.rows) for u in units])
     index = Index([u.name for u in units], offsets, pa.chunked_array([], pa.string()), hashes, sig, rank)
-    dec = find_duplicates(index, threshold, bands, rows, exact=exact, near=near)
+    xs = None
+    if cross is not None and units:
+        canon = np.concatenate([np.load(u.canon_path, mmap_mode="r")[u.rows] for u in units])
+        group = np.repeat([u.position[0] for u in units], [len(u.rows) for u in units])
+        xs = Cross(canon, group, *cross)
+    dec = find_duplicates(index, threshold, bands, rows, exact=exact, near=near, cross=xs)
     status = [dec.status[a:b] for a, b in zip(offsets, offsets[1:])]
     cluster = [pref_all[dec.cluster[a:b]] for a, b in zip(offsets, offsets[1:])]
     u, v, m = dec.pairs
@@ -526,6 +580,7 @@ def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources
                                   for name in REASONS.values()}
     # clusters: the distinct kept heads of removed documents
     heads = np.concatenate([c[s != KEPT] for c, s in zip(cluster, status)]) if units else np.zeros(0, np.uint64)
+    xb = cross_settings(params, units)
     return {
         **total,
         "clusters": int(np.unique(heads).size),
@@ -535,17 +590,42 @@ def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources
         "detection_probability": {f"jaccard_{s}": round(float(detection_probability(s, bands, rows)), 4)
                                   for s in REPORT_AT},
         "per_source": per_source,
+        "cross_source": {"enabled": xb is not None, "threshold": params.cross_threshold,
+                         "bands": xb[0] if xb else None, "rows": xb[1] if xb else None,
+                         "removed_by_source_pair": by_source_pair(units, status, cluster, sources, params.priority)},
         "shards": len(units),
         "examples": examples,
     }
+
+
+def by_source_pair(units: list[SourceShard], status: list[np.ndarray], cluster: list[np.ndarray],
+                   sources: list[str], priority: list[str]) -> dict[str, dict[str, int]]:
+    """Removed documents whose kept copy is in another source, by "REMOVED_SOURCE -> KEPT_SOURCE"
+    and reason (the source of a kept head is the top bits of its pref)."""
+    name_of = {r: s for s, r in source_ranks(sources, priority).items()}
+    out: dict[str, dict[str, int]] = {}
+    for u, st, head in zip(units, status, cluster):
+        gone = st != KEPT
+        head_rank = (np.asarray(head[gone], np.uint64) >> np.uint64(SHARD_BITS + ROW_BITS)).astype(np.int64)
+        if not gone.any():
+            continue
+        keys, counts = np.unique(np.stack((head_rank, st[gone].astype(np.int64))), axis=1, return_counts=True)
+        for (rank, code), c in zip(keys.T.tolist(), counts.tolist()):
+            if name_of[rank] == u.source:
+                continue
+            pair = out.setdefault(f"{u.source} -> {name_of[rank]}", dict.fromkeys(REASONS.values(), 0))
+            pair[REASONS[code]] += c
+    return dict(sorted(out.items()))
 
 
 def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None,
            work: Path | None = None):
     """Per unit status and cluster head, verified pairs (prefs), candidates: bounded and
     partitioned (`dedup_ext`) when a cache folder is given, else in memory (the reference)."""
+    xb = cross_settings(params, units)
     if cache_dir is None:
-        return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near)
+        return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near,
+                                cross=None if xb is None else (params.cross_threshold, *xb))
     from llmpipe.core import workers
     from llmpipe.data import dedup_ext
     import tempfile
@@ -554,15 +634,21 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     jobs = params.jobs or (1 if docs < SMALL_DOCS else workers.resolve(0))
     ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
                                 fingerprint=u.fingerprint, rows=u.rows) for u in units]
+    cross = None if xb is None else dedup_ext.CrossPass(
+        [u.canon_path for u in units], [u.canon_fingerprint for u in units], [u.position[0] for u in units],
+        params.cross_threshold, *xb)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work or cache_dir, prefix=".run-") as tmp:
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
                                     rows=rows, exact=params.exact, near=params.near, work_dir=Path(tmp),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
-                                    jobs=jobs)
+                                    jobs=jobs, cross=cross)
     status = [dec.status[u.name] for u in ext_units]
     cluster = [dec.cluster(u.name) for u in ext_units]
     keep = {dedup_ext.band_key_path(Path(cache_dir), u, bands, rows).name for u in ext_units}
+    if cross is not None:
+        keep |= {dedup_ext.band_key_path(Path(cache_dir), u, cross.bands, cross.rows).name
+                 for u in dedup_ext.cross_units(ext_units, cross)}
     for old in Path(cache_dir).glob("*.keys.npy"):  # ours, of shards or settings no longer used
         if old.name not in keep:
             old.unlink(missing_ok=True)

@@ -54,6 +54,7 @@ grows as (N / memory_bytes)^2: ~0.6M for 1B documents at 1 GB (14 bands), 16x th
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -100,6 +101,19 @@ class Unit:
     #                      (a shard's signatures cover every clean row; filter keeps some). Band
     #                      keys are then computed for every row of the file, so a filter change
     #                      reuses them
+
+
+@dataclass(frozen=True)
+class CrossPass:
+    """A second near pass over other signatures (the canonical ones, `canonical.py`) whose
+    verified pairs count only between units of different `groups` (sources)."""
+
+    sig_paths: list[Path]      # per unit, same shape as its sig_path
+    fingerprints: list[str]    # per unit: keys its band-key cache file
+    groups: list[int]          # per unit: its source; a pair within one group is dropped
+    threshold: float
+    bands: int
+    rows: int
 
 
 @dataclass
@@ -589,12 +603,13 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
 
 def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: int, rows: int,
                 exact: bool = True, near: bool = True, work_dir: Path, cache_dir: Path,
-                memory_bytes: int, jobs: int) -> ExtDecision:
+                memory_bytes: int, jobs: int, cross: CrossPass | None = None) -> ExtDecision:
     """Exact, then near (LSH + verification) dedup of `units`; see the module doc.
 
     Same decisions as `dedup.find_duplicates` on the concatenated units (rank = pref order),
     whatever `jobs` (0: every core) and `memory_bytes`. `work_dir` gets a temporary folder,
-    removed at the end; `cache_dir` keeps the units' band keys for the next run.
+    removed at the end; `cache_dir` keeps the units' band keys for the next run. `cross`: a
+    second near pass on other signatures, its pairs kept across groups only (`cross_pass`).
     """
     ns = _check(units, num_perm, threshold, bands, rows, memory_bytes, jobs)
     jobs = resolve(jobs)
@@ -626,6 +641,9 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
                                    stats, temps)
             candidates, verified = _near_pass(units, ns, staged, status, keys, sig_paths, num_perm,
                                               threshold, bands, runner, share, run_dir, stats, rows_paths)
+            if cross is not None:
+                verified = cross_pass(units, ns, staged, status, verified, cross, num_perm, cache_dir,
+                                      runner, share, run_dir, stats, temps, rows_paths)
         removed, clusters, pairs = _clusters(units, ns, status, verified, dup_files, share)
     finally:
         runner.close()
@@ -793,6 +811,40 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
         found.append(pr)
         match.append(m)
     return candidates, (np.concatenate(found), np.concatenate(match))
+
+
+def cross_units(units: list[Unit], cross: CrossPass) -> list[Unit]:
+    """The units as the cross pass sees them: the other signature files, under their own names."""
+    return [dataclasses.replace(u, name=f"{u.name}~cross", sig_path=Path(p), fingerprint=f)
+            for u, p, f in zip(units, cross.sig_paths, cross.fingerprints)]
+
+
+def cross_pass(units, ns, staged, status, verified, cross: CrossPass, num_perm, cache_dir, runner, share,
+               run_dir, stats, temps, rows_paths):
+    """`verified` plus the pairs of a near pass over `cross.sig_paths` (on the same exact survivors)
+    whose two documents lie in units of different groups; a pair both passes found is kept once,
+    with the first pass's matching slots. stats["cross"]: that pass's counts."""
+    if len(cross.sig_paths) != len(units) or len(cross.groups) != len(units):
+        raise ValueError("cross pass: one signature file and one group per unit")
+    cunits = cross_units(units, cross)
+    cstatus = {c.name: status[u.name] for c, u in zip(cunits, units)}
+    cstats: dict = {"band_keys_computed": [], "band_keys_cached": []}
+    sub = run_dir / "cross"
+    sub.mkdir()
+    keys = _band_key_files(cunits, ns, num_perm, cross.bands, cross.rows, cache_dir, runner, share, cstats, temps)
+    cand, (pr, match) = _near_pass(cunits, ns, staged, cstatus, keys, [str(p) for p in cross.sig_paths], num_perm,
+                                   cross.threshold, cross.bands, runner, share, sub, cstats, rows_paths)
+    groups = np.asarray(cross.groups, np.int64)
+    across = groups[(pr[:, 2] >> np.uint64(ROW_BITS)).astype(np.int64)] != \
+        groups[(pr[:, 3] >> np.uint64(ROW_BITS)).astype(np.int64)]
+    pr, match = pr[across], match[across]
+    both = np.concatenate((verified[0], pr))
+    _, first = np.unique(both[:, :2], axis=0, return_index=True)
+    first.sort()
+    added = int((first >= len(verified[0])).sum())
+    cstats.update(candidates=int(cand), verified_across=int(len(pr)), added_pairs=added)
+    stats["cross"] = cstats
+    return both[first], np.concatenate((verified[1], match))[first]
 
 
 def _clusters(units, ns, status, verified, dup_files, share):

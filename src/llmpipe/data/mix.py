@@ -195,7 +195,8 @@ def check_tolerance(report: dict, tolerance: float) -> None:
 
 def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: str | Path, *,
               weights: dict[str, float], train_tokens: int, val_tokens: int, seed: int, on_short: str,
-              tolerance: float, max_val_overlap: float, ngram: int = 13) -> dict:
+              tolerance: float, max_val_overlap: float, ngram: int = 13,
+              leakage_max_doc_freq: int | None = None, leakage_min_share: float = 0.0) -> dict:
     """The `mix` stage: write out_dir/{train,val}.{bin,idx,docs.parquet} + data_meta.json last."""
     tok = load(tokenizer_path)
     share = shares(weights, sorted(token_dirs), "mix.weights")
@@ -212,10 +213,12 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
             report[s][sp]["utf8_bytes"] = int((rows.to_numpy() * counts).sum())
     check_tolerance(report, tolerance)
     leak = val_overlap({s: (files[s]["train"], np.unique(picks[("train", s)])) for s in names},
-                       {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram)
+                       {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram,
+                       max_doc_freq=leakage_max_doc_freq, min_share=leakage_min_share)
     if leak["fraction"] > max_val_overlap:
         raise UserError(f"mix: {leak['val_docs_overlapping']:,} of {leak['val_docs']:,} val documents "
-                         f"({leak['fraction']:.2%}) share a {ngram}-word n-gram with train, above "
+                         f"({leak['fraction']:.2%}) share a {ngram}-word n-gram with train (at least "
+                         f"{leakage_min_share:.0%} of theirs, boilerplate n-grams ignored), above "
                          f"mix.max_val_overlap {max_val_overlap:.2%}; e.g. {leak['examples'][:5]}")
     dtype = token_dtype(tok.vocab_size)
     with atomic_path(out_dir) as tmp:

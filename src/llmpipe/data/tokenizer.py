@@ -231,55 +231,46 @@ def text_stats(tok: Tokenizer, texts: Iterable[str], max_chars: int = STATS_CHAR
             "byte_fallback_share": round(byte_tokens / tokens, 6) if tokens else None}
 
 
-def pinned_shards(clean_root: Path, filtered_root: Path, sources: list[str], count: int) -> dict[str, list[dict]]:
-    """The shards each source's sample is drawn from: its first `count` shards in input-file order,
-    each {name, chars_kept (by filter), fingerprint (clean text + filter mask sha256)}."""
+def pinned_shards(clean_root: Path, sources: list[str], count: int) -> dict[str, list[dict]]:
+    """The shards each source's sample is drawn from: its first `count` clean shards in input-file
+    order, each {name, docs, chars, fingerprint (sha256 of its clean text)}. Clean, not filtered:
+    a `filter.*` sweep then keeps the tokenizer (and every token shard it would re-encode), and
+    runs that differ only in thresholds share one tokenizer, so their scores compare."""
     from llmpipe.core.shards import read_manifest, shards
     out = {}
     for src in sources:
-        clean = {s["name"]: s for s in shards(read_manifest(Path(clean_root) / src, f"clean@{src}"))}
-        filt = shards(read_manifest(Path(filtered_root) / src, f"filter@{src}"))
         picked = []
-        for sh in filt[:count]:
+        for sh in shards(read_manifest(Path(clean_root) / src, f"clean@{src}"))[:count]:
             name = sh["name"]
-            if name not in clean:
-                raise UserError(f"{filtered_root}/{src}: shard {name} is not in {clean_root}/{src}; "
-                                f"rerun `dvc repro filter@{src}`")
-            picked.append({"name": name, "docs": int(clean[name]["docs"]), "chars_kept": int(sh["stats"].get("chars_kept", 0)),
-                           "fingerprint": [clean[name]["files"][f"{name}.parquet"]["sha256"],
-                                           sh["files"][f"{name}.npy"]["sha256"]]})
+            one = sum(f.endswith(".parquet") for f in sh["files"]) == 1  # stats are per unit: its own
+            chars = sh["stats"].get("chars", 0) if one else 0  # 0: take documents in order up to the budget
+            picked.append({"name": name, "docs": int(sh["docs"]), "chars": int(chars),
+                           "fingerprint": sh["files"][f"{name}.parquet"]["sha256"]})
         out[src] = picked
     return out
 
 
-def iter_pinned_sample(clean_dir: Path, filtered_dir: Path, picked: list[dict], budget: int, seed: int,
+def iter_pinned_sample(clean_dir: Path, picked: list[dict], budget: int, seed: int,
                        chars_total: int) -> Iterator[str]:
-    """Texts of one source's sample, in one pass over its pinned shards: a document filter kept is
-    taken when unit_hash(seed, id) < budget / chars_total, unless an exact copy of it (same
-    exact_hash) is already in the sample; stops once the budget is spent. Memory: one batch and
-    the exact hashes taken."""
-    from llmpipe.data.clean.rules import kept_mask
-    rate = min(1.0, budget / chars_total) if chars_total else 0.0
+    """Texts of one source's sample, in one pass over its pinned clean shards: a document is taken
+    when unit_hash(seed, id) < budget / chars_total, unless an exact copy of it (same exact_hash)
+    is already in the sample; stops once the budget is spent. Memory: one batch and the exact
+    hashes taken."""
+    rate = min(1.0, budget / chars_total) if chars_total else 1.0
     taken, seen = 0, set()
     for sh in picked:
-        keep = kept_mask(filtered_dir, sh["name"])
-        if len(keep) != sh["docs"]:
-            raise UserError(f"{Path(filtered_dir) / (sh['name'] + '.npy')}: {len(keep)} rows, but the clean shard "
-                            f"has {sh['docs']}; rerun `dvc repro filter`")
-        row = 0
         for batch in read_batches(Path(clean_dir) / f"{sh['name']}.parquet", ["id", "text", "exact_hash"]):
             ids, texts, hashes = (batch.column(k).to_pylist() for k in ("id", "text", "exact_hash"))
-            for i, (doc_id, text, h) in enumerate(zip(ids, texts, hashes)):
+            for doc_id, text, h in zip(ids, texts, hashes):
                 if taken >= budget:
                     return
-                if keep[row + i] and h not in seen and (rate >= 1.0 or unit_hash(seed, doc_id) < rate):
+                if h not in seen and (rate >= 1.0 or unit_hash(seed, doc_id) < rate):
                     seen.add(h)
                     taken += len(text)
                     yield text
-            row += batch.num_rows
 
 
-def build_tokenizer(clean_root: str | Path, filtered_root: str | Path, sources: list[str], out_dir: str | Path,
+def build_tokenizer(clean_root: str | Path, sources: list[str], out_dir: str | Path,
                     *, vocab_size: int, sample_chars: int, sample_weights: dict[str, float], seed: int,
                     character_coverage: float, model_type: str = "bpe", num_threads: int = 1,
                     sample_shards: int = 8) -> tuple[dict, str]:
@@ -289,9 +280,9 @@ def build_tokenizer(clean_root: str | Path, filtered_root: str | Path, sources: 
     it. Returns (tokenizer.json, "trained" | "reused ...")."""
     from llmpipe.core import code
     from llmpipe.core.shards import ShardedDir, digest
-    clean_root, filtered_root = Path(clean_root), Path(filtered_root)
+    clean_root = Path(clean_root)
     budgets = sample_budgets(sorted(sources), sample_weights, sample_chars)
-    picked = pinned_shards(clean_root, filtered_root, sorted(budgets), sample_shards)
+    picked = pinned_shards(clean_root, sorted(budgets), sample_shards)
     num_threads = workers.resolve(num_threads)  # 0 -> all cores (model bytes then depend on them)
     fp = digest("tokenizer", code.fingerprint("stages.tokenizer"), vocab_size, sample_chars, budgets, seed,
                 character_coverage, model_type, num_threads, picked)
@@ -320,10 +311,9 @@ def build_tokenizer(clean_root: str | Path, filtered_root: str | Path, sources: 
 
         def texts() -> Iterator[str]:
             for src, budget in budgets.items():
-                chars_total = sum(p["chars_kept"] for p in picked[src])
+                chars_total = sum(p["chars"] for p in picked[src])
                 kept = 0
-                for text in iter_pinned_sample(clean_root / src, filtered_root / src, picked[src], budget, seed,
-                                               chars_total):
+                for text in iter_pinned_sample(clean_root / src, picked[src], budget, seed, chars_total):
                     if kept < STATS_CHARS_PER_SOURCE:  # the fertility stats use the sample's start
                         keep_for_stats[src].append(text)
                         kept += len(text)

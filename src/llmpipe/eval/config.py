@@ -55,6 +55,10 @@ class EvalParams(Section):
     max_tokens: int = 0
     """Val tokens scored, summed over sources; 0 -> every val document. Otherwise whole
     documents in a fixed seeded order, each source getting its share of its val tokens."""
+    min_source_tokens: int = 2000
+    """With max_tokens: each source scores at least this many val tokens (or all it has), so a
+    small source is not reduced to a document or two; a document that overshoots its source's
+    budget is cut to its first tokens (one long book cannot crowd the others out)."""
     batch_size: int = 16
     """Windows of `model.context` tokens per forward pass."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -85,6 +89,7 @@ class EvalParams(Section):
 
     def __post_init__(self) -> None:
         check_nonneg(self.max_tokens, "max_tokens")
+        check_nonneg(self.min_source_tokens, "min_source_tokens")
         check_positive(self.batch_size, "batch_size")
         check_nonneg(self.temperature, "temperature")
         check_nonneg(self.top_k, "top_k")

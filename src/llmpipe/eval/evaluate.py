@@ -111,11 +111,37 @@ def select_docs(doc_ids: Sequence[str], doc_tokens: np.ndarray, budget: int, see
     return np.sort(np.asarray(taken, dtype=np.int64))
 
 
+def source_budget(max_tokens: int, source_tokens: int, total_tokens: int, floor: int) -> int:
+    """Val tokens scored for one source: its share `max_tokens * source / total`, at least
+    `floor` (a small source is not reduced to a document or two by a big one), never more than
+    the source has; 0 (every document) when max_tokens is 0."""
+    if max_tokens <= 0:
+        return 0
+    share = round(max_tokens * source_tokens / max(total_tokens, 1))
+    return max(1, min(source_tokens, max(share, floor)))
+
+
+def select_spans(doc_ids: Sequence[str], doc_tokens: np.ndarray, budget: int, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices sorted, tokens scored of each): `select_docs`'s documents, the last one taken (the
+    one that crosses the budget) cut to what is left of it, so a source scores exactly its budget
+    and one long book cannot take it several times over. Budget 0 -> every document, whole."""
+    pick = select_docs(doc_ids, doc_tokens, budget, seed)
+    used = doc_tokens[pick].astype(np.int64)
+    if budget > 0 and used.sum() > budget:
+        from llmpipe.core.seeds import unit_hash
+        last = max(range(len(pick)), key=lambda k: (unit_hash(seed, doc_ids[pick[k]]), int(pick[k])))
+        used[last] -= int(used.sum()) - budget
+    return pick, used
+
+
 def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer, *, max_tokens: int,
-                     seed: int, batch_size: int) -> dict:
+                     seed: int, batch_size: int, min_source_tokens: int = 0) -> dict:
     """Loss/perplexity/bits per byte of each source's val split and of all together.
 
-    Each source gets `max_tokens * its val tokens / all val tokens` (at least one document).
+    Each source gets `source_budget` tokens (its share of `max_tokens`, at least
+    `min_source_tokens`): whole documents in a seeded order, the last one cut to the budget
+    (`select_spans`; its bytes are then those of the decoded prefix).
     """
     from llmpipe.data.tokens import open_tokens
 
@@ -127,19 +153,22 @@ def evaluate_sources(model: Transformer, token_dirs: dict[str, Path], tokenizer,
         ids = table.column("id").to_pylist()
         nbytes = table.column("utf8_bytes").to_numpy()
         lengths = np.diff(tf.offsets.astype(np.int64))
-        budget = 0 if max_tokens <= 0 else max(1, round(max_tokens * len(tf.tokens) / max(total_tokens, 1)))
-        pick = select_docs(ids, lengths, budget, seed)
+        budget = source_budget(max_tokens, len(tf.tokens), total_tokens, min_source_tokens)
+        pick, used = select_spans(ids, lengths, budget, seed)
+        doc_bytes = nbytes[pick].astype(np.int64)
+        for k in np.flatnonzero(used < lengths[pick]).tolist():   # a cut document: its prefix's bytes
+            doc_bytes[k] = len(tokenizer.decode(np.asarray(tf.doc(int(pick[k])))[: used[k]].tolist()).encode("utf-8"))
         nll = 0.0
         for lo in range(0, len(pick), DOCS_PER_CHUNK):  # bounded memory: windows of a chunk only
-            docs = [tf.doc(int(i)) for i in pick[lo:lo + DOCS_PER_CHUNK]]
+            docs = [np.asarray(tf.doc(int(i)))[: int(u)] for i, u in
+                    zip(pick[lo:lo + DOCS_PER_CHUNK], used[lo:lo + DOCS_PER_CHUNK])]
             nll += float(doc_nll(model, docs, tokenizer.eos_id, batch_size, progress=True).sum())
         if not math.isfinite(nll):
             from llmpipe.train.sampling import NonFiniteModel
             raise NonFiniteModel(f"source {src} ({token_dirs[src]}): the model's summed log-likelihood of "
                                  f"the val documents is {nll} (its logits overflow): the model is broken; "
                                  "retrain it (`dvc repro -f train`)")
-        t = Tally(nll=nll, tokens=int(lengths[pick].sum()), bytes=int(nbytes[pick].sum()),
-                  docs=len(pick))
+        t = Tally(nll=nll, tokens=int(used.sum()), bytes=int(doc_bytes.sum()), docs=len(pick))
         per_source[src] = t.metrics()
         overall += t
         log.info("%s: %s docs, %s tokens, bits/byte %.4f", src, f"{t.docs:,}", f"{t.tokens:,}",
@@ -242,7 +271,7 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     torch.manual_seed(p.seed)
     with Timer() as t:
         metrics = evaluate_sources(model, token_dirs, tok, max_tokens=p.max_tokens, seed=p.seed,
-                                   batch_size=p.batch_size)
+                                   batch_size=p.batch_size, min_source_tokens=p.min_source_tokens)
         if p.texts:  # held-out texts as streams, beside the per-source figures
             from llmpipe.eval.stream import score_texts
             metrics["texts"] = score_texts(model, tok, p.texts, stride=p.stride, batch_size=p.batch_size)

@@ -5,8 +5,12 @@ Layout of one checkpoint, `CKPT_DIR/step_00000120/` (written as a temp dir, rena
     ema.safetensors     EMA weights, when train.ema > 0
     state.safetensors   optimizer tensors (`optimizer.{param index}.{name}`), RNG states (`rng.{name}`)
     state.json          optimizer param groups, sampler, counters, spike history: plain JSON
-    meta.json           step, tokens_seen, fingerprint and its parts, `files` (the sha256 of every
-                        other file) and `meta_sha256` (of meta.json's other keys); written last
+    meta.json           step, tokens_seen, fingerprint and its parts, the world size and parallel
+                        mode that wrote it, `files` (the sha256 of every other file) and
+                        `meta_sha256` (of meta.json's other keys); written last
+
+Tensors are always full (an FSDP run gathers its shards first, llmpipe.train.parallel), so a
+checkpoint does not depend on how many processes wrote it or how they split the model.
 
 Every byte of a checkpoint is a function of the training state: no clock, no random ids, so two
 runs with the same inputs write identical checkpoints (wall-clock spend lives in the uncached
@@ -61,10 +65,12 @@ def data_identity(data_meta: dict) -> dict:
             "train_sha256": {k: f.get("sha256") for k, f in sorted(files.items())}}
 
 
-def fingerprint(data_meta: dict, cfg, tp, world: int, precision: str, device_type: str) -> tuple[str, dict]:
+def fingerprint(data_meta: dict, cfg, tp, precision: str, device_type: str) -> tuple[str, dict]:
     """Resume only when everything that shapes the weights' trajectory is the same (`cfg` a
     ModelConfig, `tp` TrainParams); the resolved precision and device type count
-    (`precision: auto` is fp32 on CPU but bf16 on CUDA). With `train.on_new_data: continue` the
+    (`precision: auto` is fp32 on CPU but bf16 on CUDA). The world size and `train.parallel` do
+    not: the global batch is the same at any world size and a checkpoint holds full tensors, so
+    a run resumes on more or fewer processes, or in the other mode (bitwise only on the same). With `train.on_new_data: continue` the
     data part is only what the weights must agree with (token dtype, vocab, tokenizer), so a run
     resumes on a grown mix (README "Adding data while a model trains")."""
     ident_of = data_identity(data_meta)
@@ -74,7 +80,7 @@ def fingerprint(data_meta: dict, cfg, tp, world: int, precision: str, device_typ
     ident = json.dumps(ident_of, sort_keys=True).encode()
     parts = {"data": hashlib.sha256(ident).hexdigest(),
              "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
-             "world": world, "precision": precision, "device_type": device_type}
+             "precision": precision, "device_type": device_type}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 
 

@@ -62,6 +62,14 @@ class TrainParams(Section):
     ema: float = 0.0
     """EMA decay of the weights (e.g. 0.999); 0 -> off. With EMA the final model is the EMA."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes (`accelerate launch` / `torchrun`): `ddp` replicates the model and
+    optimizer on every device; `fsdp` shards parameters, gradients and AdamW state (FSDP2
+    `fully_shard` per block + root). One process runs unwrapped either way; not in the resume
+    fingerprint (a checkpoint of either mode, at any world size, resumes in the other)."""
+    dist_timeout_s: Optional[int] = None
+    """Seconds a collective (a barrier while rank 0 writes a checkpoint, an all-gather) may wait
+    for the other processes before the run fails; null -> torch's default (30 minutes)."""
     eval_every: int = 25
     eval_batches: int = 4
     ckpt_every: int = 25
@@ -91,7 +99,7 @@ class TrainParams(Section):
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",
                   "ckpt_every", "keep_ckpts", "log_every", "spike_window", "overfit_steps",
-                  "max_steps"):
+                  "max_steps", "dist_timeout_s"):
             check_positive(getattr(self, k), k)
         for k in ("warmup", "weight_decay", "grad_clip", "spike_sigma", "sample_tokens"):
             check_nonneg(getattr(self, k), k)
@@ -115,7 +123,8 @@ class CostParams(Section):
     """Dollars per device-hour."""
     max_cost: float = 1.0
     """Dollars; a projection above it refuses to start, measured spend reaching it stops the run."""
-    num_devices: int = 1
+    num_devices: Optional[int] = None
+    """Devices billed; null -> the run's process count (its world size). A number must equal it."""
     require_benchmark: bool = True
     """Fail closed without a matching runs/throughput.json (false: warn and skip the gate)."""
 

@@ -5,8 +5,14 @@ Warm-up steps (kernel selection, torch.compile), then `windows` windows of `step
 since single timings are noisy. MFU = tokens/s x FLOPs per token / peak FLOP/s, the peak being
 the datasheet dense bf16 figure for known GPUs and a measured large matmul on CPU.
 
+Under `accelerate launch` / `torchrun` it measures the configured parallel mode
+(`train.parallel`: DDP's all-reduce or FSDP2's all-gathers and reduce-scatters) at that world
+size: each process steps on its own random tokens and the record is rank 0's per-device
+tokens/s (rank 0 writes it). One process runs unwrapped, as `train` does.
+
 `cost.signature()` is what the cost gate compares: a throughput measured for another model,
-micro-batch, context, precision, compile setting or device does not price this run.
+micro-batch, context, precision, compile setting, device, parallel mode or process count does
+not price this run.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from llmpipe.train.model import ModelConfig, Transformer, model_config, param_co
 from llmpipe.params import BenchParams, TrainParams
 from llmpipe.train.cost import signature
 from llmpipe.train.optim import make_optimizer
+from llmpipe.train.parallel import mode, scalar, shard, world_info
 
 PACKAGES = ["torch", "numpy", "dvc", "dvclive", "accelerate", "safetensors", "sentencepiece",
             "pyarrow", "datasketch", "transformers", "triton", "llmpipe"]
@@ -36,24 +43,33 @@ PACKAGES = ["torch", "numpy", "dvc", "dvclive", "accelerate", "safetensors", "se
 
 def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
               device: torch.device, bp: BenchParams, seed: int = 0,
-              tp: TrainParams | None = None) -> dict[str, Any]:
-    """Measure training throughput; returns the throughput record (see module docstring)."""
+              tp: TrainParams | None = None, parallel: str = "ddp") -> dict[str, Any]:
+    """Measure training throughput; returns the throughput record (see module docstring).
+    `parallel` (train.parallel) applies when a process group of several processes is up."""
+    rank, world = world_info()
+    how = mode(parallel, world)
     torch.manual_seed(seed)
     configure_matmul(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model = Transformer(cfg).to(device)
-    opt = make_optimizer(model, tp or TrainParams(), device)
-    step_model = torch.compile(model) if compile else model
+    if how == "fsdp":
+        step_model = shard(model, device)
+    elif how == "ddp":
+        step_model = torch.nn.parallel.DistributedDataParallel(model)
+    else:
+        step_model = model
+    opt = make_optimizer(model, tp or TrainParams(), device)  # over what runs (FSDP: the shards)
+    step_model = torch.compile(step_model) if compile else step_model
     B, T = micro_batch, cfg.context
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed + rank)
 
     def step() -> None:
         x = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=gen, device=device)
         with autocast(device, precision):
             _, loss = step_model(x[:, :-1], targets=x[:, 1:], return_logits=False)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scalar(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # a sync, as train's log reads it
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -82,9 +98,11 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
     else:  # process peak RSS (Linux reports KiB)
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "signature": signature(cfg, micro_batch, precision, compile, device),
+        "signature": signature(cfg, micro_batch, precision, compile, device, how, world),
         "params": param_counts(cfg),
         "tokens_per_step": B * T,
+        "processes": world,
+        "tokens_per_s_all_devices": tps * world,
         "tokens_per_s": tps,
         "tokens_per_s_windows": window_tps,
         "step_time_s": statistics.median(window_step),
@@ -169,12 +187,17 @@ def measure(mp, tp, bp, vocab_size: int) -> tuple[dict[str, Any], dict[str, Any]
     cfg = model_config(mp, vocab_size)
     device = resolve_device(tp.device)
     precision = resolve_precision(tp.precision, device)
-    rec = run_bench(cfg, tp.micro_batch, precision, tp.compile, device, bp, seed=tp.seed)
+    from accelerate import PartialState
+
+    PartialState(cpu=device.type == "cpu")  # joins the launcher's process group (if any), as train does
+    rec = run_bench(cfg, tp.micro_batch, precision, tp.compile, device, bp, seed=tp.seed, parallel=tp.parallel)
     return rec, env_info(device)
 
 
 def summary_line(preset: str, rec: dict[str, Any]) -> str:
     """The bench stage's one-line summary."""
-    return (f"bench: {preset} on {rec['signature']['device_name']} ({rec['signature']['precision']}): "
+    sig = rec["signature"]
+    return (f"bench: {preset} on {sig['processes']} x {sig['device_name']} ({sig['precision']}, "
+            f"{sig['parallel']}): "
             f"{n(round(rec['tokens_per_s']))} tokens/s, {rec['step_time_s']:.3f} s/step, MFU "
             f"{100 * rec['mfu']:.1f}% of {rec['peak_flops'] / 1e9:.1f} GFLOP/s ({rec['peak_source']})")

@@ -1,18 +1,21 @@
-"""The training loop: cost-gated, checkpointed, resumable, single process or DDP via accelerate.
+"""The training loop: cost-gated, checkpointed, resumable; one process, DDP or FSDP2
+(`train.parallel`, llmpipe.train.parallel) under `accelerate launch` / `torchrun`.
 
 Order of a run (`train()`):
  1. config: model shape from `model.*` + the tokenizer's vocab; batch plan from `train.*`
     (sequences per step = batch_tokens / context = world x accumulation x micro_batch, exact).
  2. cost gate (llmpipe.train.cost) before anything is written.
  3. resume: the newest intact checkpoint (hashes verified, weights finite; damaged ones are
-    reported by path and skipped) is loaded when its fingerprint (data + model + trajectory
-    params + world size) matches; a mismatch starts fresh and says which part changed.
+    reported by path and skipped) is chosen when its fingerprint (data + model + trajectory
+    params) matches; a mismatch starts fresh and says which part changed. The world size and
+    parallel mode are not in it: a checkpoint holds full tensors and resumes on any.
  4. overfit sanity check on one micro-batch (fresh runs, switchable), on a copy of the model.
- 5. steps: accumulate micro-batches (DDP syncs only on the last), all-reduce loss and token
+ 5. wrap (DDP or FSDP2 shards), build AdamW and the EMA over what runs, load the checkpoint.
+ 6. steps: accumulate micro-batches (gradients synced only on the last), all-reduce loss and token
     counts, stop on a non-finite loss, skip spikes, clip, AdamW, EMA; log to DVCLive, eval on
     fixed val batches, greedy samples, checkpoint every `ckpt_every`, stop at a checkpoint when
     the measured spend reaches `cost.max_cost`.
- 6. final checks (finite weights, finite val loss on the fixed val batches), then the weights +
+ 7. final checks (finite weights, finite val loss on the fixed val batches), then the weights +
     config.json (llmpipe.train.model.save_model), cost.json and timing.json.
 
 Every output except timing.json is a function of the inputs and params: no clock reading or
@@ -23,21 +26,21 @@ from __future__ import annotations
 from llmpipe.core.errors import UserError
 
 import contextlib
-import copy
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from llmpipe.train import checkpoint as ckpt
+from llmpipe.train import parallel
 from llmpipe.core.atomic import write_json
 from llmpipe.data.tokenizer import read_info
 from llmpipe.train.model import model_config
-from llmpipe.train.cost import gate, signature, spent
+from llmpipe.train.cost import devices, gate, signature, spent
 from llmpipe.train.device import autocast, configure_matmul, resolve_device, resolve_precision
 from llmpipe.train.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.core.log import get_logger, n
@@ -94,14 +97,20 @@ class Trainer:
         self.paths, self.tp, self.cp = paths, tp, cp
         self.device = resolve_device(tp.device)
         configure_matmul(self.device)  # the same kernels bench measured
-        self.acc = Accelerator(cpu=self.device.type == "cpu")
+        handlers = []
+        if tp.dist_timeout_s is not None:  # README "Troubleshooting NCCL"
+            import datetime
+
+            from accelerate import InitProcessGroupKwargs
+
+            handlers.append(InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=tp.dist_timeout_s)))
+        self.acc = Accelerator(cpu=self.device.type == "cpu", kwargs_handlers=handlers)
         self.main = self.acc.is_main_process
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if not self.main:  # one copy of every log line
             logging.getLogger("llmpipe").setLevel(logging.WARNING)
-        if self.world != cp.num_devices:
-            log.warning("running on %d processes but cost.num_devices is %d: the cost gate prices %d",
-                        self.world, cp.num_devices, cp.num_devices)
+        self.devices = devices(cp, self.world)  # cost gate and spend price the real world size
+        self.mode = parallel.mode(tp.parallel, self.world)
         self.precision = resolve_precision(tp.precision, self.device)
         tok = read_info(paths.tokenizer)
         self.meta = read_data_meta(paths.data)
@@ -111,8 +120,7 @@ class Trainer:
                              f"{paths.tokenizer}; rerun `dvc repro mix`")
         self.cfg = model_config(mp, tok["vocab_size"])
         self.plan = batch_plan(tp, self.cfg.context, self.world)
-        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.world, self.precision,
-                                             self.device.type)
+        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.precision, self.device.type)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -120,18 +128,16 @@ class Trainer:
         pc = param_counts(cfg)
         log.info("model %s: %s params (%s non-embedding), %s FLOPs/token", cfg.to_dict(), n(pc["total"]),
                  n(pc["non_embedding"]), n(flops_per_token(cfg)))
-        log.info("batch: %s tokens/step = %d procs x %d accum x %d seqs x %d context; %s steps for "
-                 "train.tokens %s (%s tokens)", n(tp.batch_tokens), self.world, self.plan["accum"],
+        log.info("batch: %s tokens/step = %d procs (%s) x %d accum x %d seqs x %d context; %s steps for "
+                 "train.tokens %s (%s tokens)", n(tp.batch_tokens), self.world, self.mode, self.plan["accum"],
                  tp.micro_batch, cfg.context, n(self.plan["total_steps"]), n(tp.tokens),
                  n(self.plan["total_steps"] * tp.batch_tokens))
         # Price what will run: whole batches (train.tokens rounds up), at most train.max_steps.
         steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
-        self.projection = gate(steps * tp.batch_tokens, self.paths.throughput,
-                               signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device), self.cp)
+        sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world)
+        self.projection = gate(steps * tp.batch_tokens, self.paths.throughput, sig, self.cp, self.devices)
         torch.manual_seed(tp.seed)
-        self.model = Transformer(cfg).to(self.device)
-        self.opt = make_optimizer(self.model, tp, self.device)
-        self.ema = EMA(self.model, tp.ema) if tp.ema > 0 else None
+        self.model = Transformer(cfg).to(self.device)  # the same init on every process
         self.windows = TokenWindows(self.paths.data / "train.bin", self.meta["dtype"], cfg.context,
                                     self.plan["seqs_per_step"], tp.seed)
         val = TokenWindows(self.paths.data / "val.bin", self.meta["dtype"], cfg.context, 1, tp.seed)
@@ -140,7 +146,8 @@ class Trainer:
         self.step, self.tokens_seen, self.spikes, self.hist, self.seconds = 0, 0, 0, [], 0.0
         self.ckpt_seconds: dict[int, float] = {}  # spend when each checkpoint was written
         self.tps_log: list[list[float]] = []  # [step, tokens/s] at each log step (timing.json)
-        resumed = self.resume()
+        found = self.resume()
+        resumed = found is not None
         if self.main:
             self.paths.out.mkdir(parents=True, exist_ok=True)
             if self.projection is not None:
@@ -151,7 +158,15 @@ class Trainer:
                                         tp.overfit_steps, tp.overfit_max_ratio, self.device, self.precision,
                                         min_drop=tp.overfit_min_drop)
             log.info("overfit check passed: loss %.3f -> %.3f in %d steps", first, last, tp.overfit_steps)
-        self.fwd = self.acc.prepare_model(self.model)
+        if self.mode == "fsdp":  # in place: parameters become DTensor shards, forward all-gathers
+            self.fwd = parallel.shard(self.model, self.device)
+        else:
+            self.fwd = self.acc.prepare_model(self.model)  # DDP wrapper (the module itself at world 1)
+        # AdamW and the EMA over the parameters that run (FSDP: shards), then the checkpoint
+        self.opt = make_optimizer(self.model, tp, self.device)
+        self.ema = EMA(self.model, tp.ema) if tp.ema > 0 else None
+        if found is not None:
+            self.load(*found)
         if tp.compile:
             self.fwd = torch.compile(self.fwd)
         self.live = self.open_live(resumed) if self.main else None
@@ -165,9 +180,24 @@ class Trainer:
 
         return Live(dir=str(self.paths.live), dvcyaml=False, resume=resumed, report=None, save_dvc_exp=False)
 
-    def resume(self) -> bool:
-        """Load the newest intact checkpoint (hashes verified, weights finite); a damaged one is
-        reported by path and skipped for the next older one; none left -> fresh start."""
+    def resume(self) -> Optional[tuple[Path, dict]]:
+        """(path, contents) of the newest intact checkpoint (hashes verified, weights finite); a
+        damaged one is reported by path and skipped for the next older one; None: fresh start.
+        Every process must choose the same one (multi-node: `runs/train` on a shared path)."""
+        found = self.find_checkpoint()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            step = 0 if found is None else int(found[1]["state"]["step"])
+            t = torch.tensor([step, -step], dtype=torch.int64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if int(t[0]) != -int(t[1]):
+                raise UserError(f"the processes found different checkpoints in {self.paths.ckpt} (steps "
+                                f"{-int(t[1])} to {int(t[0])}; this is process {self.rank}): every node must "
+                                "see the same run directory (put it on a shared filesystem for multi-node runs)")
+        return found
+
+    def find_checkpoint(self) -> Optional[tuple[Path, dict]]:
         damaged = []
         for path in reversed(ckpt.list_checkpoints(self.paths.ckpt)):
             try:
@@ -182,14 +212,13 @@ class Trainer:
                 log.warning("checkpoint %s; skipped", e)
                 damaged.append(path.name)
                 continue
-            self.load(path, c)
-            return True
+            return path, c
         if damaged:
             log.warning("starting fresh: no intact checkpoint in %s (damaged: %s)", self.paths.ckpt,
                         ", ".join(damaged))
-        return False
+        return None
 
-    def fresh_start(self, path: Path, meta: dict) -> bool:
+    def fresh_start(self, path: Path, meta: dict) -> None:
         old = meta.get("fingerprint_parts", {})
         changed = [k for k in self.fp_parts if old.get(k) != self.fp_parts[k]]
         log.warning("starting fresh: checkpoint %s was made with different %s", path.name,
@@ -197,14 +226,15 @@ class Trainer:
         self.acc.wait_for_everyone()
         if self.main:
             ckpt.clear(self.paths.ckpt)
-        return False
+        return None
 
     def load(self, path: Path, c: dict) -> None:
-        self.model.load_state_dict(c["model"])
+        """Full tensors from the checkpoint; under FSDP each process keeps its own shard."""
+        self.model.load_state_dict(parallel.shard_state(c["model"], self.model.state_dict()))
         s = c["state"]
-        self.opt.load_state_dict(s["optimizer"])
+        self.opt.load_state_dict(parallel.shard_optimizer(s["optimizer"], self.opt))
         if self.ema is not None:
-            self.ema.load_state_dict(c["ema"])
+            self.ema.load_state_dict(parallel.shard_state(c["ema"], self.ema.state_dict()))
         ckpt.set_rng_state(s["rng"], self.device)
         self.step, self.tokens_seen, self.spikes = int(s["step"]), int(s["tokens_seen"]), int(s["spikes"])
         self.hist = [float(v) for v in s["hist"]]
@@ -217,6 +247,10 @@ class Trainer:
             ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
         log.info("resumed from %s: step %s, %s tokens seen", path.name, n(self.step), n(self.tokens_seen))
         old = c.get("meta") or {}
+        if old.get("world", self.world) != self.world or old.get("parallel", self.mode) != self.mode:
+            log.info("%s was saved by %d process(es) (%s), resumed on %d (%s): same global batch, so the "
+                     "same trajectory up to float reduction order", path.name, old.get("world"),
+                     old.get("parallel"), self.world, self.mode)
         if old.get("data") not in (None, self.data_digest()):  # train.on_new_data: continue
             log.warning("resuming on new data (train.on_new_data: continue): %s was made on a mix of %s train "
                         "tokens, data/mix now has %s; the %s tokens seen stay counted and the remaining %s "
@@ -234,31 +268,47 @@ class Trainer:
         return hashlib.sha256(_json.dumps(ckpt.data_identity(self.meta), sort_keys=True).encode()).hexdigest()
 
     # ------------------------------------------------------------------ loop pieces
+    def any_rank(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on any."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        return bool(self.acc.reduce(t, reduction="sum").item())
+
     def save(self) -> None:
-        bad = nonfinite(self.model.state_dict()) + nonfinite(self.ema.state_dict() if self.ema else {})
-        if bad:  # every rank holds the same weights, so every rank stops here
-            raise TrainingStopped(f"non-finite weights (NaN or inf) in {bad[0]} at step {self.step}; stopped "
+        """Checkpoint: every process joins the gathers (FSDP shards -> full tensors), rank 0 writes."""
+        local = {k: parallel.local(v) for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            local.update({f"ema.{k}": parallel.local(v) for k, v in self.ema.state_dict().items()})
+        bad = nonfinite(local)
+        if self.any_rank(bool(bad)):  # under FSDP each process sees only its shards
+            where = bad[0] if bad else "a parameter shard of another process"
+            raise TrainingStopped(f"non-finite weights (NaN or inf) in {where} at step {self.step}; stopped "
                                   f"without checkpointing them, keeping the last good checkpoint in "
                                   f"{self.paths.ckpt}. Lower train.lr or raise train.warmup")
+        model_state = parallel.gather(self.model.state_dict(), self.main)
+        ema_state = parallel.gather(self.ema.state_dict(), self.main) if self.ema else None
+        opt_state = parallel.gather_optimizer(self.opt.state_dict(), self.main)
         self.acc.wait_for_everyone()
         if self.main:
-            state = {"optimizer": self.opt.state_dict(), "rng": ckpt.rng_state(self.device),
+            state = {"optimizer": opt_state, "rng": ckpt.rng_state(self.device),
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
                      "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
             meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts,
-                    "data": self.data_digest(), "train_tokens_available": self.train_available()}
+                    "data": self.data_digest(), "train_tokens_available": self.train_available(),
+                    "world": self.world, "parallel": self.mode}
             self.ckpt_seconds[self.step] = self.seconds
             self.write_timing()  # first: a kill right after the checkpoint still finds its spend
-            ckpt.save_checkpoint(self.paths.ckpt, self.step, self.model.state_dict(), state, meta,
-                                 self.ema.state_dict() if self.ema else None, keep=self.tp.keep_ckpts)
+            ckpt.save_checkpoint(self.paths.ckpt, self.step, model_state, state, meta, ema_state,
+                                 keep=self.tp.keep_ckpts)
         self.acc.wait_for_everyone()
 
     def write_timing(self) -> None:
         """runs/train/timing.json: spend and throughput, the run's only wall-clock output."""
         ckpt.write_timing(self.paths.timing, self.fp, self.paths.ckpt, self.ckpt_seconds, {
             "seconds": self.seconds, "actual_hours": self.seconds / 3600,
-            "actual_cost": spent(self.seconds, self.cp), "hourly_rate": self.cp.hourly_rate,
-            "num_devices": self.cp.num_devices, "tokens_per_s_log": self.tps_log,
+            "actual_cost": spent(self.seconds, self.cp, self.devices), "hourly_rate": self.cp.hourly_rate,
+            "num_devices": self.devices, "parallel": self.mode, "tokens_per_s_log": self.tps_log,
             "tokens_per_s": self.tps_log[-1][1] if self.tps_log else None})
 
     def train_step(self) -> tuple[torch.Tensor, float]:
@@ -271,7 +321,12 @@ class Trainer:
         for m in range(accum):
             x, y = self.windows.micro_batch(self.step, m, self.rank, self.world, tp.micro_batch)
             sync = m == accum - 1 or self.world == 1
-            with (contextlib.nullcontext() if sync else self.acc.no_sync(self.fwd)), autocast(self.device, self.precision):
+            no_sync = contextlib.nullcontext()
+            if self.mode == "fsdp":  # reduce-scatter only after the last micro-batch
+                self.model.set_requires_gradient_sync(sync)
+            elif not sync:
+                no_sync = self.acc.no_sync(self.fwd)
+            with no_sync, autocast(self.device, self.precision):
                 _, loss = self.fwd(x.to(self.device), targets=y.to(self.device), return_logits=False)
                 (loss / accum).backward()
             stats += torch.tensor([loss.item(), x.numel()], dtype=torch.float64)
@@ -281,6 +336,7 @@ class Trainer:
         return stats, lr
 
     def log_samples(self) -> None:
+        """Greedy samples; under FSDP every process runs them (each forward all-gathers), rank 0 writes."""
         from llmpipe.data.tokenizer import load
 
         tok = load(self.paths.tokenizer)
@@ -289,6 +345,8 @@ class Trainer:
             # documents start after EOS (token files, eval and `llmpipe generate` prompt the same way)
             ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id)
             lines.append(f"{p!r} -> {tok.decode(ids)!r}\n")
+        if not self.main:
+            return
         with open(self.paths.out / "samples.txt", "a", encoding="utf-8") as f:
             f.write("".join(lines) + "\n")
 
@@ -312,7 +370,7 @@ class Trainer:
                 log.warning("loss spike %.3f at step %d: update skipped (%d so far)", loss, self.step, self.spikes)
             else:
                 params = self.model.parameters()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tp.grad_clip or float("inf")))
+                grad_norm = parallel.scalar(torch.nn.utils.clip_grad_norm_(params, tp.grad_clip or float("inf")))
                 self.opt.step()
                 if self.ema is not None:
                     self.ema.update(self.model)
@@ -334,17 +392,15 @@ class Trainer:
                          grad_norm, n(round(tps)))
             if self.step % tp.eval_every == 0 or self.step == last:
                 metrics["val/loss"] = evaluate(self.model, self.val_batches, self.device, self.precision)
-                if self.main:
+                if self.main or self.mode == "fsdp":
                     self.log_samples()
             if self.live is not None and metrics:
                 self.live.step = self.step
                 for k, v in metrics.items():
                     self.live.log_metric(k, v)
                 self.live.next_step()
-            over = spent(self.seconds, self.cp) >= self.cp.max_cost and self.projection is not None
-            if self.world > 1:  # rank 0's clock decides for everyone
-                flag = torch.tensor([float(over and self.main)], device=self.device)
-                over = bool(self.acc.reduce(flag, reduction="sum").item())
+            over = spent(self.seconds, self.cp, self.devices) >= self.cp.max_cost and self.projection is not None
+            over = self.any_rank(over and self.main)  # rank 0's clock decides for everyone
             if self.step % tp.ckpt_every == 0 or over or self.step == last:
                 self.save()
             if over:
@@ -360,14 +416,21 @@ class Trainer:
         """Check the final model (finite weights, finite val loss) on every rank, then write it."""
         result = {"steps": self.step, "total_steps": self.plan["total_steps"], "tokens_seen": self.tokens_seen,
                   "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes}
-        final = copy.deepcopy(self.model)
-        if self.ema is not None:
-            final.load_state_dict(self.ema.state_dict())
         what = f"the final model ({'EMA' if self.ema else 'weights'} at step {self.step})"
-        bad = nonfinite(final.state_dict())
-        val = float("nan") if bad else evaluate(final, self.val_batches, self.device, self.precision)
+        state = parallel.gather(self.ema.state_dict() if self.ema else self.model.state_dict(), self.main)
+        bad, val = [], float("nan")
+        if self.main:  # one full copy, on rank 0: the model file is written from it
+            with torch.random.fork_rng(devices=[]):  # its init must not move the RNG
+                final = Transformer(self.cfg).to(self.device)
+            final.load_state_dict(state)
+            bad = nonfinite(final.state_dict())
+            val = float("nan") if bad else evaluate(final, self.val_batches, self.device, self.precision)
+        if self.world > 1:  # everyone stops, or nobody
+            t = torch.tensor([val if self.main else 0.0], dtype=torch.float64, device=self.device)
+            val = float(self.acc.reduce(t, reduction="sum").item())
         if not math.isfinite(val):
-            why = f"holds NaN or inf in {bad[0]}" if bad else f"gives a non-finite val loss ({val})"
+            why = (f"holds NaN or inf in {bad[0]}" if bad else f"gives a non-finite val loss ({val})") \
+                if self.main else "is not finite (see process 0)"
             raise TrainingStopped(f"{what} {why}; no model written. Its weights are broken: delete "
                                   f"{self.paths.ckpt} to start fresh, or lower train.lr")
         if self.main:

@@ -10,7 +10,9 @@ NAME.parquet, one row per input document, input order kept:
     <signal>         int64 | float64, every signal of `signals.signal_types(kind)`
     exact_hash       string  `minhash.exact_hash` of the cleaned text (hex)
 and NAME.minhash.npy, (rows, num_perm) uint32: `minhash.signatures` of the cleaned texts (a
-plain .npy, so dedup reads the rows it verifies by memory map). A shard is recleaned only when
+plain .npy, so dedup reads the rows it verifies by memory map), and NAME.canon.npy, the same
+shape: `canonical.signatures` of the raw texts (after `max_doc_chars`), the kind-independent view
+dedup compares across sources. A shard is recleaned only when
 its input, the clean params, its kind, the three dedup keys that shape signatures or the code
 changed; the others are reused as they are.
 No thresholds are applied here: `rules.py` (the `filter` stage) reads these columns.
@@ -35,7 +37,7 @@ from llmpipe.core import workers
 from llmpipe.core.atomic import atomic_path
 from llmpipe.core.errors import UserError
 from llmpipe.core.log import n
-from llmpipe.data import kinds, minhash
+from llmpipe.data import canonical, kinds, minhash
 from llmpipe.data.table import DOC_SCHEMA, TableWriter, num_rows, read_batches
 from llmpipe.data.clean import quality, signals
 
@@ -90,9 +92,11 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
     cols: dict[str, list] = {"chars_raw": [], "text": []}
     cols.update({f"removed_{c}": [] for c in cleaner_names(kind)})
     cols.update({k: [] for k in names})
+    limited = []
     for raw in texts:
         cols["chars_raw"].append(len(raw))
         raw, cut = limit_length(raw, params)  # what the cleaners and signals see
+        limited.append(raw)
         text, removed = clean_text(raw, kind, params)
         cols["text"].append(text)
         cols[f"removed_{LONG_DOC}"].append(cut)
@@ -102,6 +106,7 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
             cols[k].append(v)
     # one normalisation per text for both the exact hash and the signature (N, num_perm)
     cols["exact_hash"], cols["minhash"] = minhash.hashes_and_signatures(cols["text"], ngram, num_perm, seed)
+    cols["canon"] = canonical.signatures(limited, ngram, num_perm, seed)
     return cols
 
 
@@ -117,15 +122,16 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
                 seed: int, jobs: int | None = None, *, minhash: str | Path | None = None,
-                pool=None) -> dict:
+                canon: str | Path | None = None, pool=None) -> dict:
     """Clean `src` (Document table) into `dst` (and the signatures into `minhash`, a .npy; default
-    beside dst); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
+    beside dst; the canonical ones into `canon`, default NAME.canon.npy beside dst); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
     `params.max_doc_chars`, characters cut). `pool`: a worker pool to use (else one of `jobs`)."""
     jobs = workers.resolve(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
     rows = num_rows(src)
     minhash = Path(minhash) if minhash else Path(dst).with_suffix(".minhash.npy")
+    canon = Path(canon) if canon else Path(dst).with_suffix(".canon.npy")
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
     stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0, "jobs": jobs}
     own = pool is None and jobs > 1
@@ -134,9 +140,11 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
         # the signatures as plain writes (header, then each batch), never a memory map: a store
         # into a mapped page of a full disk is a SIGBUS, a write() is an ENOSPC we can report
         with TableWriter(dst, schema) as w, atomic_path(minhash) as sig_tmp, open(sig_tmp, "wb") as sig, \
+                atomic_path(canon) as canon_tmp, open(canon_tmp, "wb") as csig, \
                 tqdm(total=rows, unit="doc", desc=f"clean {kind}", disable=None) as bar:
-            np.lib.format.write_array_header_1_0(sig, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")),
-                                                       "fortran_order": False, "shape": (rows, num_perm)})
+            for f in (sig, csig):
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")),
+                                                         "fortran_order": False, "shape": (rows, num_perm)})
             pending: collections.deque = collections.deque()
 
             def drain(limit: int) -> None:
@@ -144,6 +152,7 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                     docs, res = pending.popleft()
                     cols = res.get() if pool else res
                     sig.write(np.ascontiguousarray(cols["minhash"], dtype="<u4").tobytes())
+                    csig.write(np.ascontiguousarray(cols["canon"], dtype="<u4").tobytes())
                     w.write(_to_batch(docs, cols, schema))
                     stats["docs"] += docs.num_rows
                     stats["chars_raw"] += sum(cols["chars_raw"])
@@ -205,8 +214,9 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                 if pool is None and jobs > 1:
                     pool = make_pool(jobs)
                 st = clean_table(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", kind, params, ngram,
-                                 num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy", pool=pool)
-                d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy"],
+                                 num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy",
+                                 canon=d.tmp / f"{name}.canon.npy", pool=pool)
+                d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy", f"{name}.canon.npy"],
                       shards=[{"name": name, "docs": st["docs"]}], stats={k: st[k] for k in SUM_KEYS})
             stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}
             stats["jobs"] = jobs

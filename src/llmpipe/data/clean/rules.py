@@ -21,6 +21,7 @@ from __future__ import annotations
 from llmpipe.core.errors import UserError
 
 import contextlib
+from pathlib import Path
 import dataclasses
 from dataclasses import dataclass
 
@@ -42,7 +43,12 @@ GLOBAL_FAMILIES = {
                 "boilerplate_line_ratio"),
     "english": ("stopword_ratio", "gopher_stopwords"),
     "repetition": ("dup_", "top_"),
+    "learned": ("quality_score",),
+    "contamination": ("eval_ngrams",),
 }
+SCORE = "quality_score"  # signals `quality@SRC` stores beside the clean shard (NAME.npy, NAME.eval.npy)
+EVAL = "eval_ngrams"
+EXTERNAL = {SCORE: ".npy", EVAL: ".eval.npy"}
 
 
 def family(rule: "Rule") -> str:
@@ -149,12 +155,20 @@ class Tally:
 REASONS_KEY = "reasons"
 
 
-def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 65536) -> dict:
+def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 65536, scores=None) -> dict:
     """Apply the rules for `kind` to clean table `src`; write the reason codes to `dst` (.npy,
     int16, one per row) and, with `filter_params.keep_rejects` and a `rejects` path, the rejected
-    rows with their reason. Returns the report (`Tally.report`)."""
+    rows with their reason. `scores`: the shard's `quality@SRC` file, read as the signal
+    `quality_score` when a rule needs it. Returns the report (`Tally.report`)."""
     rules = rules_for(filter_params, kind)
     schema = pq.read_schema(src)
+    external = {}
+    for sig in sorted(set(EXTERNAL) & set(signal_columns(rules))):
+        if scores is None:
+            raise UserError(f"{src}: the {sig} rule needs the quality@SRC outputs; run filter with "
+                            "--quality data/quality/SRC")
+        external[sig] = scores_of(Path(scores).with_suffix(EXTERNAL[sig]), pq.ParquetFile(src).metadata.num_rows)
+        schema = schema.append(pa.field(sig, pa.from_numpy_dtype(external[sig].dtype)))
     check_columns(rules, schema.names, str(src))
     cleaners = [c[len("removed_"):] for c in schema.names if c.startswith("removed_")]
     need = sorted({*signal_columns(rules), "chars", "chars_raw", *(f"removed_{c}" for c in cleaners)})
@@ -165,7 +179,14 @@ def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 
     codes = []
     rej_writer = TableWriter(rejects, rej_schema) if keep_rejects else contextlib.nullcontext()
     with rej_writer as rej:
-        for batch in read_batches(src, columns=None if keep_rejects else need, batch_size=batch_size):
+        row = 0
+        for batch in read_batches(src, columns=None if keep_rejects else [c for c in need if c not in external],
+                                  batch_size=batch_size):
+            if external:
+                batch = pa.RecordBatch.from_arrays(
+                    [*batch.columns, *(pa.array(a[row:row + batch.num_rows]) for a in external.values())],
+                    names=[*batch.schema.names, *external])
+                row += batch.num_rows
             code = apply_rules(batch, rules)
             tally.add(batch, code)
             codes.append(code)
@@ -178,10 +199,12 @@ def filter_table(src, dst, rejects, kind: str, filter_params, batch_size: int = 
 
 
 def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, filter_params,
-                  jobs: int = 0) -> tuple[dict, str]:
+                  jobs: int = 0, quality_dir=None) -> tuple[dict, str]:
     """filter@SRC: a reason-code mask per clean shard in `out_dir` (sharded; unchanged shards
     reused) and, when `rejects_dir` is given, the rejected rows there (rows only with
-    keep_rejects). Returns (report summed over shards, reuse summary)."""
+    keep_rejects). `quality_dir`: the `quality@SRC` scores, read when a rule needs
+    `quality_score` (their files then join each shard's fingerprint). Returns (report summed
+    over shards, reuse summary)."""
     from pathlib import Path
 
     from llmpipe.core import code
@@ -191,6 +214,8 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
     rules = rules_for(filter_params, kind)
     base = digest("filter", code.fingerprint("stages.filter"), kind, [dataclasses.astuple(r) for r in rules],
                   bool(rejects_dir) and filter_params.keep_rejects)
+    needed = set(EXTERNAL) & set(signal_columns(rules))
+    score_sha = _score_files(quality_dir, source, SCORE in needed, sorted(needed)) if needed else None
     rej_dir = ShardedDir(rejects_dir, stage="filter-rejects", source=source) if rejects_dir else None
     with ShardedDir(out_dir, stage="filter", source=source) as d, \
             (rej_dir if rej_dir is not None else contextlib.nullcontext()) as r:
@@ -198,9 +223,14 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
         for sh in shards(manifest):
             name = sh["name"]
             fp = digest(base, sh["files"][f"{name}.parquet"]["sha256"])
+            if score_sha is not None:
+                if name not in score_sha:
+                    raise UserError(f"{quality_dir}: no scores for shard {name}; rerun `dvc repro quality@{source}`")
+                fp = digest(fp, score_sha[name])
             plan.append((name, fp, d.has(name, fp) and (r is None or r.has(name, fp))))
         todo = [(clean_dir / f"{name}.parquet", d.tmp / f"{name}.npy",
-                 (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params)
+                 (r.tmp / f"{name}.parquet") if r is not None else None, kind, filter_params, 65536,
+                 (Path(quality_dir) / f"{name}.npy") if score_sha is not None else None)
                 for name, fp, ok in plan if not ok]
         built = iter(map_units(filter_table, todo, jobs, desc=f"filter {source}"))
         for name, fp, ok in plan:
@@ -224,6 +254,32 @@ def filter_source(clean_dir, out_dir, rejects_dir, *, source: str, kind: str, fi
         if r is not None:
             r.finish(kind=kind, **{REASONS_KEY: reasons})
     return report, d.summary()
+
+
+def scores_of(path, rows: int) -> np.ndarray:
+    """(rows,) `quality@SRC` values of one clean shard (scores or eval n-gram counts), checked
+    against its row count."""
+    if not path.exists():
+        raise UserError(f"{path}: no quality scores for this shard; run `dvc repro quality@SRC`")
+    s = np.load(path, allow_pickle=False)
+    if s.shape != (rows,):
+        raise UserError(f"{path}: {s.shape[0]} scores, the clean shard has {rows} rows; rerun quality@SRC")
+    return s
+
+
+def _score_files(quality_dir, source: str, need_trained: bool, signals: list[str]) -> dict[str, str]:
+    """{shard: digest of its quality@SRC files the rules read}, from that manifest; the score
+    must come from a trained model when a rule reads it."""
+    from llmpipe.core.shards import digest, read_manifest, shards
+    if quality_dir is None:
+        raise UserError(f"filter@{source}: a rule on {signals} is set but no --quality folder was given "
+                        "(dvc.yaml passes data/quality/SRC)")
+    m = read_manifest(quality_dir, f"quality@{source}")
+    if need_trained and not m.get("trained", True):
+        raise UserError(f"{quality_dir}: the quality model is untrained (no sources of quality.positive_kinds "
+                        "and quality.negative_kinds; reports/quality_model.json says why); set "
+                        "filter.global.min_quality_score: null or add such sources")
+    return {sh["name"]: digest(*(sh["files"][sh["name"] + EXTERNAL[s]]["sha256"] for s in signals)) for sh in shards(m)}
 
 
 def kept_mask(filtered_dir, name: str) -> np.ndarray:

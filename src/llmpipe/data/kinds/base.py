@@ -60,6 +60,15 @@ class GlobalFilter(Section):
     max_dup_8gram_ratio: Optional[float] = 0.12
     max_dup_9gram_ratio: Optional[float] = 0.11
     max_dup_10gram_ratio: Optional[float] = 0.10
+    # learned (quality_model / quality@SRC: data/quality_model.py)
+    min_quality_score: Optional[float] = None
+    """The learned quality score (0-1: reference-like text vs raw web, GPT-3 / DCLM style);
+    null = off. Scores are stored per shard by `quality@SRC`, so a sweep never rescores."""
+    # contamination guard (quality@SRC: data/contamination.py)
+    max_eval_ngrams: Optional[int] = None
+    """Word n-grams (`quality.eval_ngram`, 13) a document may share with the eval prompts and
+    multiple-choice items; 0 drops every document holding one (reason `global_max_eval_ngrams`),
+    null = off (the counts are still in reports/quality/SRC.json)."""
 
     def __post_init__(self) -> None:
         check_thresholds(self)

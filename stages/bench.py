@@ -18,7 +18,7 @@ from pathlib import Path
 from llmpipe.core.atomic import write_json
 from llmpipe.core.log import get_logger
 from llmpipe.train.parallel import world_info
-from llmpipe.train.throughput import measure, summary_line
+from llmpipe.train.throughput import check_contention, measure, summary_line
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 
@@ -32,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     p = load_params(args.params)
     rec, env = measure(p.model, p.train, p.bench, p.tokenizer.vocab_size)
+    loaded = check_contention(rec, p.bench)  # bench.on_loaded: fail raises here, before any write
     if world_info()[0] == 0:  # rank 0's record
         write_json(args.out, rec)
         write_json(args.env, env)
         get_logger("bench").info(summary_line(p.model.preset, rec))
+        if loaded:
+            get_logger("bench").warning(loaded)
     return 0
 
 

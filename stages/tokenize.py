@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     with Timer() as t, executor.make(params.exec) as ex:
         meta = tokenize_source(args.clean, args.dedup, args.tokenizer, args.out, source=args.source,
                                val_fraction=split.val_fraction, seed=split.seed,
-                               min_val_docs=split.min_val_docs,
+                               min_val_docs=split.min_val_docs, group_by=split.group_by,
                                jobs=params.tokenize.jobs if args.jobs is None else args.jobs, executor=ex)
     get_logger("tokenize").info(summary_line(args.source, meta, t.seconds))
     return 0

@@ -33,7 +33,7 @@ def test_shipped_params_load():
 def test_defaults(tmp_path):
     sp = load(tmp_path, BASE).sources["c4"]
     assert as_dict(sp) == {"kind": "c4", "uri": "sample://c4", "format": "auto", "text_field": "text",
-                           "id_field": None, "url_field": None, "meta_fields": [], "txt_mode": "file",
+                           "id_field": None, "url_field": None, "meta_fields": [], "txt_mode": "file", "txt_chunk_bytes": 65536,
                            "max_docs": None, "on_bad_record": "fail", "on_bad_file": "fail",
                            "shard_mb": 256, "sample_docs": 0, "sample_seed": 0}
 

@@ -242,10 +242,10 @@ def test_jsonl_utf8_bom_is_accepted(tmp_path, suffix):
     assert [(d["id"], d["text"]) for d in docs] == [("1", "first"), ("2", "second")] and rep["docs_in"] == 2
 
 
-def test_txt_bom_before_a_blank_line_makes_no_empty_document(tmp_path):
+def test_txt_blank_lines_after_a_bom_stay_in_the_first_document(tmp_path):
     (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbf\r\n\r\nFirst para\r\n\r\nSecond\r\n")
     docs, _ = ingest(tmp_path, tmp_path / "t.txt", id_field="path", txt_mode="paragraphs")
-    assert [(d["id"], d["text"]) for d in docs] == [("t.txt#1", "First para"), ("t.txt#2", "Second\n")]
+    assert [(d["id"], d["text"]) for d in docs] == [("t.txt#1", "\n\nFirst para\n\n"), ("t.txt#2", "Second\n")]
 
 
 @pytest.mark.parametrize("line, detail", [

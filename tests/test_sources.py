@@ -92,7 +92,7 @@ def test_txt_one_doc_per_file_and_per_paragraph(tmp_path):
     assert [(x["id"], x["text"]) for x in docs] == [("b.txt", "Line one\nline two\n\nSecond para\n"),
                                                      ("sub/a.txt", "Only para\n")]
     docs, _ = ingest(tmp_path, d, id_field="path", txt_mode="paragraphs")
-    assert [(x["id"], x["text"]) for x in docs] == [("b.txt#1", "Line one\nline two"),
+    assert [(x["id"], x["text"]) for x in docs] == [("b.txt#1", "Line one\nline two\n\n"),
                                                      ("b.txt#2", "Second para\n"),
                                                      ("sub/a.txt#1", "Only para\n")]
 

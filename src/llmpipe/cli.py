@@ -1,4 +1,4 @@
-"""`llmpipe` console entry for humans: verify, stats, generate, export-hf.
+"""`llmpipe` console entry for humans: verify, stats, generate, eval, export-hf.
 
 Each subcommand is a thin wrapper around one library function (imported lazily, so
 `llmpipe verify` does not pay for importing torch). Exit status: 0 ok, 1 a check failed,
@@ -25,6 +25,11 @@ def _stats(a: argparse.Namespace) -> int:
 def _generate(a: argparse.Namespace) -> int:
     from llmpipe.eval.generate import cli_generate
     return cli_generate(a)
+
+
+def _eval(a: argparse.Namespace) -> int:
+    from llmpipe.eval.stream import cli_eval
+    return cli_eval(a)
 
 
 def _export_hf(a: argparse.Namespace) -> int:
@@ -60,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     g.set_defaults(func=_generate)
+
+    t = sub.add_parser("eval", help="score held-out text files as streams: bits per byte with the model's full context")
+    t.add_argument("--text", action="append", required=True, metavar="FILE", help="a UTF-8 text file (repeatable)")
+    t.add_argument("--model", default="runs/train", help="run directory with model.safetensors + config.json")
+    t.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
+    t.add_argument("--stride", type=int, default=0, help="tokens the window slides by; 0 = context / 4")
+    t.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    t.add_argument("--metrics", default="metrics/eval.json",
+                   help="the eval stage's metrics, whose per-source figures are printed beside (if it exists)")
+    t.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    t.set_defaults(func=_eval)
 
     e = sub.add_parser("export-hf", help="write a folder transformers' Auto* classes load directly")
     e.add_argument("run", help="run directory, e.g. runs/train")

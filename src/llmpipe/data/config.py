@@ -35,8 +35,12 @@ class SourceParams(Section):
     """Field holding the document URL; None -> no url."""
     meta_fields: list[str] = field(default_factory=list)
     """Extra fields kept as a JSON object in `meta` (e.g. title, timestamp); absent ones are omitted."""
-    txt_mode: Literal["file", "paragraphs"] = "file"
-    """For .txt: one document per file, or one per blank-line-separated block."""
+    txt_mode: Literal["file", "paragraphs", "chunks"] = "file"
+    """For .txt: one document per file; `paragraphs`: one per block of non-blank lines (with the
+    blank lines after it); `chunks`: one per run of whole lines of at most `txt_chunk_bytes`.
+    Either split keeps every byte: a file's documents concatenated are its text (docs/ingest.md)."""
+    txt_chunk_bytes: int = 1 << 16
+    """For `txt_mode: chunks`: most UTF-8 bytes per document (a longer line is cut at this size)."""
     max_docs: Optional[int] = None
     """Stop after this many documents written (None -> all)."""
     on_bad_record: Literal["fail", "skip"] = "fail"
@@ -55,6 +59,7 @@ class SourceParams(Section):
     def __post_init__(self) -> None:
         check_positive(self.max_docs, "max_docs")
         check_positive(self.shard_mb, "shard_mb")
+        check(self.txt_chunk_bytes >= 16, "txt_chunk_bytes", f"must be >= 16, got {self.txt_chunk_bytes}")
         check_nonneg(self.sample_docs, "sample_docs")
         check_nonneg(self.sample_seed, "sample_seed")
         check(bool(self.uri), "uri", "must be a non-empty string")
@@ -74,11 +79,21 @@ class SplitParams(Section):
     seed: int = 0
     min_val_docs: int = 1
     """Each source keeps at least this many val documents (its lowest id hashes), so a source of
-    a few long documents (books) still has a val split; never its last train document."""
+    a few long documents (books) still has a val split; never its last train document. With
+    `group_by`: this many val groups (every document of each), never the last group."""
+    group_by: Optional[str] = None
+    """What decides val together, so val never shares a group with train: null (each document on
+    its own), `file` (the input file), `path:N` (the first N parts of the input file's path: its
+    folder), `url_host` (the URL's host), or `meta:FIELD` (a `meta_fields` value, e.g. a book id).
+    The hash is of (seed, group key); a document without a URL or that field is its own group."""
 
     def __post_init__(self) -> None:
         check(0.0 < self.val_fraction < 1.0, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         check_nonneg(self.min_val_docs, "min_val_docs")
+        g = self.group_by
+        check(g is None or g in ("file", "url_host") or (g.startswith("meta:") and len(g) > 5)
+              or (g.startswith("path:") and g[5:].isdigit() and int(g[5:]) > 0), "group_by",
+              f"must be null, file, path:N (N >= 1), url_host or meta:FIELD, got {g!r}")
 
 
 

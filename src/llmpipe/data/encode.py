@@ -81,8 +81,39 @@ def _init(spm_path: str, eos: int, dtype: str) -> None:
     _W.update(sp=spm.SentencePieceProcessor(model_file=spm_path), eos=eos, dtype=np.dtype(dtype))
 
 
-def is_val(doc_id: str, val_fraction: float, seed: int, forced_val: frozenset = frozenset()) -> bool:
-    return unit_hash(seed, doc_id) < val_fraction or doc_id in forced_val
+def is_val(key: str, val_fraction: float, seed: int, forced_val: frozenset = frozenset()) -> bool:
+    """Whether a document whose split key (its id, or its group's key) is `key` goes to val."""
+    return unit_hash(seed, key) < val_fraction or key in forced_val
+
+
+def group_columns(group_by: str | None) -> list[str]:
+    """The clean-table columns `split_keys` reads besides `id`."""
+    return {"url_host": ["url"]}.get(group_by or "", ["meta"] if (group_by or "").startswith("meta:") else [])
+
+
+def split_keys(group_by: str | None, shard: str, table: pa.Table) -> list[str]:
+    """The split key of each row of `table` (columns `id` + `group_columns`) of clean shard `shard`:
+    the document id, or `GROUP_BY=VALUE` for its group (`split.group_by`). A pure function of the
+    row and the shard's input file, so a shard's split never depends on another shard."""
+    ids = table.column("id").to_pylist()
+    if group_by is None:
+        return ids
+    if group_by == "file" or group_by.startswith("path:"):
+        base = shard.rsplit(".", 1)[0]  # FILE.00000 -> FILE (core.shards.shard_name)
+        if group_by != "file":
+            base = "~".join(base.split("~")[:int(group_by[5:])])  # "~" joins path parts (shard_base)
+        return [f"{group_by}={base}"] * len(ids)
+    if group_by == "url_host":
+        from urllib.parse import urlsplit
+        hosts = [urlsplit(u).hostname if u else None for u in table.column("url").to_pylist()]
+        return [f"url_host={h}" if h else i for h, i in zip(hosts, ids)]
+    import json
+    field = group_by[5:]
+    out = []
+    for doc_id, meta in zip(ids, table.column("meta").to_pylist()):
+        value = json.loads(meta).get(field) if meta else None
+        out.append(doc_id if value is None else f"{group_by}={value}")
+    return out
 
 
 def lowest_hashes(ids: list[str], seed: int, k: int) -> list[list]:
@@ -126,13 +157,15 @@ def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray) -> Iterator[tuple]:
+def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: str | None = None) -> Iterator[tuple]:
     """(texts, utf8 bytes, val mask, ids, ends_row_group) of consecutive kept docs (`keep`: bool per
-    row of the table), ~task_bytes of text each."""
+    row of the table), ~task_bytes of text each; `is_val_doc` takes a split key (`split_keys`)."""
     pf = pq.ParquetFile(path)
+    shard = path.name.removesuffix(".parquet")
     row = 0
     for rg in range(pf.num_row_groups):
-        table = pf.read_row_group(rg, columns=["id", "text"])  # one row group in memory at a time
+        # one row group in memory at a time
+        table = pf.read_row_group(rg, columns=["id", "text", *group_columns(group_by)])
         sel = keep[row: row + table.num_rows]
         row += table.num_rows
         if not sel.all():
@@ -142,7 +175,7 @@ def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray) -> Iterato
         ids = table.column("id").to_pylist()
         text = table.column("text")
         nbytes = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
-        val = np.fromiter(map(is_val_doc, ids), dtype=bool, count=len(ids))
+        val = np.fromiter(map(is_val_doc, split_keys(group_by, shard, table)), dtype=bool, count=len(ids))
         # cut where the running byte count crosses a multiple of task_bytes (>= 1 doc per task)
         cuts = np.unique(np.searchsorted(np.cumsum(nbytes), np.arange(task_bytes, int(nbytes.sum()), task_bytes),
                                          side="right"))
@@ -219,7 +252,7 @@ def _text_bytes(path: Path) -> int:
 
 def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path: str | Path,
                     out_dir: str | Path, *, source: str, val_fraction: float, seed: int,
-                    min_val_docs: int = 0, jobs: int = 0, executor=None) -> dict:
+                    min_val_docs: int = 0, jobs: int = 0, executor=None, group_by: str | None = None) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
     fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
     task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
@@ -233,7 +266,10 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
     tok = load(tokenizer_path)
     dtype = token_dtype(tok.vocab_size)
     base = digest("tokenize", code.fingerprint("stages.tokenize"), tok.fingerprint, val_fraction, seed,
-                  min_val_docs)
+                  min_val_docs, *([group_by] if group_by else []))  # no group_by: the digest it always had
+    # with groups, each shard keeps one more lowest key than forced: the union then tells whether
+    # the source has more groups than min_val_docs (documents are counted instead)
+    keep_lowest = min_val_docs + (1 if group_by and min_val_docs else 0)
     with ShardedDir(out_dir, stage="tokenize", source=source) as d:
         plan = []
         for sh in clean:  # pass 1: masks, and each shard's lowest id hashes (cached in the manifest)
@@ -245,20 +281,26 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
             if len(keep) != sh["docs"]:
                 raise UserError(f"{mask_path}: {len(keep)} rows, but the clean shard {name} has {sh['docs']}; "
                                 "rerun `dvc repro dedup`")
-            inp = digest(sh["files"][f"{name}.parquet"]["sha256"], sha256_file(mask_path), seed, min_val_docs)
+            inp = digest(sh["files"][f"{name}.parquet"]["sha256"], sha256_file(mask_path), seed, min_val_docs,
+                         *([group_by] if group_by else []))
             old = d.previous.units.get(name, {}).get("stats", {})
             if old.get("input") == inp:
                 lowest, kept = old["lowest"], old["kept_docs"]
             else:
                 lowest, kept = [], int(keep.sum())
                 if min_val_docs and kept:
-                    ids = pq.read_table(clean_dir / f"{name}.parquet", columns=["id"]).column("id")
-                    lowest = lowest_hashes(ids.filter(pa.array(keep)).to_pylist(), seed, min_val_docs)
+                    table = pq.read_table(clean_dir / f"{name}.parquet", columns=["id", *group_columns(group_by)])
+                    keys = split_keys(group_by, name, table.filter(pa.array(keep)))
+                    lowest = lowest_hashes(list(dict.fromkeys(keys)), seed, keep_lowest)
             plan.append({"name": name, "keep": keep, "input": inp, "lowest": lowest, "kept": kept,
                          "clean_sha": sh["files"][f"{name}.parquet"]["sha256"]})
         n_docs = sum(p["kept"] for p in plan)
-        smallest = heapq.nsmallest(min_val_docs, (tuple(x) for p in plan for x in p["lowest"]))
-        forced = frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_docs - 1))])
+        lowest_all = [tuple(x) for p in plan for x in p["lowest"]]
+        if group_by:  # a group can be in several shards; their count is exact when <= min_val_docs
+            lowest_all = sorted(set(lowest_all))
+        n_keys = len(lowest_all) if group_by else n_docs
+        smallest = heapq.nsmallest(min_val_docs, lowest_all)
+        forced = frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_keys - 1))])
         extra = {i for h, i in smallest if i in forced and h >= val_fraction}  # not val by hash alone
         text_bytes = sum(_text_bytes(clean_dir / f"{p['name']}.parquet") for p in plan)
         jobs = worker_count(jobs, text_bytes, max(1, n_docs))
@@ -293,7 +335,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                     else:
                         todo.append(p)
             calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
-                      (val_fraction, seed, forced), executor.task_jobs()) for p in todo]
+                      (val_fraction, seed, forced, group_by), executor.task_jobs()) for p in todo]
             built.update(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
                                                                      desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
@@ -311,7 +353,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                             ex = stack.enter_context(_executor(jobs, initargs))
                             ready = True
                         splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
-                                               dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                                               dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex,
+                                               group_by)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
                       stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],
@@ -321,7 +364,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                   for sp in SPLITS}
         meta = make_meta(tok, dtype, totals, rerun=f"dvc repro tokenize@{source}", kind="source", source=source,
                          split={"val_fraction": val_fraction, "seed": seed, "min_val_docs": min_val_docs,
-                                "forced_val_ids": sorted(forced)}, shards=per_shard)
+                                "group_by": group_by, "forced_val_ids": sorted(forced)}, shards=per_shard)
         write_json(d.tmp / "meta.json", meta)
         d.finish()
     meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
@@ -334,13 +377,13 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
 
 
 def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: str, dtype, is_val_doc,
-                  jobs: int, ex) -> dict:
+                  jobs: int, ex, group_by: str | None = None) -> dict:
     """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp."""
     text_bytes = _text_bytes(path)
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}")) for s in SPLITS}
-        results = _run(_tasks(path, task_bytes, is_val_doc, keep), jobs, ex)
+        results = _run(_tasks(path, task_bytes, is_val_doc, keep, group_by), jobs, ex)
         with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
         return {s: w.close() for s, w in writers.items()}
@@ -404,11 +447,11 @@ def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, 
 def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, name: str, source: str,
                       dtype: str, split: tuple, jobs: int) -> dict:
     """One shard as one task of a cluster executor (`core.executor`): `_encode_shard` with `jobs`
-    encoders of the task's own; `split`: (val_fraction, seed, forced val ids)."""
-    val_fraction, seed, forced = split
+    encoders of the task's own; `split`: (val_fraction, seed, forced val keys, split.group_by)."""
+    val_fraction, seed, forced, group_by = split
     with _executor(jobs, initargs) as ex:
         return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
-                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex)
+                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex, group_by)
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

@@ -7,8 +7,14 @@ Output contract of the `tokenizer` stage (`artifacts/tokenizer/`):
                     fertility (tokens per whitespace word), bytes per token, byte-fallback share
 
 Special ids are fixed whatever the vocab: pad=0, unk=1, bos=2, eos=3 (`SPECIAL_IDS`); "\\n" is a
-user-defined piece so newlines never cost a byte-fallback token. Normalisation is `identity` and
-extra whitespace is kept, so `decode(encode(text)) == text` for any UTF-8 text.
+user-defined piece so newlines never cost a byte-fallback token. Normalisation is `identity`, extra
+whitespace is kept and no dummy "▁" is put before a text, so the ids are the text's bytes and
+nothing else: `decode(encode(text)) == text` for any UTF-8 text, and a text cut at line ends
+encodes to the same ids as the whole (`encode(a) + encode(b) == encode(a + b)` when `a` ends in
+"\\n"). Without that, every document would start with a "▁" that is not in it, and the pieces,
+learnt from lines that each got a leading "▁", would not match a word after a newline
+(`▁BAPTISTA` learnt, `B,APT,ISTA` encoded). Control pieces (`</s>`) are never read from text:
+the EOS between documents is only ever the one `encode.py` adds.
 
 Load it back with `load("artifacts/tokenizer/spm.model") -> Tokenizer`.
 """
@@ -138,7 +144,7 @@ def train(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int, charact
             sentence_iterator=feed(texts), model_writer=model, model_type=model_type,
             vocab_size=vocab_size, character_coverage=character_coverage,
             byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
-            normalization_rule_name="identity", remove_extra_whitespaces=False,
+            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
             user_defined_symbols=[NEWLINE_PIECE],
             pad_id=SPECIAL_IDS["pad"], unk_id=SPECIAL_IDS["unk"],
             bos_id=SPECIAL_IDS["bos"], eos_id=SPECIAL_IDS["eos"],

@@ -75,6 +75,13 @@ class EvalParams(Section):
     """Seeds the max_tokens subset, the sampled continuations and the built-in MC task."""
     mc_tasks: list[Union[str, McTaskParams]] = field(default_factory=list)
     builtin_mc: BuiltinMcParams = field(default_factory=BuiltinMcParams)
+    texts: list[str] = field(default_factory=list)
+    """Held-out text files scored as one stream each (bits per byte with the model's full context,
+    `llmpipe.eval.stream`), reported under `texts` beside the per-source figures. Their contents
+    are not a DVC dependency (a path outside the repo is allowed): their sha256 is in the metrics."""
+    stride: int = 0
+    """Tokens the scoring window of `texts` slides by: each target after the first window sees at
+    least context - stride tokens; 0 -> context // 4."""
     baseline: Optional[str] = None
     """A metrics file (e.g. a saved metrics/eval.json) whose `bits_per_byte` is the reference."""
     max_regression: float = 0.02
@@ -88,5 +95,6 @@ class EvalParams(Section):
         check_nonneg(self.top_k, "top_k")
         check_positive(self.max_new_tokens, "max_new_tokens")
         check_nonneg(self.max_regression, "max_regression")
+        check_nonneg(self.stride, "stride")
         self.mc_tasks = [McTaskParams(path=t) if isinstance(t, str) else t for t in self.mc_tasks]
 

@@ -272,6 +272,9 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     with Timer() as t:
         metrics = evaluate_sources(model, token_dirs, tok, max_tokens=p.max_tokens, seed=p.seed,
                                    batch_size=p.batch_size, min_source_tokens=p.min_source_tokens)
+        if p.texts:  # held-out texts as streams, beside the per-source figures
+            from llmpipe.eval.stream import score_texts
+            metrics["texts"] = score_texts(model, tok, p.texts, stride=p.stride, batch_size=p.batch_size)
         tasks = {}
         if p.builtin_mc.n > 0:
             texts = seeded_val_texts(token_dirs, tok, p.seed)

@@ -39,13 +39,13 @@ class TrainParams(Section):
     tokens: int = 409_600
     """Training tokens; steps = ceil(tokens / batch_tokens); the tokens actually seen are counted."""
     lr: float = 3e-3
-    batch_tokens: int = 4096
+    batch_tokens: int = 2048
     """Global batch in tokens (all devices, all accumulation micro-steps): a multiple of
     micro_batch * context * num_processes."""
     micro_batch: int = 8
     """Sequences per forward/backward per device."""
     seed: int = 0
-    warmup: int = 10
+    warmup: int = 20
     """Linear warmup steps."""
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     decay_fraction: float = 0.2
@@ -81,8 +81,12 @@ class TrainParams(Section):
     spike_window: int = 50
     overfit_check: bool = True
     overfit_steps: int = 30
-    overfit_max_ratio: float = 0.6
-    """The overfit check fails unless final loss <= overfit_max_ratio * first loss."""
+    overfit_min_drop: Optional[float] = 0.25
+    """The overfit check fails unless the loss on its micro-batch falls by at least this fraction of
+    ln(vocab_size) nats (the loss of a uniform guess) in overfit_steps; null -> no such bar."""
+    overfit_max_ratio: Optional[float] = None
+    """Also require final loss <= overfit_max_ratio x first loss (the old bar, 0.6; it depends on
+    the vocabulary: a healthy vocab-1024 run failed it); null -> off."""
     sample_prompts: list[str] = field(default_factory=lambda: ["The", "Once upon a time"])
     sample_tokens: int = 32
     max_steps: Optional[int] = None
@@ -102,6 +106,7 @@ class TrainParams(Section):
         check_fraction(self.min_lr_ratio, "min_lr_ratio")
         check_fraction(self.decay_fraction, "decay_fraction")
         check_fraction(self.overfit_max_ratio, "overfit_max_ratio", open_low=True)
+        check_fraction(self.overfit_min_drop, "overfit_min_drop")
         check(0.0 <= self.ema < 1.0, "ema", f"must be in [0, 1), got {self.ema}")
         check(self.tokens >= self.batch_tokens, "tokens",
               f"{self.tokens} is less than one batch (train.batch_tokens {self.batch_tokens}): "
@@ -140,9 +145,20 @@ class BenchParams(Section):
     """tokens/s is the median over windows."""
     matmul_size: int = 1024
     """CPU peak: n x n float32 matmul, best of several."""
+    min_cpu_share: float = 0.7
+    """CPU only: the bench's process must get at least this share of its threads' time during the
+    timed windows (CPU seconds / (wall seconds x torch threads)); less means other processes took
+    the cores and the figure is contended."""
+    max_spread: float = 0.25
+    """(max - min) / median of the windows' tokens/s above this: the machine was not steady."""
+    on_loaded: Literal["warn", "fail"] = "warn"
+    """A contended measurement is written with `contention.loaded: true` and a warning (the cost
+    gate warns again when it prices from it), or the stage fails (exit 2) and writes nothing."""
 
     def __post_init__(self) -> None:
         check_nonneg(self.warmup_steps, "warmup_steps")
         for k in ("steps", "windows", "matmul_size"):
             check_positive(getattr(self, k), k)
+        check_fraction(self.min_cpu_share, "min_cpu_share")
+        check_nonneg(self.max_spread, "max_spread")
 

@@ -57,6 +57,10 @@ def read_throughput(path: str | Path, signature: dict[str, Any]) -> float:
         raise CostGateError(f"cost gate: {path} was measured for a different setting ("
                             + "; ".join(diffs[:5]) + "); rerun `dvc repro bench` (`dvc repro -f bench` "
                             "when only the machine changed)")
+    busy = rec.get("contention") or {}
+    if busy.get("loaded"):  # priced from a contended figure: never silently
+        log.warning("cost gate: %s was measured on a loaded machine (%s); the projection is pessimistic, "
+                    "rerun `dvc repro -f bench` on a quiet machine for a true one", path, busy.get("why"))
     return float(rec["tokens_per_s"])
 
 

@@ -79,6 +79,7 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
     synchronize(device)
     warmup_s = time.perf_counter() - t0
     window_tps, window_step = [], []
+    cpu0, wall0 = time.process_time(), time.perf_counter()  # for contention(): our share of the cores
     for _ in range(bp.windows):
         synchronize(device)
         t = time.perf_counter()
@@ -88,6 +89,7 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
         dt = time.perf_counter() - t
         window_tps.append(bp.steps * B * T / dt)
         window_step.append(dt / bp.steps)
+    busy = contention(window_tps, time.process_time() - cpu0, time.perf_counter() - wall0, device, bp)
     tps = statistics.median(window_tps)
     fpt = model.flops_per_token()
     peak, peak_source = peak_flops(device, precision, bp.matmul_size)
@@ -113,7 +115,46 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
         "peak_memory_bytes": int(peak_mem),
         "torch_threads": torch.get_num_threads(),
         "bench": {"warmup_steps": bp.warmup_steps, "steps": bp.steps, "windows": bp.windows},
+        "contention": busy,
     }
+
+
+def contention(window_tps: list[float], cpu_s: float, wall_s: float, device: torch.device, bp) -> dict[str, Any]:
+    """Was the machine busy while the windows ran? Two signs, from the measurement itself (no
+    extra time): on CPU, the share of its threads' time this process got (`cpu_s` CPU seconds
+    over `wall_s` x torch threads; another process on the cores lowers it), and on any device
+    the spread of the windows' tokens/s. `loaded` when the share is under `bench.min_cpu_share`
+    or the spread over `bench.max_spread`; `why` says which, with the numbers."""
+    import os
+    med = statistics.median(window_tps)
+    spread = (max(window_tps) - min(window_tps)) / med if med > 0 else 0.0
+    threads = torch.get_num_threads()
+    share = cpu_s / (wall_s * threads) if device.type == "cpu" and wall_s > 0 else None
+    why = []
+    if share is not None and share < bp.min_cpu_share:
+        why.append(f"the bench got {share:.0%} of its {threads} threads' CPU time (bench.min_cpu_share "
+                   f"{bp.min_cpu_share:.0%}): other processes were using the cores")
+    if spread > bp.max_spread:
+        why.append(f"its {len(window_tps)} windows spread {spread:.0%} around the median (bench.max_spread "
+                   f"{bp.max_spread:.0%}): the machine was not steady")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"loaded": bool(why), "why": "; ".join(why), "cpu_share": share, "window_spread": spread,
+            "threads": threads, "loadavg_1m": load, "cpu_count": os.cpu_count()}
+
+
+def check_contention(rec: dict[str, Any], bp) -> str | None:
+    """The bench stage's verdict on a record: None when steady; else the warning line, or a
+    UserError when `bench.on_loaded` is fail."""
+    from llmpipe.core.errors import UserError
+    busy = rec.get("contention") or {}
+    if not busy.get("loaded"):
+        return None
+    msg = (f"bench: measured {n(round(rec['tokens_per_s']))} tokens/s on a loaded machine ({busy['why']}; "
+           f"1-minute load average {busy.get('loadavg_1m') or 0:.1f} on {busy.get('cpu_count')} cores), so the "
+           "figure is low and the cost projection high; rerun `dvc repro -f bench` when the machine is quiet")
+    if bp.on_loaded == "fail":
+        raise UserError(msg + " (bench.on_loaded: fail)")
+    return msg
 
 
 def env_info(device: torch.device) -> dict[str, Any]:

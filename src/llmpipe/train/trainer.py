@@ -155,7 +155,8 @@ class Trainer:
         if not resumed and tp.overfit_check:
             x, y = self.windows.fixed(OVERFIT_STREAM, tp.micro_batch)
             first, last = overfit_check(self.model, x.to(self.device), y.to(self.device), tp.lr,
-                                        tp.overfit_steps, tp.overfit_max_ratio, self.device, self.precision)
+                                        tp.overfit_steps, tp.overfit_max_ratio, self.device, self.precision,
+                                        min_drop=tp.overfit_min_drop)
             log.info("overfit check passed: loss %.3f -> %.3f in %d steps", first, last, tp.overfit_steps)
         if self.mode == "fsdp":  # in place: parameters become DTensor shards, forward all-gathers
             self.fwd = parallel.shard(self.model, self.device)

@@ -77,7 +77,7 @@ def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
         recs = sample_records(sp.uri[len("sample://"):], sp.sample_docs, sp.sample_seed)
         return ((f"{sp.uri}#{i}", r) for i, r in enumerate(recs))
     columns = [c for c in (sp.text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
-    return read_file(f, sp.text_field, columns, sp.txt_mode)
+    return read_file(f, sp.text_field, columns, sp.txt_mode, sp.txt_chunk_bytes)
 
 
 def _input_sha(f, state: dict) -> str:

@@ -37,7 +37,7 @@ BATCH_ROWS = 1024  # Parquet rows decoded at a time (bounded memory per file)
 ZST_CHUNK = 1 << 16  # compressed bytes fed to zstd at a time: memory ~ this x the compression ratio
 BOM = b"\xef\xbb\xbf"
 FILE_REASONS = ("truncated_file", "corrupt_file", "not_parquet", "unreadable_file")
-_BLANK_LINES = re.compile(rb"\r?\n[ \t\r]*\r?\n")
+_BLANK_RUN = re.compile(rb"\n(?:[ \t\r]*\n)+")  # a line end and the blank lines after it
 
 
 class Bad(NamedTuple):
@@ -59,14 +59,15 @@ class Bad(NamedTuple):
 Item = Union[tuple[str, dict], Bad]
 
 
-def read_file(f: InputFile, text_field: str, columns: list[str], txt_mode: str = "file") -> Iterator[Item]:
+def read_file(f: InputFile, text_field: str, columns: list[str], txt_mode: str = "file",
+              txt_chunk_bytes: int = 1 << 16) -> Iterator[Item]:
     """The items of one file; a break comes last, with `records_before` filled in."""
     if f.format == "jsonl":
         items = _jsonl(f)
     elif f.format == "parquet":
         items = _parquet(f, text_field, columns)
     elif f.format == "txt":
-        items = _txt(f, text_field, txt_mode)
+        items = _txt(f, text_field, txt_mode, txt_chunk_bytes)
     else:
         raise UserError(f"{f.display}: unknown format {f.format!r}")
     seen = 0
@@ -210,11 +211,17 @@ def _parquet(f: InputFile, text_field: str, columns: list[str]) -> Iterator[Item
                       f"Parquet data does not decode from row {row} on: {_text(str(e))}", 0, f.display)
 
 
-def _txt(f: InputFile, text_field: str, mode: str) -> Iterator[Item]:
-    """One record per file, or per blank-line-separated block: {text_field: text, "path": where}.
+def _txt(f: InputFile, text_field: str, mode: str, chunk_bytes: int = 1 << 16) -> Iterator[Item]:
+    """One record per file, per paragraph block or per chunk of lines: {text_field: text, "path": where}.
 
-    `path` is the file's path relative to the uri (plus `#N`, N from 1, per block): a stable id
-    with `id_field: path`. The file is read whole, so one that breaks yields no record.
+    The split is faithful: the documents of a file, concatenated, are its text byte for byte
+    (less a leading BOM; CRLF read as LF). `paragraphs`: a block is a run of non-blank lines
+    with the blank lines after it (so "A\n\nB\n" is "A\n\n" and "B\n"; blank lines at the top
+    of the file belong to its first block); `chunks`: whole lines, at most `chunk_bytes`
+    bytes per document (a longer line is cut into pieces of that size). A file of blank
+    lines only makes no document. `path` is the file's path relative to the uri (plus `#N`, N
+    from 1, per block): a stable id with `id_field: path`. The file is read whole, so one that
+    breaks yields no record.
     """
     try:
         with open_decompressed(f) as fh:
@@ -225,13 +232,12 @@ def _txt(f: InputFile, text_field: str, mode: str) -> Iterator[Item]:
     begin = len(BOM) if data.startswith(BOM) else 0  # a file artefact, not text (offsets stay the file's)
     if mode == "file":
         blocks = [(begin, data[begin:])]
+    elif mode == "paragraphs":
+        blocks = _paragraph_blocks(data, begin)
     else:
-        blocks, start = [], begin
-        for m in _BLANK_LINES.finditer(data, begin):
-            blocks.append((start, data[start:m.start()]))
-            start = m.end()
-        blocks.append((start, data[start:]))
-        blocks = [(s, b) for s, b in blocks if b.strip()]
+        blocks = _line_chunks(data, begin, chunk_bytes)
+    if mode != "file" and not data[begin:].strip():
+        blocks = []  # blank lines only: no document
     line, counted = 1, 0  # newlines before `start`, counted once over the file (not per block)
     for k, (start, block) in enumerate(blocks, 1):
         line += data.count(b"\n", counted, start)
@@ -245,3 +251,29 @@ def _txt(f: InputFile, text_field: str, mode: str) -> Iterator[Item]:
             continue
         text = text.replace("\r\n", "\n")  # CRLF: a file artefact, not text
         yield where, {text_field: text, "path": f.rel if mode == "file" else f"{f.rel}#{k}"}
+
+
+def _paragraph_blocks(data: bytes, begin: int) -> list[tuple[int, bytes]]:
+    """(offset, bytes) of each paragraph block with its trailing blank lines: they tile data[begin:]."""
+    first = len(data) - len(data[begin:].lstrip())  # blank lines before it stay in the first block
+    edges = [begin, *(m.end() for m in _BLANK_RUN.finditer(data, first) if m.end() < len(data)), len(data)]
+    return [(a, data[a:b]) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _line_chunks(data: bytes, begin: int, chunk_bytes: int) -> list[tuple[int, bytes]]:
+    """(offset, bytes) of runs of whole lines of at most `chunk_bytes` bytes (a longer line is
+    cut at that size, on a UTF-8 character boundary): they tile data[begin:]."""
+    assert chunk_bytes >= 4, chunk_bytes  # room for any UTF-8 character (params ask for >= 16)
+    out, start, end = [], begin, len(data)
+    while start < end:
+        stop = min(start + chunk_bytes, end)
+        if stop < end:
+            nl = data.rfind(b"\n", start, stop)
+            if nl >= 0:
+                stop = nl + 1  # whole lines
+            else:  # one line longer than a chunk: cut it, never inside a UTF-8 sequence
+                while stop > start + 1 and (data[stop] & 0xC0) == 0x80:
+                    stop -= 1
+        out.append((start, data[start:stop]))
+        start = stop
+    return out

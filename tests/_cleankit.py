@@ -192,6 +192,19 @@ def clean_texts(root: str | Path, texts: list[str] | dict[str, list[str]], kind:
     return root / "clean"
 
 
+def clean_sources(root: str | Path, tables: dict[str, tuple[str, dict[str, list[str]]]], num_perm: int = 16) -> None:
+    """ROOT/ingested/SRC and ROOT/clean/SRC through the real clean@SRC of each source's kind:
+    {source: (kind, {shard: [text, ...]})}, ids `SRC-0`, `SRC-1`, ... across its shards."""
+    root = Path(root)
+    for src, (kind, shard_texts) in tables.items():
+        rows, i = {}, 0
+        for name, texts in shard_texts.items():
+            rows[name] = doc_rows(texts, f"{src}-", src, start=i)
+            i += len(texts)
+        write_ingested(root / "ingested" / src, rows, src)
+        clean_dir(root / "ingested" / src, root / "clean" / src, kind, source=src, num_perm=num_perm)
+
+
 def filter_dir(clean: str | Path, out_dir: str | Path, kind: str = "c4", fp: FilterParams | None = None,
                source: str = "s", rejects: str | Path | None = None):
     """`filter@SRC` on a clean directory; (report, reuse summary)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _cleankit import clean_dir, dedup_status, doc_rows, filter_dir, write_ingested
+from _cleankit import clean_sources, dedup_status, filter_dir
 from llmpipe.core.errors import UserError
 from test_clean_linear import GROWTH_LIMIT, growth
 from llmpipe.data import canonical
@@ -64,13 +64,8 @@ def test_view_is_linear_in_a_run_of_hard_wrapped_lines():
 def build(root: Path, tables: dict[str, tuple[str, dict[str, list[str]]]]) -> Path:
     """ROOT/{ingested,clean,filtered}/SRC through the real clean@SRC (the source's kind) and
     filter@SRC (rules off): {source: (kind, {shard: [text, ...]})}."""
-    for src, (kind, shard_texts) in tables.items():
-        rows, i = {}, 0
-        for name, texts in shard_texts.items():
-            rows[name] = doc_rows(texts, f"{src}-", src, start=i)
-            i += len(texts)
-        write_ingested(root / "ingested" / src, rows, src)
-        clean_dir(root / "ingested" / src, root / "clean" / src, kind, source=src, num_perm=K)
+    clean_sources(root, tables, num_perm=K)
+    for src, (kind, _) in tables.items():
         filter_dir(root / "clean" / src, root / "filtered" / src, kind, FilterParams(enabled=False), src)
     return root
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _cleankit import clean_dir, docstrings, doc_rows, filter_params, write_ingested
+from _cleankit import clean_dir, clean_sources, doc_rows, docstrings, filter_params, write_ingested
 from llmpipe.core.errors import UserError
 from llmpipe.data import quality_model as qm
 from llmpipe.data.quality_stage import passages, score_source, train_model
@@ -37,13 +37,7 @@ def corpus(tmp_path_factory) -> Path:
     tables = {"ref": ("wikipedia", {"a.00000": prose[:half], "b.00000": prose[half:]}),
               "web": ("c4", {"x.00000": [spam_page(k) for k in range(120)],
                              "y.00000": [spam_page(k) for k in range(1000, 1120)]})}
-    for src, (kind, shard_texts) in tables.items():
-        rows, i = {}, 0
-        for name, texts in shard_texts.items():
-            rows[name] = doc_rows(texts, f"{src}-", src, start=i)
-            i += len(texts)
-        write_ingested(root / "ingested" / src, rows, src)
-        clean_dir(root / "ingested" / src, root / "clean" / src, kind, source=src, num_perm=16)
+    clean_sources(root, tables, num_perm=16)
     return root
 
 

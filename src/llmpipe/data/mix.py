@@ -124,8 +124,9 @@ def pick(lengths: np.ndarray, target: int, rng: np.random.Generator, repeat: boo
 
 
 def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: SplitWriter,
-           names: list[str], desc: str) -> None:
-    """Copy documents (src[i], doc[i]) in order into `writer`, in chunks of whole documents."""
+           names: list[str], desc: str) -> np.ndarray:
+    """Copy documents (src[i], doc[i]) in order into `writer`, in chunks of whole documents.
+    Returns the UTF-8 bytes gathered from each file (repeats counted)."""
     views = [f.tokens.view(np.ndarray) for f in files]
     starts = np.zeros(len(src), np.int64)
     ends = np.zeros(len(src), np.int64)
@@ -153,6 +154,7 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
                        [names[s] for s in s_])
             bar.update(int(lengths[lo:hi].sum()))
             lo = hi
+    return np.bincount(src, weights=nbytes_all, minlength=len(files)).astype(np.int64)
 
 
 def plan(lens: dict, share: dict[str, float], *, train_tokens: int, val_tokens: int, seed: int,
@@ -205,12 +207,6 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
     lens = {s: {sp: np.diff(files[s][sp].offsets.astype(np.int64)) for sp in SPLITS} for s in names}
     picks, report = plan(lens, share, train_tokens=train_tokens, val_tokens=val_tokens, seed=seed,
                          on_short=on_short)
-    for s in names:
-        for sp in SPLITS:
-            rows = files[s][sp].take_rows(np.unique(picks[(sp, s)]), ["utf8_bytes"]).column("utf8_bytes")
-            counts = np.bincount(np.searchsorted(np.unique(picks[(sp, s)]), picks[(sp, s)]),
-                                 minlength=len(rows)) if len(rows) else np.zeros(0, np.int64)
-            report[s][sp]["utf8_bytes"] = int((rows.to_numpy() * counts).sum())
     check_tolerance(report, tolerance)
     leak = val_overlap({s: (files[s]["train"], np.unique(picks[("train", s)])) for s in names},
                        {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram,
@@ -229,8 +225,10 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
             doc = np.concatenate([picks[(sp, s)] for s in names]).astype(np.int64)
             order = seeds.rng(seed, "*", sp).permutation(len(src))  # interleave sources
             with SplitWriter(tmp, sp, dtype) as w:
-                gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
+                nbytes = gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
                 splits[sp] = w.close()
+            for i, s in enumerate(names):  # read once, while gathering: the report's byte counts
+                report[s][sp]["utf8_bytes"] = int(nbytes[i])
         meta = make_meta(tok, dtype, splits, rerun="dvc repro mix", kind="mix", sources=report, leakage=leak,
                          params={"weights": weights, "train_tokens": train_tokens, "val_tokens": val_tokens,
                                  "seed": seed, "on_short": on_short, "tolerance": tolerance,

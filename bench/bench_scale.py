@@ -152,6 +152,25 @@ def become_subreaper() -> bool:
     return _SUBREAPER
 
 
+def reap_orphans(ru, linger: float) -> tuple[float, float, int, int, int]:
+    """After wait4 gave `ru` for the command: reap the orphans re-parented to this subreaper
+    (forkserver workers) for up to `linger` s and add their usage. Returns (user s, sys s,
+    largest maxrss KB, orphans reaped, 1 if some were still running at the deadline)."""
+    user, sys_, maxrss, orphans = ru.ru_utime, ru.ru_stime, ru.ru_maxrss, 0
+    deadline = time.perf_counter() + linger
+    while True:
+        try:
+            cpid, _st, ru2 = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return user, sys_, maxrss, orphans, 0
+        if cpid == 0:
+            if time.perf_counter() > deadline:
+                return user, sys_, maxrss, orphans, 1
+            time.sleep(0.02)
+            continue
+        user, sys_, maxrss, orphans = user + ru2.ru_utime, sys_ + ru2.ru_stime, max(maxrss, ru2.ru_maxrss), orphans + 1
+
+
 def measured(cmd: list[str], cwd: Path, env: dict, log: Path, timeout: float | None = None,
              linger: float = 30.0) -> dict:
     la0, t0 = load(), time.perf_counter()
@@ -167,21 +186,8 @@ def measured(cmd: list[str], cwd: Path, env: dict, log: Path, timeout: float | N
             timer.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)   # wait4 reaped it; tell Popen
         wall = time.perf_counter() - t0
-        # orphans re-parented to us (subreaper): reap them and add their usage
-        user, sys_, maxrss, orphans, left = ru.ru_utime, ru.ru_stime, ru.ru_maxrss, 0, 0
-        deadline = time.perf_counter() + linger
-        while _SUBREAPER:
-            try:
-                cpid, _st, ru2 = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if cpid == 0:
-                if time.perf_counter() > deadline:
-                    left = 1
-                    break
-                time.sleep(0.02)
-                continue
-            user, sys_, maxrss, orphans = user + ru2.ru_utime, sys_ + ru2.ru_stime, max(maxrss, ru2.ru_maxrss), orphans + 1
+        user, sys_, maxrss, orphans, left = reap_orphans(ru, linger) if _SUBREAPER else \
+            (ru.ru_utime, ru.ru_stime, ru.ru_maxrss, 0, 0)
     sampler.stop()
     return {"rc": p.returncode, "cpu_s": round(user + sys_, 2), "user_s": round(user, 2),
             "sys_s": round(sys_, 2), "wall_s": round(wall, 2), "peak_rss_mb": round(maxrss / 1024, 1),

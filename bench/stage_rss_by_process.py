@@ -32,7 +32,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_scale import ENV, become_subreaper, load  # noqa: E402
+from bench_scale import ENV, become_subreaper, load, reap_orphans  # noqa: E402
 
 OUT_FLAGS = ("--out", "--out-dir", "--report", "--rejects")
 
@@ -120,19 +120,7 @@ def run_stage(project: Path, stage: str, cmd: str, scratch: Path) -> dict:
         th.start()
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
-        user, sys_, maxrss = ru.ru_utime, ru.ru_stime, ru.ru_maxrss
-        deadline = time.perf_counter() + 30
-        while True:  # orphans re-parented to us (forkserver): reap them, add their CPU
-            try:
-                cpid, _st, ru2 = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if cpid == 0:
-                if time.perf_counter() > deadline:
-                    break
-                time.sleep(0.02)
-                continue
-            user, sys_, maxrss = user + ru2.ru_utime, sys_ + ru2.ru_stime, max(maxrss, ru2.ru_maxrss)
+        user, sys_, maxrss, _, _ = reap_orphans(ru, 30.0)  # forkserver workers re-parented to us
     halt.set()
     th.join()
     rc = os.waitstatus_to_exitcode(status)

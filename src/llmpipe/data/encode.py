@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from llmpipe.core.atomic import sha256_file, write_json
-from llmpipe.data.table import missing_input, read_batches
+from llmpipe.data.table import missing_input
 from llmpipe.core.log import get_logger, n
 from llmpipe.core import workers
 from llmpipe.core.errors import UserError

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from llmpipe.core.errors import UserError
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data import quality_model as qm
 from llmpipe.data.table import read_batches

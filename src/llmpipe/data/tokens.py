@@ -73,7 +73,7 @@ class SplitWriter:
             self.idx = open(self.dir / f"{self.stem}.idx", "wb")
             self._write_idx(np.zeros(1, np.uint64))
             self.table = TableWriter(self.dir / f"{self.stem}.docs.parquet", DOCS_SCHEMA).__enter__()
-        except BaseException as e:
+        except BaseException:
             close_all([f.close for f in (self.bin, getattr(self, "idx", None)) if f is not None])
             raise
 

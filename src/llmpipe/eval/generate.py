@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from llmpipe.core.errors import UserError
 from llmpipe.train.device import resolve_device

@@ -21,11 +21,14 @@ from llmpipe.core.errors import UserError
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from llmpipe.core.log import get_logger, n
 from llmpipe.train.device import device_name
 from llmpipe.params import CostParams
+
+if TYPE_CHECKING:  # annotation only: importing the model here would pull torch into the gate
+    from llmpipe.train.model import ModelConfig
 
 log = get_logger("cost")
 

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llmpipe.core.log import n
-from llmpipe.data.table import DOC_SCHEMA, TableWriter, read_batches
+from llmpipe.data.table import TableWriter, read_batches
 
 KEPT = 0  # reason code of a kept document; rule i has code i + 1
 

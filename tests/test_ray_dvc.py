@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _raykit import diagnose
 from conftest import BIN, make_repo
 
 pytestmark = pytest.mark.slow
@@ -69,7 +70,7 @@ def test_data_stages_on_ray_are_byte_identical_even_after_a_worker_is_killed(bui
         if proc.poll() is None:
             proc.kill()
     text = log.read_text()
-    assert rc == 0, text[-6000:]
+    assert rc == 0, text[-6000:] + "\n" + diagnose(ray_cluster)
     assert killed is not None, "no clean task was seen running on the cluster"
     assert "Ray cluster with 2 CPUs" in text  # the stages really ran their tasks on the cluster
     assert outs(repo) == outs(built_repo)

@@ -13,9 +13,10 @@ import pytest
 from llmpipe.core.errors import UserError, entry
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "clean", "filter", "dedup", "tokenizer", "tokenize", "mix", "bench", "train", "eval"]
+STAGES = ["inputs", "ingest", "clean", "filter", "dedup", "tokenizer", "tokenize", "mix", "bench", "train", "eval"]
 # The least each stage's argparse needs before it reads params.
-ARGS = {"ingest": ["--source", "c4", "--out", "o"],
+ARGS = {"inputs": ["--out", "o"],
+        "ingest": ["--source", "c4", "--out", "o"],
         "clean": ["--source", "c4", "--in", "i", "--out", "o"],
         "filter": ["--source", "c4", "--in", "i", "--out", "o", "--report", "r.json"],
         "tokenize": ["--source", "c4", "--clean", "c", "--dedup", "d", "--out", "t"]}

@@ -26,7 +26,7 @@ def docs(repo: Path, src: str) -> int:
 def test_ingest_repro_outputs_noop_and_one_source_rerun(tmp_path):
     repo = make_repo(tmp_path / "repo")
     first = dvc(repo, "repro", "ingest")  # the foreach group: all four sources
-    assert stages_ran(first) == set(TARGETS)
+    assert stages_ran(first) == {"inputs", *TARGETS}
 
     for src in SOURCES:
         out = repo / "data" / "ingested" / src
@@ -58,7 +58,7 @@ def test_ingest_repro_outputs_noop_and_one_source_rerun(tmp_path):
     before = {s: dir_bytes(repo / "data/ingested" / s) for s in SOURCES}
     set_params(repo, {"sources.wikipedia.max_docs": 25})
     third = dvc(repo, "repro", *TARGETS)
-    assert stages_ran(third) == {"ingest@wikipedia"}
+    assert stages_ran(third) == {"inputs", "ingest@wikipedia"}  # the other indexes come out the same
     assert docs(repo, "wikipedia") == 25 == read_docs(repo / "data/ingested/wikipedia").num_rows
     for s in SOURCES:
         if s != "wikipedia":
@@ -69,7 +69,7 @@ def test_ingest_repro_outputs_noop_and_one_source_rerun(tmp_path):
     # a forced rerun: dvc deletes the output first, so the unchanged unit is found through
     # dvc.lock in DVC's cache and linked from there (cache.type hardlink: the cache's own inode)
     c4 = repo / "data/ingested/c4"
-    forced = dvc(repo, "repro", "-f", "ingest@c4")
+    forced = dvc(repo, "repro", "-f", "-s", "ingest@c4")
     assert stages_ran(forced) == {"ingest@c4"}
     report = json.loads((repo / "reports/ingest/c4.json").read_text())
     assert (report["units_built"], report["units_reused"]) == (0, 1)
@@ -111,3 +111,34 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
     assert {u for u in used if not any(u.startswith(f + "/") for f in folders)} == declared - folders
     assert any(u.startswith("llmpipe/data/kinds/") for u in used)
     assert "stages/ingest.py" in stage["deps"] and stage["params"] == ["sources.${key}"]
+
+
+@pytest.mark.slow
+def test_a_new_raw_file_reruns_only_its_sources_ingest(tmp_path):
+    """ingest@SRC depends on its own index (stage `inputs`), not on all of data/raw: a new file of
+    one source, or a file no source reads, reruns no other ingest; the index is content (path,
+    size, sha256), the same after a touch."""
+    from test_shards_dvc import c4_docs, write_jsonl
+    repo = make_repo(tmp_path / "repo")
+    set_params(repo, {"sources.c4.uri": "data/raw/c4/*.jsonl", "sources.fineweb.uri": "data/raw/web",
+                      "sources.fineweb.id_field": None})
+    write_jsonl(repo / "data/raw/c4/a.jsonl", c4_docs(30, seed=1))
+    write_jsonl(repo / "data/raw/web/a.jsonl", c4_docs(30, seed=2))
+    assert stages_ran(dvc(repo, "repro", *TARGETS)) == {"inputs", *TARGETS}
+    index = json.loads((repo / "data/inputs/c4.json").read_text())
+    raw = (repo / "data/raw/c4/a.jsonl").read_bytes()
+    assert index["files"] == [["a.jsonl", len(raw), hashlib.sha256(raw).hexdigest()]]
+    assert "files" not in json.loads((repo / "data/inputs/wikipedia.json").read_text())  # sample://
+
+    write_jsonl(repo / "data/raw/c4/b.jsonl", c4_docs(20, seed=3))
+    assert stages_ran(dvc(repo, "repro", *TARGETS)) == {"inputs", "ingest@c4"}
+    assert docs(repo, "c4") == 50
+    (repo / "data/raw/notes.md").write_text("not read by any source\n")
+    (repo / "data/raw/c4/a.jsonl").touch()
+    assert stages_ran(dvc(repo, "repro", *TARGETS)) == {"inputs"}
+
+    (repo / "data/raw/web/a.jsonl").unlink()  # fineweb now names an empty folder: only it fails
+    p = dvc(repo, "repro", "ingest@c4", check=False)
+    assert p.returncode == 0 and stages_ran(p) == {"inputs"}
+    p = dvc(repo, "repro", "ingest@fineweb", check=False)
+    assert p.returncode != 0 and "data/raw/web: empty source" in p.stdout + p.stderr

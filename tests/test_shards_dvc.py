@@ -75,7 +75,7 @@ def test_a_new_file_reruns_only_its_shard_through_tokenize(local_repo: Path):
     p = dvc(repo, "repro", "tokenize@c4")
 
     # quality_model checks its pinned sample (kept) and quality@c4 scores the new shard only
-    assert stages_ran(p) == {"ingest@c4", "clean@c4", "quality_model", "quality@c4", "filter@c4", "dedup",
+    assert stages_ran(p) == {"inputs", "ingest@c4", "clean@c4", "quality_model", "quality@c4", "filter@c4", "dedup",
                              "tokenizer", "tokenize@c4"}
     for stage in ("ingest", "clean", "tokenize"):
         assert shard_line(p, stage) == "4 shard units: 1 built, 3 reused (dvc cache)", stage

@@ -6,6 +6,6 @@ Modules: `files` (uri -> input files), `readers` (file -> records or `Bad`), `in
 documents, accounting), `prose` + `sample*` (the sample corpus).
 """
 from llmpipe.data.sources.files import SourceError, SourceNotFound, resolve
-from llmpipe.data.sources.ingest import ingest_source, iter_items
+from llmpipe.data.sources.ingest import ingest_source, input_index, iter_items
 
-__all__ = ["SourceError", "SourceNotFound", "ingest_source", "iter_items", "resolve"]
+__all__ = ["SourceError", "SourceNotFound", "ingest_source", "input_index", "iter_items", "resolve"]

@@ -42,6 +42,7 @@ from typing import Iterator
 from pathlib import Path
 
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 
 from llmpipe.core import code
 from llmpipe.core.atomic import sha256_file, write_json
@@ -68,6 +69,30 @@ def input_units(name: str, sp: SourceParams) -> list[dict]:
         dup = next(k for k in keys if keys.count(k) > 1)
         raise SourceError(f"{sp.uri}: two input files make the same shard name {dup!r}; rename one")
     return units
+
+
+def input_index(name: str, sp: SourceParams, state: dict) -> dict:
+    """What ingest@NAME reads, as its DVC dependency `data/inputs/NAME.json` (stage `inputs`): the
+    uri and, for local files, each file's path under the uri, size and sha256 (content, so the
+    index is the same on every machine and a touched file changes nothing). A remote or sample://
+    source lists no files (its uri, in params, is the dependency); a uri that names nothing is
+    recorded as its error, which ingest@NAME then reports, so one bad source stops only itself."""
+    index: dict = {"source": name, "uri": sp.uri, "format": sp.format}
+    if sp.uri.startswith("sample://") or get_protocol(sp.uri) not in ("file", "local"):
+        return index
+    try:
+        units = input_units(name, sp)
+    except SourceError as e:
+        return {**index, "error": str(e)}
+    index["files"] = [[u["rel"], _size(u["file"].path), _input_sha(u["file"], state)] for u in units]
+    return index
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # ingest reports the file (its sha says unreadable)
+        return -1
 
 
 def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:

@@ -189,12 +189,29 @@ class DedupParams(Section):
     cross_threshold: float = 0.8
     """Estimated canonical Jaccard at or above which two documents of different sources are
     near duplicates (its bands x rows are chosen like `threshold`'s)."""
+    containment: bool = True
+    """After the other passes, remove a survivor whose canonical prose is mostly contained in a
+    survivor of another source (a chapter copied into a web page, the book in the Gutenberg
+    source): `contain.py`. Needs `near`."""
+    contain_threshold: float = 0.8
+    """Estimated containment (share of the smaller document's sampled shingles that the larger
+    one holds) at or above which the smaller is removed."""
+    contain_min_samples: int = 20
+    """Documents with fewer sampled shingles (1 in 8 of their view's: ~160 words of prose) are
+    never judged contained, nor containers: too few samples to estimate from."""
+    contain_max_docs: int = 32
+    """A sampled shingle that more surviving documents share is common phrasing, not evidence of
+    a copy: it is not counted (this also bounds the pairs each shingle makes)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
         check(1 <= self.num_perm <= 1024, "num_perm", f"must be in [1, 1024], got {self.num_perm}")
         check_fraction(self.threshold, "threshold", open_low=True)
         check_fraction(self.cross_threshold, "cross_threshold", open_low=True)
+        check_fraction(self.contain_threshold, "contain_threshold", open_low=True)
+        check(self.contain_min_samples >= 1, "contain_min_samples", f"must be >= 1, got {self.contain_min_samples}")
+        check(2 <= self.contain_max_docs <= 4096, "contain_max_docs",
+              f"must be in [2, 4096], got {self.contain_max_docs}")
         check_positive(self.bands, "bands")
         check_positive(self.rows, "rows")
         check_fraction(self.false_negative_weight, "false_negative_weight")

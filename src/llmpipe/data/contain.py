@@ -1,0 +1,320 @@
+"""Containment across sources: a short document most of whose prose lies inside a longer one.
+
+A web page holding one chapter of a book is a copy of part of the whole book that the Gutenberg
+source holds, but their Jaccard is about 1 / (chapters in the book), far below any near-duplicate
+threshold, and MinHash slots cannot see it. Containment can: c(a, b) = |S(a) & S(b)| / |S(a)| over
+the word 5-gram shingles of the two canonical views (`canonical.py`), estimated, after Broder
+(1997, "On the resemblance and containment of documents"), on MOD_m samples: each view's distinct
+shingles whose hash has its low `canonical.SAMPLE_BITS` bits 0 (`clean@SRC` writes them to
+NAME.contain.npy). The estimate is the share of a's samples that b's sample also holds; it needs no
+alignment of a inside b and does not fall with b's size.
+
+The pass runs in `dedup` after the exact, near and cross-source passes, on their survivors, and
+only joins documents of different sources (within a source nothing changes):
+  1. records (shingle hash, pref, loc, source << 32 | samples of the document) of every surviving
+     document go to partitions by hash;
+  2. per partition, the documents sharing a hash are paired when they are at most `max_docs`
+     (a shingle that more surviving documents share is common phrasing, not evidence) and lie in
+     different sources; the pairs are written by cells of a hash of the pair, as in `dedup_ext`;
+  3. per pair partition, pairs are counted: `shared`. Document a is contained in b when both have
+     at least `min_samples` samples and shared >= threshold x samples(a).
+  4. a contained document is removed (status NEAR) into its container when the container comes
+     first in the order (more samples first, then better rank). The removal graph follows that
+     total order, so it has no cycle: the largest document of any connected set always survives
+     (no text is lost by chains). A contained document's cluster head is its container's root.
+Whatever priority says, the contained copy goes and its container stays: the container's extra
+text exists nowhere else, the contained one's does. Each task reads file names and row ranges, and
+every partition is sized from `memory_bytes` like `dedup_ext`'s, so the pass is bounded, runs on the
+same local or Ray runner and gives the same decisions whatever the partitioning (tests compare it to
+`decide_in_memory`, which runs the same steps on one partition).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmpipe.data.dedup import KEPT, NEAR
+from llmpipe.data.dedup_ext import (ROW_BITS, SORT_FACTOR, _hash2, _load_partition, _Npy, _part_of, _pieces,
+                                    _save, _sorted_run)
+
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class ContainPass:
+    """The containment pass of `dedup_ext.deduplicate`: per unit its sample file and source."""
+
+    sample_paths: list[Path]   # per unit: NAME.contain.npy, (M,) uint64 clean row << 32 | hash
+    groups: list[int]          # per unit: its source; pairs within one are never counted
+    threshold: float           # dedup.contain_threshold
+    min_samples: int           # dedup.contain_min_samples
+    max_docs: int              # dedup.contain_max_docs
+
+
+# --------------------------------------------------------------------------- pure steps
+
+def records(samples: np.ndarray, doc_rows: np.ndarray, alive: np.ndarray, pref: np.ndarray, unit: int,
+            first_doc: int, group: int) -> np.ndarray:
+    """(m, 4) uint64 records (hash, pref, loc, group << 32 | size) of the alive documents among
+    `doc_rows` (ascending clean rows of documents first_doc, first_doc + 1, ...), from `samples`
+    (clean row << 32 | hash, ascending, covering at least those rows). size = the document's
+    samples, counted whatever `alive` says."""
+    at, ok = _doc_of(samples, doc_rows)
+    size = np.bincount(at[ok], minlength=len(doc_rows))
+    ok[ok] = alive[at[ok]]
+    at = at[ok]
+    rec = np.empty((len(at), 4), np.uint64)
+    rec[:, 0] = samples[ok] & _LOW32
+    rec[:, 1] = pref[at]
+    rec[:, 2] = (np.uint64(unit) << np.uint64(ROW_BITS)) + (first_doc + at).astype(np.uint64)
+    rec[:, 3] = (np.uint64(group) << np.uint64(32)) | size[at].astype(np.uint64)
+    return rec
+
+
+def _doc_of(samples: np.ndarray, doc_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index into doc_rows of each sample's row, whether that row is one of doc_rows)."""
+    srow = samples >> np.uint64(32)
+    at = np.searchsorted(doc_rows.astype(np.uint64), srow)
+    ok = at < len(doc_rows)
+    ok[ok] = doc_rows[at[ok]].astype(np.uint64) == srow[ok]
+    return at, ok
+
+
+def pairs(rec: np.ndarray, max_docs: int) -> np.ndarray:
+    """(P, 6) uint64 (pref_a, pref_b, loc_a, loc_b, meta_a, meta_b), pref_a < pref_b: every two
+    records of one hash in different groups, for hashes held by 2..max_docs records."""
+    rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+    h = rec[:, 0]
+    head = np.ones(len(rec), bool)
+    head[1:] = h[1:] != h[:-1]
+    start = np.flatnonzero(head)
+    size = np.diff(np.append(start, len(rec)))
+    keep = np.repeat((size >= 2) & (size <= max_docs), size)
+    rec, pos = rec[keep], (np.arange(len(rec)) - np.repeat(start, size))[keep]
+    size = np.repeat(size, size)[keep]
+    group = rec[:, 3] >> np.uint64(32)
+    out = []
+    i_all = np.arange(len(rec))
+    for o in range(1, int(size.max(initial=1))):       # partner o places later in the same hash
+        i_all = i_all[pos[i_all] + o < size[i_all]]     # records with a partner that far: shrinks
+        i = i_all[group[i_all] != group[i_all + o]]
+        if len(i):
+            p = np.empty((len(i), 6), np.uint64)
+            p[:, 0], p[:, 1], p[:, 2] = rec[i, 1], rec[i + o, 1], rec[i, 2]
+            p[:, 3], p[:, 4], p[:, 5] = rec[i + o, 2], rec[i, 3], rec[i + o, 3]
+            out.append(p)
+    return np.concatenate(out) if out else np.empty((0, 6), np.uint64)
+
+
+def edges(pr: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
+    """(E, 6) uint64 (pref_removed, loc_removed, pref_container, size_removed, shared,
+    size_container) of the counted pairs `pr` (every shared hash once, in any order): the smaller of two documents (by
+    samples, then the worse rank) is removed when it is contained in the other."""
+    if not len(pr):
+        return np.empty((0, 6), np.uint64)
+    pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
+    first = np.ones(len(pr), bool)
+    first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])
+    start = np.flatnonzero(first)
+    shared = np.diff(np.append(start, len(pr)))
+    u = pr[start]
+    sa, sb = (u[:, 4] & _LOW32).astype(np.int64), (u[:, 5] & _LOW32).astype(np.int64)
+    big_enough = (sa >= min_samples) & (sb >= min_samples)
+    a_first = sa >= sb                     # equal sizes: a (the better rank, pref_a < pref_b) first
+    small, large = np.where(a_first, sb, sa), np.where(a_first, sa, sb)
+    hit = big_enough & (shared >= threshold * small - 1e-9)
+    a_first, u = a_first[hit], u[hit]
+    out = np.empty((len(u), 6), np.uint64)
+    out[:, 0] = np.where(a_first, u[:, 1], u[:, 0])
+    out[:, 1] = np.where(a_first, u[:, 3], u[:, 2])
+    out[:, 2] = np.where(a_first, u[:, 0], u[:, 1])
+    out[:, 3], out[:, 4], out[:, 5] = small[hit], shared[hit], large[hit]
+    return out
+
+
+def resolve(found: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pref, loc, root pref) of every removed document, sorted by pref: each is removed into its
+    first container in the order (most samples, then best rank), and its root is that container,
+    or the container's root when the container is itself removed (containers come first in the
+    order, so the roots are known when needed). `found`: the rows of `edges`."""
+    if not len(found):
+        z = np.zeros(0, np.uint64)
+        return z, z, z
+    csize = found[:, 5].astype(np.int64)
+    # per removed document its best container: most samples, then smallest pref
+    order = np.lexsort((found[:, 2], -csize, found[:, 0]))
+    f = found[order]
+    first = np.ones(len(f), bool)
+    first[1:] = f[1:, 0] != f[:-1, 0]
+    f = f[first]
+    root = {}
+    for k in np.lexsort((f[:, 0], -f[:, 3].astype(np.int64))).tolist():   # larger removed documents first
+        c = int(f[k, 2])
+        root[int(f[k, 0])] = root.get(c, c)
+    return f[:, 0].copy(), f[:, 1].copy(), np.array([root[int(p)] for p in f[:, 0]], np.uint64)
+
+
+# --------------------------------------------------------------------------- tasks (workers)
+
+def _task_offsets(sample_path: str, clean_rows: int, out: str) -> int:
+    """(clean_rows + 1,) int64 offsets of each clean row's samples in `sample_path`."""
+    counts = np.zeros(clean_rows, np.int64)
+    with _Npy(sample_path) as f:
+        step = 1 << 20
+        for lo in range(0, f.shape[0], step):
+            rows = (f.flat(lo, min(step, f.shape[0] - lo)) >> np.uint64(32)).astype(np.int64)
+            if len(rows) and rows[-1] >= clean_rows:
+                from llmpipe.core.errors import UserError
+                raise UserError(f"{sample_path}: a sample of row {rows[-1]}, the shard has {clean_rows} rows; "
+                                "rerun clean")
+            counts += np.bincount(rows, minlength=clean_rows)
+    _save(Path(out), np.concatenate(([0], np.cumsum(counts))))
+    return int(counts.sum())
+
+
+def _piece_records(unit: int, lo: int, hi: int, staged: str, status_path: str, rows_path: str | None,
+                   sample_path: str, off_path: str, group: int) -> np.ndarray:
+    with _Npy(status_path) as f:
+        alive = f.rows(lo, hi) == KEPT
+    with _Npy(staged) as f:
+        pref = f.rows(lo, hi)[:, 0]
+    if rows_path is None:
+        doc_rows = np.arange(lo, hi, dtype=np.int64)
+    else:
+        with _Npy(rows_path) as f:
+            doc_rows = f.rows(lo, hi)
+    with _Npy(off_path) as f:
+        a = int(f.flat(int(doc_rows[0]), 1)[0])
+        b = int(f.flat(int(doc_rows[-1]) + 1, 1)[0])
+    with _Npy(sample_path) as f:
+        samples = f.flat(a, b - a)
+    return records(samples, doc_rows, alive, pref, unit, lo, group)
+
+
+def _task_scatter(pieces: list[tuple], parts: int, out: str) -> int:
+    """Records of `pieces` [(unit, lo, hi, staged, status, rows, samples, offsets, group)], sorted by
+    hash partition, into one run."""
+    recs = [_piece_records(*p) for p in pieces]
+    rec = np.concatenate(recs) if recs else np.empty((0, 4), np.uint64)
+    _sorted_run(_part_of(_hash2(rec[:, 0], rec[:, 0] >> np.uint64(7)), parts), rec, parts, Path(out))
+    return len(rec)
+
+
+def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int) -> int:
+    """Hash partition p: its pairs (`pairs`), sorted by the top bits (cells) of a hash of
+    (pref_a, pref_b), with the offsets of the 2^cell_bits cells (OUT.off.npy)."""
+    pr = pairs(_load_partition(p, runs, 4), max_docs)
+    cell = (_hash2(pr[:, 0], pr[:, 1]) >> np.uint64(64 - cell_bits)).astype(np.int64)
+    order = np.argsort(cell, kind="stable")
+    _save(Path(out), pr[order])
+    _save(Path(out).with_suffix(".off.npy"),
+          np.searchsorted(cell[order], np.arange((1 << cell_bits) + 1)).astype(np.int64))
+    return len(pr)
+
+
+def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], threshold: float,
+                min_samples: int) -> np.ndarray:
+    """Pair partition q (a range of cells of every pair file): its containment edges (`edges`)."""
+    c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
+    spans = []
+    for path in pair_files:
+        with _Npy(Path(path).with_suffix(".off.npy")) as f:
+            off = f.flat(c0, c1 - c0 + 1)
+        spans.append((path, int(off[0]), int(off[-1])))
+    pr = np.empty((sum(b - a for _p, a, b in spans), 6), np.uint64)
+    at = 0
+    for path, a, b in spans:
+        if b > a:
+            with _Npy(path) as f:
+                f._read_into(pr[at:at + b - a], a * f.row_bytes)
+            at += b - a
+    return edges(pr, threshold, min_samples)
+
+
+# --------------------------------------------------------------------------- the pass
+
+def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, run_dir: Path, stats: dict,
+                     rows_paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bounded pass over the survivors (status KEPT) of `units`: (pref, loc, root pref) of the
+    documents it removes, sorted by pref (`resolve`). stats["containment"]: its counts."""
+    sub = Path(run_dir) / "contain"
+    sub.mkdir()
+    cstats = {"samples": 0, "pairs": 0, "pair_partitions": 0, "contained": 0}
+    clean_rows = []
+    for u, unit in enumerate(units):
+        with _Npy(cp.sample_paths[u]):
+            pass                                   # a missing or broken file fails here, by name
+        if unit.rows is None:
+            clean_rows.append(ns[u])
+        else:
+            with _Npy(unit.sig_path) as f:
+                clean_rows.append(f.shape[0])
+    offs = [str(sub / f"off-{u:06d}.npy") for u in range(len(units))]
+    cstats["samples"] = int(sum(runner.map(_task_offsets, ((str(cp.sample_paths[u]), clean_rows[u], offs[u])
+                                                           for u in range(len(units))))))
+    status_paths = []
+    for u, unit in enumerate(units):
+        status_paths.append(str(sub / f"status-{u:06d}.npy"))
+        _save(Path(status_paths[-1]), status[unit.name])
+    alive = [int((status[u.name] == KEPT).sum()) for u in units]
+    rec_bytes = 32 * SORT_FACTOR
+    total = max(1, cstats["samples"] * 32)
+    parts = max(1, math.ceil(total * SORT_FACTOR / share))
+    # a piece's records are about (its documents' samples); size pieces by documents
+    per_doc = max(1, cstats["samples"] // max(1, sum(ns)))
+    per_task = max(1, share // (rec_bytes * per_doc + 24))
+
+    def scatter_tasks():
+        for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
+            yield ([(u, lo, hi, staged[u], status_paths[u], rows_paths[u], str(cp.sample_paths[u]), offs[u],
+                     cp.groups[u]) for u, lo, hi in task], parts, str(sub / f"run-{k:06d}"))
+
+    runs = [str(sub / f"run-{k:06d}") for k, _ in enumerate(runner.map(_task_scatter, scatter_tasks()))]
+    pair_files = [str(sub / f"pairs-{p:06d}.npy") for p in range(parts)]
+    most = max(1, math.ceil(total * cp.max_docs * SORT_FACTOR / share))
+    cell_bits = min(16, max(1, (most - 1).bit_length()))
+    n_pairs = sum(runner.map(_task_pairs, ((p, runs, pair_files[p], cell_bits, cp.max_docs)
+                                           for p in range(parts))))
+    for r in runs:
+        os.unlink(f"{r}.rec.npy")
+        os.unlink(f"{r}.off.npy")
+    q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * 48 * SORT_FACTOR / share)))
+    found = list(runner.map(_task_count, ((q, q_parts, cell_bits, pair_files, cp.threshold, cp.min_samples)
+                                          for q in range(q_parts))))
+    found = np.concatenate(found) if found else np.empty((0, 6), np.uint64)
+    cstats.update(pairs=int(n_pairs), pair_partitions=q_parts, hash_partitions=parts)
+    out = resolve(found)
+    cstats["contained"] = int(len(out[0]))
+    stats["containment"] = cstats
+    return out
+
+
+def in_memory(samples: list[np.ndarray], doc_rows: list[np.ndarray], alive: list[np.ndarray],
+              prefs: list[np.ndarray], groups: list[int], threshold: float, min_samples: int,
+              max_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same pass on whole arrays in RAM (the reference): per unit its samples, documents' clean
+    rows, alive mask, prefs and source. Returns (pref, loc, root pref) like `containment_pass`."""
+    rec = [records(s, r, a, p, u, 0, g) for u, (s, r, a, p, g) in enumerate(zip(samples, doc_rows, alive, prefs,
+                                                                              groups))]
+    rec = np.concatenate(rec) if rec else np.empty((0, 4), np.uint64)
+    return resolve(edges(pairs(rec, max_docs), threshold, min_samples))
+
+
+def apply(status: np.ndarray, cluster: np.ndarray, pref: np.ndarray, removed: tuple) -> None:
+    """Set NEAR and the root as cluster head for the removed documents of one array of documents
+    (`pref`: theirs), and move the documents whose head was removed to that head's root (in place)."""
+    rp, _loc, root = removed
+    if not len(rp):
+        return
+    idx = np.searchsorted(rp, pref)
+    idx = np.minimum(idx, len(rp) - 1)
+    hit = rp[idx] == pref
+    status[hit] = NEAR
+    cluster[hit] = root[idx[hit]]
+    j = np.minimum(np.searchsorted(rp, cluster), len(rp) - 1)
+    moved = rp[j] == cluster
+    cluster[moved] = root[j[moved]]

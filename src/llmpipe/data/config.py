@@ -234,6 +234,14 @@ class QualityParams(Section):
     """Sources of these kinds give the reference (positive) passages, from their clean shards."""
     negative_kinds: list[str] = field(default_factory=lambda: ["c4", "fineweb"])
     """Sources of these kinds give the raw web (negative) passages, from their ingested shards."""
+    positives: Optional[list[str]] = None
+    """The reference sources by name (their clean shards give the positive passages); null: every
+    source of a `positive_kinds` kind. Named, a source added later never retrains the model. A
+    name that is not in `sources` is skipped (`quality_sample` logs it): removing a source needs
+    no edit here."""
+    negatives: Optional[list[str]] = None
+    """The raw web sources by name (their ingested shards give the negatives); null: every source
+    of a `negative_kinds` kind."""
     sample_shards: int = 8
     """Passages come from each source's first this many shards: a new input file never retrains."""
     max_docs: int = 20_000
@@ -277,6 +285,20 @@ class QualityParams(Section):
                 check(k in kinds.KINDS, key, f"{k!r} is not a source kind; kinds: {sorted(kinds.KINDS)}")
         both = sorted(set(self.positive_kinds) & set(self.negative_kinds))
         check(not both, "negative_kinds", f"{both} are also positive_kinds")
+        for key in ("positives", "negatives"):
+            names = getattr(self, key)
+            check(names is None or len(set(names)) == len(names), key, f"lists a source twice: {names}")
+        both = sorted(set(self.positives or []) & set(self.negatives or []))
+        check(not both, "negatives", f"{both} are also positives")
+
+    def reference_sources(self, kinds_of: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(positive sources, negative sources) in `sources` order: the named ones, or those of
+        the positive / negative kinds. `kinds_of`: {source: kind}."""
+        pos = [s for s, k in kinds_of.items()
+               if (s in self.positives if self.positives is not None else k in self.positive_kinds)]
+        neg = [s for s, k in kinds_of.items()
+               if (s in self.negatives if self.negatives is not None else k in self.negative_kinds)]
+        return pos, neg
 
 
 @dataclass

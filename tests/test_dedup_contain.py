@@ -145,7 +145,7 @@ def brute_force(docs: list[tuple[set, int, int]], threshold: float, min_samples:
         if min(sa, sb) < min_samples:
             continue
         small, big = (b, a) if sa > sb or (sa == sb and a < b) else (a, b)   # a < b: a ranks better
-        if n >= threshold * len(by_pref[small][0]):
+        if n >= threshold * len(by_pref[small][0]) and len(by_pref[big][0]) >= 2 * len(by_pref[small][0]):
             into.setdefault(small, []).append(big)
     best = {a: min(cs, key=lambda c: (-len(by_pref[c][0]), c)) for a, cs in into.items()}
     root = {}

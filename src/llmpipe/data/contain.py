@@ -18,10 +18,13 @@ only joins documents of different sources (within a source nothing changes):
      different sources; the pairs are written by cells of a hash of the pair, as in `dedup_ext`;
   3. per pair partition, pairs are counted: `shared`. Document a is contained in b when both have
      at least `min_samples` samples and shared >= threshold x samples(a).
-  4. a contained document is removed (status NEAR) into its container when the container comes
-     first in the order (more samples first, then better rank). The removal graph follows that
-     total order, so it has no cycle: the largest document of any connected set always survives
-     (no text is lost by chains). A contained document's cluster head is its container's root.
+  4. a contained document is removed (status NEAR) into its container when the container holds
+     at least MIN_RATIO (2) times its samples: two documents of similar size are alike, not one
+     inside the other, and the Jaccard passes decide them (by priority; on noisy sample counts a
+     containment test would flip a coin on which copy goes). So a container always has more
+     samples than what it removes: the removal graph has no cycle and the largest document of any
+     connected set survives (no text is lost by chains). A removed document's cluster head is its
+     container's root.
 Whatever priority says, the contained copy goes and its container stays: the container's extra
 text exists nowhere else, the contained one's does. Each task reads file names and row ranges, and
 every partition is sized from `memory_bytes` like `dedup_ext`'s, so the pass is bounded, runs on the
@@ -42,6 +45,7 @@ from llmpipe.data.dedup_ext import (ROW_BITS, SORT_FACTOR, _hash2, _load_partiti
                                     _save, _sorted_run)
 
 _LOW32 = np.uint64(0xFFFFFFFF)
+MIN_RATIO = 2     # a container holds at least twice the samples of what it contains
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,9 @@ def pairs(rec: np.ndarray, max_docs: int) -> np.ndarray:
 
 def edges(pr: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
     """(E, 6) uint64 (pref_removed, loc_removed, pref_container, size_removed, shared,
-    size_container) of the counted pairs `pr` (every shared hash once, in any order): the smaller of two documents (by
-    samples, then the worse rank) is removed when it is contained in the other."""
+    size_container) of the counted pairs `pr` (every shared hash once, in any order): the smaller
+    of two documents (by samples) is removed when it is contained in the other and the other has
+    at least MIN_RATIO times its samples."""
     if not len(pr):
         return np.empty((0, 6), np.uint64)
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
@@ -126,7 +131,10 @@ def edges(pr: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
     big_enough = (sa >= min_samples) & (sb >= min_samples)
     a_first = sa >= sb                     # equal sizes: a (the better rank, pref_a < pref_b) first
     small, large = np.where(a_first, sb, sa), np.where(a_first, sa, sb)
-    hit = big_enough & (shared >= threshold * small - 1e-9)
+    # one way only: the container holds at least MIN_RATIO x the samples; documents of similar
+    # size are alike, not one inside the other, and the Jaccard passes decide them by priority
+    # (a ratio test on noisy sample counts would otherwise flip a coin on which of two copies goes)
+    hit = big_enough & (shared >= threshold * small - 1e-9) & (large >= MIN_RATIO * small)
     a_first, u = a_first[hit], u[hit]
     out = np.empty((len(u), 6), np.uint64)
     out[:, 0] = np.where(a_first, u[:, 1], u[:, 0])

@@ -78,7 +78,7 @@ def edited(pars: list[str], every: int = 40) -> list[str]:
     return out
 
 
-def test_chapter_in_a_page_is_removed_into_the_book_whatever_the_partitioning(tmp_path):
+def test_chapter_in_a_page_is_removed_into_the_book_in_memory_and_bounded(tmp_path):
     web = [page(edited(CHAPTERS[3])),                               # a chapter of the book: removed
            page(chapter(100)),                                      # unrelated: kept
            page(CHAPTERS[5][:3] + chapter(101, 3)),                 # half a chapter, half its own: kept
@@ -131,7 +131,8 @@ def brute_force(docs: list[tuple[set, int, int]], threshold: float, min_samples:
     for s, _g, p in docs:
         for h in s:
             holders.setdefault(h, []).append(p)
-    by_pref = {p: (s, g) for s, g, p in docs}
+    common = {h for h, ps in holders.items() if len(ps) > max_docs}
+    by_pref = {p: (s - common, g) for s, g, p in docs}      # common phrasing counts for nothing
     shared = {}
     for h, ps in holders.items():
         if len(ps) > max_docs:
@@ -142,9 +143,9 @@ def brute_force(docs: list[tuple[set, int, int]], threshold: float, min_samples:
     into = {}
     for (a, b), n in shared.items():
         sa, sb = len(by_pref[a][0]), len(by_pref[b][0])
-        if min(sa, sb) < min_samples:
-            continue
         small, big = (b, a) if sa > sb or (sa == sb and a < b) else (a, b)   # a < b: a ranks better
+        if len(by_pref[small][0]) < min_samples:
+            continue
         if n >= threshold * len(by_pref[small][0]) and len(by_pref[big][0]) >= 2 * len(by_pref[small][0]):
             into.setdefault(small, []).append(big)
     best = {a: min(cs, key=lambda c: (-len(by_pref[c][0]), c)) for a, cs in into.items()}
@@ -178,3 +179,36 @@ def test_the_pass_matches_a_set_based_brute_force_and_never_removes_every_copy()
         want = brute_force(docs, 0.7, 5, 4)
         assert dict(zip(got[0].tolist(), got[2].tolist())) == want, trial
         assert not set(want.values()) & set(want)        # every root survives
+
+
+def test_many_small_partitions_on_two_workers_decide_what_memory_decides(tmp_path):
+    """The bounded pass at a 32 KiB budget (many hash and pair partitions) on two worker
+    processes gives the in-memory decision, document by document, cluster heads included."""
+    from llmpipe.data import dedup_ext
+    from llmpipe.data.dedup import cross_settings, decide, load_shards, resolve_bands
+    books = [book(CHAPTERS[:6]), book(CHAPTERS[6:])]
+    web = [page(edited(CHAPTERS[k], every=40 + k)) for k in (0, 2, 7, 9)] + [page(chapter(200 + k)) for k in range(6)]
+    web.append(page(CHAPTERS[1] + CHAPTERS[8]))               # two books' chapters: in neither book enough
+    root = build(tmp_path, {"books": ("gutenberg", {"b.00000": books[:1], "b.00001": books[1:]}),
+                            "web": ("c4", {"w.00000": web[:5], "w.00001": web[5:]})})
+    params = DedupParams(num_perm=K, jobs=1)
+    units = load_shards(root / "clean", root / "filtered", ["books", "web"], [], K, tmp_path)
+    bands, rows = resolve_bands(params.threshold, K, None, None, params.false_negative_weight)
+    ref = decide(units, params, bands, rows, None)
+    xb = cross_settings(params, units)
+    ext_units = [dedup_ext.Unit(name=f"{u.source}/{u.name}", pref=u.pref, exact=u.exact, sig_path=u.sig_path,
+                                fingerprint=u.fingerprint, rows=u.rows) for u in units]
+    dec = dedup_ext.deduplicate(
+        ext_units, num_perm=K, threshold=params.threshold, bands=bands, rows=rows, work_dir=tmp_path / "w",
+        cache_dir=tmp_path / "c", memory_bytes=1 << 15, jobs=2,
+        cross=dedup_ext.CrossPass([u.canon_path for u in units], [u.canon_fingerprint for u in units],
+                                  [u.position[0] for u in units], params.cross_threshold, *xb),
+        contain=contain.ContainPass([u.contain_path for u in units], [u.position[0] for u in units],
+                                    params.contain_threshold, params.contain_min_samples, params.contain_max_docs))
+    st = dec.stats["containment"]
+    assert st["hash_partitions"] > 1 and st["pair_partitions"] > 1 and st["contained"] == 4, st
+    for u, eu, want, head, gone in zip(units, ext_units, ref[0], ref[1], ref[4]):
+        assert dec.status[eu.name].tolist() == want.tolist(), u.name
+        assert dec.cluster(eu.name).tolist() == head.tolist(), u.name
+        assert dec.contained[eu.name].tolist() == gone.tolist(), u.name
+    assert [s.tolist() for s in ref[0]] == [[0], [0], [2, 2, 2, 2, 0], [0, 0, 0, 0, 0, 0]]

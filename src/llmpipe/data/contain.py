@@ -14,10 +14,13 @@ only joins documents of different sources (within a source nothing changes):
   1. records (shingle hash, pref, loc, source << 32 | samples of the document) of every surviving
      document go to partitions by hash;
   2. per partition, the documents sharing a hash are paired when they are at most `max_docs`
-     (a shingle that more surviving documents share is common phrasing, not evidence) and lie in
-     different sources; the pairs are written by cells of a hash of the pair, as in `dedup_ext`;
-  3. per pair partition, pairs are counted: `shared`. Document a is contained in b when both have
-     at least `min_samples` samples and shared >= threshold x samples(a).
+     and lie in different sources; the pairs are written by cells of a hash of the pair, as in
+     `dedup_ext`. A hash that more surviving documents share is common phrasing (a licence, a
+     site footer): it is no evidence either way, so it is counted per document as "common" and
+     left out of that document's size;
+  3. per pair partition, pairs are counted (`shared`); then, with the common counts of the
+     documents of the pairs that share enough to matter, document a is contained in b when a has
+     at least `min_samples` samples (common ones left out) and shared >= threshold x samples(a).
   4. a contained document is removed (status NEAR) into its container when the container holds
      at least MIN_RATIO (2) times its samples: two documents of similar size are alike, not one
      inside the other, and the Jaccard passes decide them (by priority; on noisy sample counts a
@@ -88,15 +91,20 @@ def _doc_of(samples: np.ndarray, doc_rows: np.ndarray) -> tuple[np.ndarray, np.n
     return at, ok
 
 
-def pairs(rec: np.ndarray, max_docs: int) -> np.ndarray:
-    """(P, 6) uint64 (pref_a, pref_b, loc_a, loc_b, meta_a, meta_b), pref_a < pref_b: every two
-    records of one hash in different groups, for hashes held by 2..max_docs records."""
+def pairs(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """((P, 6) uint64 (pref_a, pref_b, loc_a, loc_b, meta_a, meta_b), pref_a < pref_b: every two
+    records of one hash in different groups, for hashes held by 2..max_docs records; (C, 2)
+    uint64 (loc, n) ascending: per document, its samples whose hash more than max_docs records
+    hold (common phrasing: neither evidence for a copy nor against it, `edges`))."""
     rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
     h = rec[:, 0]
     head = np.ones(len(rec), bool)
     head[1:] = h[1:] != h[:-1]
     start = np.flatnonzero(head)
     size = np.diff(np.append(start, len(rec)))
+    common_loc, common_n = np.unique(rec[np.repeat(size > max_docs, size), 2], return_counts=True)
+    common = np.stack((common_loc, common_n.astype(np.uint64)), axis=1) if len(common_loc) \
+        else np.empty((0, 2), np.uint64)
     keep = np.repeat((size >= 2) & (size <= max_docs), size)
     rec, pos = rec[keep], (np.arange(len(rec)) - np.repeat(start, size))[keep]
     size = np.repeat(size, size)[keep]
@@ -111,31 +119,60 @@ def pairs(rec: np.ndarray, max_docs: int) -> np.ndarray:
             p[:, 0], p[:, 1], p[:, 2] = rec[i, 1], rec[i + o, 1], rec[i, 2]
             p[:, 3], p[:, 4], p[:, 5] = rec[i + o, 2], rec[i, 3], rec[i + o, 3]
             out.append(p)
-    return np.concatenate(out) if out else np.empty((0, 6), np.uint64)
+    return (np.concatenate(out) if out else np.empty((0, 6), np.uint64)), common
 
 
-def edges(pr: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
-    """(E, 6) uint64 (pref_removed, loc_removed, pref_container, size_removed, shared,
-    size_container) of the counted pairs `pr` (every shared hash once, in any order): the smaller
-    of two documents (by samples) is removed when it is contained in the other and the other has
-    at least MIN_RATIO times its samples."""
+def counted(pr: np.ndarray, min_shared: int) -> np.ndarray:
+    """(C, 7) uint64 (pref_a, pref_b, loc_a, loc_b, samples_a, samples_b, shared) of the pairs
+    `pr` (each shared hash once, any order) that share at least `min_shared` hashes."""
     if not len(pr):
-        return np.empty((0, 6), np.uint64)
+        return np.empty((0, 7), np.uint64)
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
     first = np.ones(len(pr), bool)
     first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])
     start = np.flatnonzero(first)
     shared = np.diff(np.append(start, len(pr)))
-    u = pr[start]
-    sa, sb = (u[:, 4] & _LOW32).astype(np.int64), (u[:, 5] & _LOW32).astype(np.int64)
-    big_enough = (sa >= min_samples) & (sb >= min_samples)
+    ok = shared >= min_shared
+    u = pr[start[ok]]
+    out = np.empty((len(u), 7), np.uint64)
+    out[:, :4] = u[:, :4]
+    out[:, 4], out[:, 5] = u[:, 4] & _LOW32, u[:, 5] & _LOW32
+    out[:, 6] = shared[ok]
+    return out
+
+
+def min_shared(threshold: float, min_samples: int) -> int:
+    """The fewest shared samples an edge can have (a judged document has >= min_samples)."""
+    return max(1, math.ceil(threshold * min_samples - 1e-9))
+
+
+def common_of(locs: np.ndarray, common: np.ndarray) -> np.ndarray:
+    """(len(locs),) uint64: the common-sample counts of `locs` in (loc, n) rows sorted by loc."""
+    if not len(common):
+        return np.zeros(len(locs), np.uint64)
+    j = np.minimum(np.searchsorted(common[:, 0], locs), len(common) - 1)
+    return np.where(common[j, 0] == locs, common[j, 1], 0).astype(np.uint64)
+
+
+def edges(c: np.ndarray, common_a: np.ndarray, common_b: np.ndarray, threshold: float,
+          min_samples: int) -> np.ndarray:
+    """(E, 6) uint64 (pref_removed, loc_removed, pref_container, samples_removed, shared,
+    samples_container) of the `counted` pairs `c`, sizes without each document's common samples
+    (`common_a`, `common_b`: theirs, from `pairs`): the smaller of two documents is removed when
+    it has at least `threshold` of its samples in the other and the other has at least
+    MIN_RATIO times its samples."""
+    if not len(c):
+        return np.empty((0, 6), np.uint64)
+    sa = c[:, 4].astype(np.int64) - common_a.astype(np.int64)
+    sb = c[:, 5].astype(np.int64) - common_b.astype(np.int64)
+    shared = c[:, 6].astype(np.int64)
     a_first = sa >= sb                     # equal sizes: a (the better rank, pref_a < pref_b) first
     small, large = np.where(a_first, sb, sa), np.where(a_first, sa, sb)
     # one way only: the container holds at least MIN_RATIO x the samples; documents of similar
     # size are alike, not one inside the other, and the Jaccard passes decide them by priority
     # (a ratio test on noisy sample counts would otherwise flip a coin on which of two copies goes)
-    hit = big_enough & (shared >= threshold * small - 1e-9) & (large >= MIN_RATIO * small)
-    a_first, u = a_first[hit], u[hit]
+    hit = (small >= min_samples) & (shared >= threshold * small - 1e-9) & (large >= MIN_RATIO * small)
+    a_first, u = a_first[hit], c[hit]
     out = np.empty((len(u), 6), np.uint64)
     out[:, 0] = np.where(a_first, u[:, 1], u[:, 0])
     out[:, 1] = np.where(a_first, u[:, 3], u[:, 2])
@@ -214,8 +251,10 @@ def _task_scatter(pieces: list[tuple], parts: int, out: str) -> int:
 
 def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int) -> int:
     """Hash partition p: its pairs (`pairs`), sorted by the top bits (cells) of a hash of
-    (pref_a, pref_b), with the offsets of the 2^cell_bits cells (OUT.off.npy)."""
-    pr = pairs(_load_partition(p, runs, 4), max_docs)
+    (pref_a, pref_b), with the offsets of the 2^cell_bits cells (OUT.off.npy), and its documents'
+    common-sample counts (OUT.common.npy)."""
+    pr, common = pairs(_load_partition(p, runs, 4), max_docs)
+    _save(Path(out).with_suffix(".common.npy"), common)
     cell = (_hash2(pr[:, 0], pr[:, 1]) >> np.uint64(64 - cell_bits)).astype(np.int64)
     order = np.argsort(cell, kind="stable")
     _save(Path(out), pr[order])
@@ -224,9 +263,9 @@ def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int
     return len(pr)
 
 
-def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], threshold: float,
-                min_samples: int) -> np.ndarray:
-    """Pair partition q (a range of cells of every pair file): its containment edges (`edges`)."""
+def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], least: int) -> np.ndarray:
+    """Pair partition q (a range of cells of every pair file): its pairs sharing at least `least`
+    samples (`counted`)."""
     c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
     spans = []
     for path in pair_files:
@@ -240,7 +279,21 @@ def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], thres
             with _Npy(path) as f:
                 f._read_into(pr[at:at + b - a], a * f.row_bytes)
             at += b - a
-    return edges(pr, threshold, min_samples)
+    return counted(pr, least)
+
+
+def _task_common(paths: list[str], locs_path: str) -> np.ndarray:
+    """(len(locs),) uint64: the common-sample counts of the locs in `locs_path` (ascending),
+    summed over the partitions' common files (each read in slices)."""
+    with _Npy(locs_path) as f:
+        locs = f.rows(0, f.shape[0])
+    total = np.zeros(len(locs), np.uint64)
+    for path in paths:
+        with _Npy(path) as f:
+            step = 1 << 18
+            for lo in range(0, f.shape[0], step):     # each file is sorted by loc
+                total += common_of(locs, f.rows(lo, min(f.shape[0], lo + step)))
+    return total
 
 
 # --------------------------------------------------------------------------- the pass
@@ -291,10 +344,18 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
         os.unlink(f"{r}.rec.npy")
         os.unlink(f"{r}.off.npy")
     q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * 48 * SORT_FACTOR / share)))
-    found = list(runner.map(_task_count, ((q, q_parts, cell_bits, pair_files, cp.threshold, cp.min_samples)
-                                          for q in range(q_parts))))
-    found = np.concatenate(found) if found else np.empty((0, 6), np.uint64)
-    cstats.update(pairs=int(n_pairs), pair_partitions=q_parts, hash_partitions=parts)
+    least = min_shared(cp.threshold, cp.min_samples)
+    cand = list(runner.map(_task_count, ((q, q_parts, cell_bits, pair_files, least) for q in range(q_parts))))
+    cand = np.concatenate(cand) if cand else np.empty((0, 7), np.uint64)
+    # the common-sample counts of the candidates' documents (a few), from every partition's file
+    locs = np.unique(np.concatenate((cand[:, 2], cand[:, 3])))
+    _save(sub / "locs.npy", locs)
+    common_files = [str(Path(f).with_suffix(".common.npy")) for f in pair_files]
+    common = next(iter(runner.map(_task_common, [(common_files, str(sub / "locs.npy"))]))) if len(locs) \
+        else np.zeros(0, np.uint64)
+    table = np.stack((locs, common), axis=1) if len(locs) else np.empty((0, 2), np.uint64)
+    found = edges(cand, common_of(cand[:, 2], table), common_of(cand[:, 3], table), cp.threshold, cp.min_samples)
+    cstats.update(pairs=int(n_pairs), pair_partitions=q_parts, hash_partitions=parts, candidates=int(len(cand)))
     out = resolve(found)
     cstats["contained"] = int(len(out[0]))
     stats["containment"] = cstats
@@ -309,7 +370,9 @@ def in_memory(samples: list[np.ndarray], doc_rows: list[np.ndarray], alive: list
     rec = [records(s, r, a, p, u, 0, g) for u, (s, r, a, p, g) in enumerate(zip(samples, doc_rows, alive, prefs,
                                                                               groups))]
     rec = np.concatenate(rec) if rec else np.empty((0, 4), np.uint64)
-    return resolve(edges(pairs(rec, max_docs), threshold, min_samples))
+    pr, common = pairs(rec, max_docs)
+    c = counted(pr, min_shared(threshold, min_samples))
+    return resolve(edges(c, common_of(c[:, 2], common), common_of(c[:, 3], common), threshold, min_samples))
 
 
 def apply(status: np.ndarray, cluster: np.ndarray, pref: np.ndarray, removed: tuple) -> None:

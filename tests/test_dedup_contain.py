@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from _cleankit import clean_sources, dedup_status, filter_dir, synthetic_words
 from llmpipe.data import canonical, contain, minhash
@@ -212,3 +213,25 @@ def test_many_small_partitions_on_two_workers_decide_what_memory_decides(tmp_pat
         assert dec.cluster(eu.name).tolist() == head.tolist(), u.name
         assert dec.contained[eu.name].tolist() == gone.tolist(), u.name
     assert [s.tolist() for s in ref[0]] == [[0], [0], [2, 2, 2, 2, 0], [0, 0, 0, 0, 0, 0]]
+
+
+@pytest.mark.slow
+def test_the_pass_as_ray_tasks_writes_the_masks_the_local_run_writes(tmp_path, ray_cluster):
+    """dedup on a real 2-node Ray cluster (every partition step one task) = the local run, byte
+    for byte, with the chapter copy removed."""
+    import ray
+    from llmpipe.core.executor import ExecParams, make
+    web = [page(edited(CHAPTERS[3])), page(chapter(100)), page(CHAPTERS[5][:3] + chapter(101, 3))]
+    root = build(tmp_path, {"books": ("gutenberg", {"b.00000": [book(CHAPTERS)]}),
+                            "web": ("c4", {"w.00000": web})})
+    outs = []
+    try:
+        for ex in (None, make(ExecParams(backend="ray", address=ray_cluster))):
+            out = tmp_path / f"out-{len(outs)}"
+            rep = dedup_sharded(root / "clean", root / "filtered", out, ["books", "web"], DedupParams(num_perm=K),
+                                cache_dir=tmp_path / f"cache-{len(outs)}", executor=ex)
+            assert rep["containment"]["contained_by_source_pair"] == {"web -> books": 1}
+            outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.npy"))})
+    finally:
+        ray.shutdown()
+    assert outs[0] == outs[1] and dedup_status(tmp_path / "out-1", root / "clean", "web").tolist() == [2, 0, 0]

@@ -128,6 +128,7 @@ def test_clean_writes_one_in_eight_distinct_shingles_of_the_canonical_view(tmp_p
 
 def brute_force(docs: list[tuple[set, int, int]], threshold: float, min_samples: int, max_docs: int) -> dict:
     """{removed pref: root pref} by the rule in contain.py's docstring, with Python sets."""
+    docs = [d for d in docs if len(d[0]) >= min_samples]    # smaller ones take no part
     holders = {}
     for s, _g, p in docs:
         for h in s:

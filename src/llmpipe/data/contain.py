@@ -45,7 +45,7 @@ import numpy as np
 
 from llmpipe.data.dedup import KEPT, NEAR
 from llmpipe.data.dedup_ext import (ROW_BITS, SORT_FACTOR, _hash2, _load_partition, _Npy, _part_of, _pieces,
-                                    _save, _sorted_run)
+                                    _save, _shared, _sorted_run)
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 MIN_RATIO = 2     # a container holds at least twice the samples of what it contains
@@ -65,14 +65,16 @@ class ContainPass:
 # --------------------------------------------------------------------------- pure steps
 
 def records(samples: np.ndarray, doc_rows: np.ndarray, alive: np.ndarray, pref: np.ndarray, unit: int,
-            first_doc: int, group: int) -> np.ndarray:
+            first_doc: int, group: int, min_samples: int) -> np.ndarray:
     """(m, 4) uint64 records (hash, pref, loc, group << 32 | size) of the alive documents among
-    `doc_rows` (ascending clean rows of documents first_doc, first_doc + 1, ...), from `samples`
-    (clean row << 32 | hash, ascending, covering at least those rows). size = the document's
-    samples, counted whatever `alive` says."""
+    `doc_rows` (ascending clean rows of documents first_doc, first_doc + 1, ...) that have at
+    least `min_samples` samples, from `samples` (clean row << 32 | hash, ascending, covering at
+    least those rows). size = the document's samples. A smaller document can neither be judged
+    (too few samples) nor contain a judged one (a container has twice as many), so it takes no
+    part: on web corpora that is most pages."""
     at, ok = _doc_of(samples, doc_rows)
     size = np.bincount(at[ok], minlength=len(doc_rows))
-    ok[ok] = alive[at[ok]]
+    ok[ok] = alive[at[ok]] & (size[at[ok]] >= min_samples)
     at = at[ok]
     rec = np.empty((len(at), 4), np.uint64)
     rec[:, 0] = samples[ok] & _LOW32
@@ -96,6 +98,7 @@ def pairs(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
     records of one hash in different groups, for hashes held by 2..max_docs records; (C, 2)
     uint64 (loc, n) ascending: per document, its samples whose hash more than max_docs records
     hold (common phrasing: neither evidence for a copy nor against it, `edges`))."""
+    rec = _shared(rec, 0)                 # most sampled shingles are in one document only
     rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
     h = rec[:, 0]
     head = np.ones(len(rec), bool)
@@ -222,7 +225,7 @@ def _task_offsets(sample_path: str, clean_rows: int, out: str) -> int:
 
 
 def _piece_records(unit: int, lo: int, hi: int, staged: str, status_path: str, rows_path: str | None,
-                   sample_path: str, off_path: str, group: int) -> np.ndarray:
+                   sample_path: str, off_path: str, group: int, min_samples: int) -> np.ndarray:
     with _Npy(status_path) as f:
         alive = f.rows(lo, hi) == KEPT
     with _Npy(staged) as f:
@@ -237,15 +240,19 @@ def _piece_records(unit: int, lo: int, hi: int, staged: str, status_path: str, r
         b = int(f.flat(int(doc_rows[-1]) + 1, 1)[0])
     with _Npy(sample_path) as f:
         samples = f.flat(a, b - a)
-    return records(samples, doc_rows, alive, pref, unit, lo, group)
+    return records(samples, doc_rows, alive, pref, unit, lo, group, min_samples)
 
 
 def _task_scatter(pieces: list[tuple], parts: int, out: str) -> int:
-    """Records of `pieces` [(unit, lo, hi, staged, status, rows, samples, offsets, group)], sorted by
-    hash partition, into one run."""
+    """Records of `pieces` [(unit, lo, hi, staged, status, rows, samples, offsets, group,
+    min_samples)], sorted by hash partition, into one run."""
     recs = [_piece_records(*p) for p in pieces]
     rec = np.concatenate(recs) if recs else np.empty((0, 4), np.uint64)
-    _sorted_run(_part_of(_hash2(rec[:, 0], rec[:, 0] >> np.uint64(7)), parts), rec, parts, Path(out))
+    if parts == 1:                        # one partition: nothing to sort
+        _save(Path(f"{out}.rec.npy"), rec)
+        _save(Path(f"{out}.off.npy"), np.array([0, len(rec)], np.int64))
+    else:
+        _sorted_run(_part_of(rec[:, 0], parts), rec, parts, Path(out))   # the hashes are mixed already
     return len(rec)
 
 
@@ -332,7 +339,7 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
             yield ([(u, lo, hi, staged[u], status_paths[u], rows_paths[u], str(cp.sample_paths[u]), offs[u],
-                     cp.groups[u]) for u, lo, hi in task], parts, str(sub / f"run-{k:06d}"))
+                     cp.groups[u], cp.min_samples) for u, lo, hi in task], parts, str(sub / f"run-{k:06d}"))
 
     runs = [str(sub / f"run-{k:06d}") for k, _ in enumerate(runner.map(_task_scatter, scatter_tasks()))]
     pair_files = [str(sub / f"pairs-{p:06d}.npy") for p in range(parts)]
@@ -367,7 +374,7 @@ def in_memory(samples: list[np.ndarray], doc_rows: list[np.ndarray], alive: list
               max_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same pass on whole arrays in RAM (the reference): per unit its samples, documents' clean
     rows, alive mask, prefs and source. Returns (pref, loc, root pref) like `containment_pass`."""
-    rec = [records(s, r, a, p, u, 0, g) for u, (s, r, a, p, g) in enumerate(zip(samples, doc_rows, alive, prefs,
+    rec = [records(s, r, a, p, u, 0, g, min_samples) for u, (s, r, a, p, g) in enumerate(zip(samples, doc_rows, alive, prefs,
                                                                               groups))]
     rec = np.concatenate(rec) if rec else np.empty((0, 4), np.uint64)
     pr, common = pairs(rec, max_docs)

@@ -294,11 +294,11 @@ class QualityParams(Section):
     def reference_sources(self, kinds_of: dict[str, str]) -> tuple[list[str], list[str]]:
         """(positive sources, negative sources) in `sources` order: the named ones, or those of
         the positive / negative kinds. `kinds_of`: {source: kind}."""
-        pos = [s for s, k in kinds_of.items()
-               if (s in self.positives if self.positives is not None else k in self.positive_kinds)]
-        neg = [s for s, k in kinds_of.items()
-               if (s in self.negatives if self.negatives is not None else k in self.negative_kinds)]
-        return pos, neg
+        by_kind = ([s for s, k in kinds_of.items() if k in self.positive_kinds],
+                   [s for s, k in kinds_of.items() if k in self.negative_kinds])   # both always read:
+        named = (self.positives, self.negatives)                                  # both are declared
+        return tuple(by_kind[i] if named[i] is None else [s for s in kinds_of if s in named[i]]
+                     for i in (0, 1))
 
 
 @dataclass

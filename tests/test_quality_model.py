@@ -176,3 +176,14 @@ def test_named_reference_sources_keep_the_sample_when_a_source_is_added(corpus, 
     assert out["named"][0] == out["kinds"][0] == out["named+web2"][0] != out["kinds+web2"][0]
     assert out["named+web2"][1]["negative_sources"] == ["web"] and out["named+web2"][1]["named_but_absent"] == ["gone"]
     assert out["kinds+web2"][1]["negative_sources"] == ["web", "web2"]
+
+
+def test_eval_ngrams_are_compared_on_64_bit_hashes():
+    """32-bit n-gram hashes collide ~S x I / 2^32 times over S corpus shingles and I item n-grams
+    (23 false flags on the real samples against a 200-item task: bench/results/contamination.json)."""
+    from llmpipe.data import contamination
+    text = " ".join(f"w{k}" for k in range(200))
+    items = contamination.ngram_set([text], 13)
+    assert len(items) == 188 and int(items.max()) >= 1 << 32
+    assert contamination.shared_ngrams([text[:400], "nothing here at all"], items, 13).tolist()[1] == 0
+    assert contamination.shared_ngrams([text], items, 13).tolist() == [188]

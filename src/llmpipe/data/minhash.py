@@ -125,8 +125,10 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def shingle_hashes(norms: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes (as uint64) of every word n-gram of already-normalised texts.
+def shingle_hashes(norms: list[str], ngram: int, full: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes (as uint64) of every word n-gram of already-normalised texts; `full`: the
+    whole 64-bit mixed hash (for exact n-gram lookups against a large set, where 32 bits collide:
+    `contamination.py`).
 
     Returns (hashes (S,), doc (S,) int64 index into `norms`, non-decreasing). A text with fewer
     than `ngram` words yields one shingle of all its words; an empty text yields none.
@@ -162,7 +164,7 @@ def shingle_hashes(norms: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray
         np.cumsum(buf.astype(np.uint64) * rpow[: len(buf)], out=prefix[1:])
         h = (prefix[e] - prefix[s]) * rinv[s]
         h += (e - s).astype(np.uint64)    # length mixed in, so "a" and "a\0" cannot collide
-        h = mix64(h) >> np.uint64(32)
+        h = mix64(h) if full else mix64(h) >> np.uint64(32)
     return h, d.astype(np.int64)
 
 

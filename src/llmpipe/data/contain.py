@@ -12,7 +12,8 @@ alignment of a inside b and does not fall with b's size.
 The pass runs in `dedup` after the exact, near and cross-source passes, on their survivors, and
 only joins documents of different sources (within a source nothing changes):
   1. records (shingle hash, pref, loc, source << 32 | samples of the document) of every surviving
-     document go to partitions by hash;
+     document with at least `min_samples` samples go to partitions by hash (a smaller one can
+     neither be judged nor contain a judged one);
   2. per partition, the documents sharing a hash are paired when they are at most `max_docs`
      and lie in different sources; the pairs are written by cells of a hash of the pair, as in
      `dedup_ext`. A hash that more surviving documents share is common phrasing (a licence, a

@@ -4,11 +4,13 @@
         --baseline /path/to/a/checkout/of/main [--repeats 2]
 
 1. Builds the planted corpus (`bench/cross_dedup_corpus.py`: real C4, FineWeb, Wikipedia and
-   Gutenberg chapters; Wikipedia articles planted into C4 and FineWeb, chapters into C4, at raw
-   Jaccard levels 0.9 / 0.7 / 0.5 / 0.3) and runs the real stage scripts (ingest, clean, filter,
-   dedup) on it, default params except the sources.
+   Gutenberg, whole books by default (`--gutenberg chapters`: one document per chapter);
+   Wikipedia articles planted into C4 and FineWeb, chapters into C4, at raw Jaccard levels
+   0.9 / 0.7 / 0.5 / 0.3) and runs the real stage scripts (ingest, clean, filter, dedup) on it,
+   default params except the sources.
 2. Quality: per planted pair whose two ends both pass filter, whether dedup removed the copy;
-   recall in the target band (raw word 5-gram Jaccard >= 0.85) and merges below 0.5; the
+   recall in the target band (raw word 5-gram Jaccard >= 0.85; for a chapter copied from a whole
+   book, its raw containment in the book) and merges below 0.5; the
    documents this branch removes that the baseline keeps (must all be planted copies or
    real cross-source copies), and the reverse (must be none: within-source results unchanged).
 3. Cost: CPU seconds (user + system, of the stage processes) of `clean` (every source, one
@@ -113,7 +115,7 @@ def quality(planted: list[dict], st: dict) -> dict:
         a, b = st[(p["orig_source"], p["orig_id"])], st[(p["copy_source"], p["copy_id"])]
         if a == 3 or b == 3:
             continue
-        rows.append((p["raw_jaccard"], p["variant"], f"{p['orig_source']}->{p['copy_source']}", b in (1, 2), a == 0))
+        rows.append((p.get("level_value", p["raw_jaccard"]), p["variant"], f"{p['orig_source']}->{p['copy_source']}", b in (1, 2), a == 0))
 
     def rate(sel):
         sel = list(sel)
@@ -140,12 +142,13 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, required=True, help="a checkout of main before this change")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--gutenberg", choices=["books", "chapters"], default="books")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/cross_dedup.json")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="cross-dedup-"))
     log = work / "stages.log"
     work.mkdir(parents=True, exist_ok=True)
-    info = planted_corpus.build(a.corpus.resolve(), work / "corpus")
+    info = planted_corpus.build(a.corpus.resolve(), work / "corpus", gutenberg=a.gutenberg)
     for tree, name in ((ROOT, "new"), (a.baseline.resolve(), "base")):
         write_params(tree, work / "corpus", work / f"params-{name}.yaml")
     ingested = work / "ingested"
@@ -166,7 +169,7 @@ def main() -> None:
     result = {
         "command": "PYTHONPATH=src:. .venv/bin/python bench/bench_cross_dedup.py " + " ".join(sys.argv[1:]),
         "load_average_before_after": None, "machine": platform.platform(), "cpus": os.cpu_count(),
-        "docs": info["docs"], "planted": len(info["planted"]),
+        "gutenberg": a.gutenberg, "docs": info["docs"], "planted": len(info["planted"]),
         "quality_new": quality(info["planted"], st_new),
         "quality_baseline": quality(info["planted"], st_base),
         "removed_by_new_not_by_baseline": {"total": len(newly), "planted_copies": sum(k in planted_ids for k in newly),
@@ -177,6 +180,7 @@ def main() -> None:
         "clean_ratio": round(med["new"]["clean"] / med["base"]["clean"], 3),
         "dedup_ratio": round(med["new"]["dedup"] / med["base"]["dedup"], 3),
         "report_cross_source": report.get("cross_source"),
+        "report_containment": report.get("containment"),
     }
     return result, a, work
 

@@ -11,11 +11,17 @@ What is planted (seeded):
     at random positions (line structure kept) until its raw Jaccard to the article is just below
     the level; at the top level (0.9) two copies per article in C4: as is, and "pre-cleaned"
     (C4's line rules applied, as real C4 is distributed).
-  * Gutenberg chapters into C4: the 68 real books cut at their CHAPTER headings; the Gutenberg
-    source holds every chapter (hard-wrapped, CRLF, as gutenberg.org ships it) as a document;
-    the C4 copy of a chapter is unwrapped into one line per paragraph (as a web page shows it).
+  * Gutenberg chapters into C4: the 68 real books cut at their CHAPTER headings; the C4 copy of a
+    chapter is unwrapped into one line per paragraph (as a web page shows it). With
+    `gutenberg="books"` (the default) the Gutenberg source holds the 68 whole books as shipped
+    (header, hard wrapping, CRLF, licence): a copy is then contained in its book, whose Jaccard
+    to it is ~1/chapters, and its level is its raw containment in the book,
+    |shingles(copy) & shingles(book)| / |shingles(copy)| (`raw_containment`); with "chapters" the
+    source holds every chapter as a document (the earlier benchmark: Jaccard to the chapter).
 Levels: 0.9 (the target band: raw Jaccard in [0.85, 0.9]) and 0.7, 0.5, 0.3 (must not merge
-below 0.5). Each original is planted at one level only, so no two copies of one original meet.
+below 0.5). Each original is planted at one level only, so no two copies of one original meet
+(in "books" mode several chapters of one book are planted, each once). `level_value` of a planted
+pair is its raw Jaccard, or its raw containment for a chapter copied from a whole book.
 """
 from __future__ import annotations
 
@@ -116,8 +122,12 @@ def chapters(book: str, min_words: int = 300) -> list[str]:
     return out
 
 
+def containment(part: set, whole: set) -> float:
+    return len(part & whole) / max(1, len(part))
+
+
 def build(corpus: Path, out: Path, seed: int = 0, wiki_c4: int = 150, wiki_fw: int = 100,
-          chapters_c4: int = 100, low_per_level: int = 40) -> dict:
+          chapters_c4: int = 100, low_per_level: int = 40, gutenberg: str = "books") -> dict:
     rng = np.random.default_rng(seed)
     c4 = [r["text"] for r in read_jsonl(corpus / "c4/c4-en-train-00000-first1000.jsonl.gz")]
     wiki = [r["text"] for r in read_jsonl(corpus / "wikipedia/wikipedia-20231101-en-1000.jsonl.gz")]
@@ -129,8 +139,13 @@ def build(corpus: Path, out: Path, seed: int = 0, wiki_c4: int = 150, wiki_fw: i
     vocab = sorted({w for t in c4[:300] for w in t.split() if w.isalpha()})
     long_wiki = [t for t in dict.fromkeys(wiki) if len(t.split()) >= 200]
     rng.shuffle(long_wiki)
-    chaps = list(dict.fromkeys(c for b in books for c in chapters(b)))
+    book_of = {}
+    for k, b in enumerate(books):
+        for c in chapters(b):
+            book_of.setdefault(c, k)
+    chaps = list(book_of)
     rng.shuffle(chaps)
+    book_shingles: dict[int, set] = {}
     planted, c4_extra, fw_extra = [], [], []
 
     def plant(orig: str, src: str, dst: str, level: float, variant: str, bucket: list) -> None:
@@ -140,10 +155,19 @@ def build(corpus: Path, out: Path, seed: int = 0, wiki_c4: int = 150, wiki_fw: i
         elif variant == "unwrapped":
             copy = unwrap(copy)
         bucket.append(copy)
-        planted.append({"orig_source": src, "orig_id": content_id(orig), "copy_source": dst,
-                        "copy_id": content_id(copy), "level": level, "variant": variant,
-                        "raw_jaccard": round(jaccard(shingles(orig), shingles(copy)), 4),
-                        "orig_words": len(orig.split()), "copy_words": len(copy.split())})
+        entry = {"orig_source": src, "orig_id": content_id(orig), "copy_source": dst,
+                 "copy_id": content_id(copy), "level": level, "variant": variant,
+                 "raw_jaccard": round(jaccard(shingles(orig), shingles(copy)), 4),
+                 "orig_words": len(orig.split()), "copy_words": len(copy.split())}
+        entry["level_value"] = entry["raw_jaccard"]
+        if src == "gutenberg" and gutenberg == "books":   # the original end is the whole book
+            k = book_of[orig]
+            if k not in book_shingles:
+                book_shingles[k] = shingles(books[k])
+            entry.update(orig_id=content_id(books[k]), chapter_id=content_id(orig), orig_words=len(books[k].split()),
+                         raw_containment=round(containment(shingles(copy), book_shingles[k]), 4))
+            entry["level_value"] = entry["raw_containment"]
+        planted.append(entry)
 
     w = iter(long_wiki)
     for _ in range(wiki_c4):
@@ -164,9 +188,11 @@ def build(corpus: Path, out: Path, seed: int = 0, wiki_c4: int = 150, wiki_fw: i
     write_jsonl(out / "c4/c4.jsonl.gz", [{"text": t} for t in c4 + c4_extra])
     write_jsonl(out / "fineweb/fineweb.jsonl.gz", [{"text": t} for t in fw + fw_extra])
     write_jsonl(out / "wikipedia/wikipedia.jsonl.gz", [{"text": t} for t in wiki])
-    write_jsonl(out / "gutenberg/gutenberg.jsonl.gz", [{"text": t} for t in chaps])
-    info = {"planted": planted, "docs": {"c4": len(c4) + len(c4_extra), "fineweb": len(fw) + len(fw_extra),
-                                         "wikipedia": len(wiki), "gutenberg": len(chaps)}}
+    gut = list(dict.fromkeys(books)) if gutenberg == "books" else chaps
+    write_jsonl(out / "gutenberg/gutenberg.jsonl.gz", [{"text": t} for t in gut])
+    info = {"gutenberg": gutenberg, "planted": planted,
+            "docs": {"c4": len(c4) + len(c4_extra), "fineweb": len(fw) + len(fw_extra),
+                     "wikipedia": len(wiki), "gutenberg": len(gut)}}
     (out / "planted.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -176,8 +202,10 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("../shared/corpus"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gutenberg", choices=["books", "chapters"], default="books",
+                    help="the Gutenberg source holds the whole books (chapter copies are contained in them) or chapters")
     a = ap.parse_args()
-    info = build(a.corpus, a.out, a.seed)
+    info = build(a.corpus, a.out, a.seed, gutenberg=a.gutenberg)
     print(json.dumps(info["docs"]), len(info["planted"]), "planted")
 
 

@@ -1,8 +1,8 @@
 """quality_model: train the learned quality classifier (hashed word n-grams, logistic regression)
-on reference passages (clean shards of `quality.positive_kinds`) against raw web passages
-(ingested shards of `quality.negative_kinds`).
+on `quality_sample`'s passages: reference (clean shards of the positive sources) against raw web
+(ingested shards of the negative sources).
 
-    python -m stages.quality_model --clean data/clean --ingested data/ingested --out artifacts/quality \
+    python -m stages.quality_model --sample data/quality_sample --out artifacts/quality \
         --report reports/quality_model.json
 """
 from __future__ import annotations
@@ -14,23 +14,21 @@ from pathlib import Path
 from llmpipe.core.atomic import write_json
 from llmpipe.core.errors import entry
 from llmpipe.core.log import Timer, get_logger, n
-from llmpipe.data.quality_stage import train_model
+from llmpipe.data.quality_stage import train_on_sample
 from llmpipe.params import load_params
 
 
 @entry("quality_model")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clean", type=Path, default=Path("data/clean"))
-    ap.add_argument("--ingested", type=Path, default=Path("data/ingested"))
+    ap.add_argument("--sample", type=Path, default=Path("data/quality_sample"))
     ap.add_argument("--out", type=Path, default=Path("artifacts/quality"))
     ap.add_argument("--report", type=Path, default=Path("reports/quality_model.json"))
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     with Timer() as t:
-        report = train_model(args.clean, args.ingested, {s: p.kind for s, p in params.sources.items()},
-                             params.quality, args.out)
+        report = train_on_sample(args.sample, params.quality, args.out)
     write_json(args.report, report)
     p = report["passages"]
     get_logger("quality_model").info(

@@ -79,7 +79,7 @@ def test_clean_source_bytes_do_not_depend_on_jobs_and_unchanged_shards_are_reuse
     names = shard_names(tmp_path / "a")
     assert names == list(texts) == shard_names(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == sorted(["manifest.json", *(f"{n}{s}" for n in names for s in (".parquet", ".minhash.npy", ".canon.npy"))])
+    assert files == sorted(["manifest.json", *(f"{n}{s}" for n in names for s in (".parquet", ".minhash.npy", ".canon.npy", ".contain.npy"))])
     for f in files:
         assert sha256_file(tmp_path / "a" / f) == sha256_file(tmp_path / "b" / f), f
     inodes = {f: (tmp_path / "a" / f).stat().st_ino for f in files if f != "manifest.json"}

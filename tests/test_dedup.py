@@ -298,7 +298,8 @@ def test_dvc_stage_declares_what_it_reads():
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["dedup"]
     read = {f"dedup.{k}" for k in ("num_perm", "exact", "near", "threshold", "bands", "rows",
                                    "false_negative_weight", "priority", "max_examples", "memory_mb", "jobs",
-                                   "cross_source", "cross_threshold")}
+                                   "cross_source", "cross_threshold", "containment", "contain_threshold",
+                                   "contain_min_samples", "contain_max_docs")}
     assert set(stage["params"]) == read | {"sources"}
     for dep in ("stages/dedup.py", "src/llmpipe/data/dedup.py", "src/llmpipe/data/minhash.py",
                 "src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/shards.py"):
@@ -445,7 +446,7 @@ def test_sharded_stage_decides_exactly_what_the_reference_decides(tmp_path, prio
     """Multi-shard, multi-source input with filtered rows: dedup_sharded's masks (in memory, and
     with the band-key cache the stage uses) equal find_duplicates on the concatenation."""
     root = sharded_sources(tmp_path, dup_corpus(), num_perm=K, fp=only_min_words(100))
-    params = DedupParams(num_perm=K, threshold=0.8, priority=priority)
+    params = DedupParams(num_perm=K, threshold=0.8, priority=priority, containment=False)  # test_dedup_contain.py
     for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # the second cached run reuses its band keys
         out = tmp_path / f"dedup-{cache is None}"
         rep = dedup_sharded(root / "clean", root / "filtered", out, SOURCES, params, cache_dir=cache)
@@ -463,7 +464,7 @@ def test_sharded_stage_decides_exactly_what_the_reference_decides(tmp_path, prio
 def test_sharded_stage_switches_match_the_reference(tmp_path):
     root = sharded_sources(tmp_path, dup_corpus(seed=1, shards=2), num_perm=K, fp=only_min_words(100))
     for kw in ({"exact": False}, {"near": False}, {"exact": False, "near": False}, {"bands": 8, "rows": 4}):
-        params = DedupParams(num_perm=K, priority=["web"], **kw)
+        params = DedupParams(num_perm=K, priority=["web"], containment=False, **kw)
         out = tmp_path / f"dedup-{'-'.join(map(str, kw.values()))}"
         rep = dedup_sharded(root / "clean", root / "filtered", out, SOURCES, params, cache_dir=tmp_path / "cache")
         assert_same_as_reference(root, out, SOURCES, params, rep)
@@ -491,7 +492,7 @@ def test_real_stages_filter_threshold_change_rewrites_only_the_filter_masks(tmp_
     params["sources"] = {s: {"kind": "text", "uri": f"data/raw/{s}", "format": "jsonl", "id_field": "id"}
                          for s in SOURCES}
     params["mix"]["weights"], params["tokenizer"]["sample_weights"] = {}, {}
-    params["dedup"].update(priority=["wiki"], num_perm=K)
+    params["dedup"].update(priority=["wiki"], num_perm=K, containment=False)  # the reference has no containment
     params["clean"]["jobs"] = 1
     params["filter"]["global"] = {**{k: None for k in params["filter"]["global"]}, "min_words": 100}
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -44,7 +44,7 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     shipped = yaml.safe_load((REPO / "params.yaml").read_text())
     full = as_dict(load_params(REPO / "params.yaml"))
     with_defaults = as_dict(from_dict(Params, {"sources": shipped["sources"]}, ""))
-    source_named = {"dedup": ["priority"], "mix": ["weights"]}
+    source_named = {"dedup": ["priority"], "mix": ["weights"], "quality": ["positives", "negatives"]}
     for section, keys in source_named.items():
         for k in keys:
             full[section].pop(k), with_defaults[section].pop(k)

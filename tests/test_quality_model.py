@@ -12,7 +12,7 @@ import pytest
 from _cleankit import clean_dir, clean_sources, doc_rows, docstrings, filter_params, write_ingested
 from llmpipe.core.errors import UserError
 from llmpipe.data import quality_model as qm
-from llmpipe.data.quality_stage import passages, score_source, train_model
+from llmpipe.data.quality_stage import passages, sample_passages, score_source, train_model
 from llmpipe.params import FilterParams, QualityParams
 
 SPAM = ("buy cheap best price deals online shop now click here free shipping discount casino bonus win "
@@ -116,7 +116,7 @@ def test_scores_feed_the_filter_and_a_threshold_sweep_never_rescores(corpus, tmp
 
 def test_untrained_model_scores_half_and_the_rule_refuses_it(corpus, tmp_path):
     rep = train_model(corpus / "clean", corpus / "ingested", {"ref": "wikipedia"}, PARAMS, tmp_path / "model")
-    assert not rep["trained"] and "quality.negative_kinds" in rep["why"]
+    assert not rep["trained"] and "negatives from []" in rep["why"]
     score_source(corpus / "clean/ref", tmp_path / "model", tmp_path / "q/ref", source="ref", params=PARAMS)
     assert np.all(np.load(tmp_path / "q/ref/a.00000.npy") == 0.5)
     fp = only_quality(0.5, "wikipedia")
@@ -155,3 +155,35 @@ def test_documents_holding_an_eval_item_are_dropped_under_their_own_reason(corpu
                             jobs=1, quality_dir=tmp_path / "q")
     assert frep["dropped_by_reason"] == {"global_max_eval_ngrams": 1}
     assert np.load(tmp_path / "f/p.00000.npy").tolist()[0] != 0 and frep["docs_kept"] == 2
+
+
+def test_named_reference_sources_keep_the_sample_when_a_source_is_added(corpus, tmp_path):
+    """quality.positives / negatives pin the sample (and so the model): a new web source changes
+    nothing; picked by kind (null), the same source adds negatives. Both pick today's sample."""
+    import dataclasses
+    import shutil
+    root = tmp_path / "c"
+    for stage in ("clean", "ingested"):
+        shutil.copytree(corpus / stage, root / stage)
+        shutil.copytree(corpus / stage / "web", root / stage / "web2")   # another web source, same files
+    named = dataclasses.replace(PARAMS, positives=["ref", "gone"], negatives=["web"])  # "gone": not a source
+    out = {}
+    for label, params, kinds in (("kinds", PARAMS, KINDS), ("named", named, KINDS),
+                                 ("kinds+web2", PARAMS, {**KINDS, "web2": "c4"}),
+                                 ("named+web2", named, {**KINDS, "web2": "c4"})):
+        info = sample_passages(root / "clean", root / "ingested", kinds, params, tmp_path / label)
+        out[label] = ((tmp_path / label / "passages.parquet").read_bytes(), info)
+    assert out["named"][0] == out["kinds"][0] == out["named+web2"][0] != out["kinds+web2"][0]
+    assert out["named+web2"][1]["negative_sources"] == ["web"] and out["named+web2"][1]["named_but_absent"] == ["gone"]
+    assert out["kinds+web2"][1]["negative_sources"] == ["web", "web2"]
+
+
+def test_eval_ngrams_are_compared_on_64_bit_hashes():
+    """32-bit n-gram hashes collide ~S x I / 2^32 times over S corpus shingles and I item n-grams
+    (23 false flags on the real samples against a 200-item task: bench/results/contamination.json)."""
+    from llmpipe.data import contamination
+    text = " ".join(f"w{k}" for k in range(200))
+    items = contamination.ngram_set([text], 13)
+    assert len(items) == 188 and int(items.max()) >= 1 << 32
+    assert contamination.shared_ngrams([text[:400], "nothing here at all"], items, 13).tolist()[1] == 0
+    assert contamination.shared_ngrams([text], items, 13).tolist() == [188]

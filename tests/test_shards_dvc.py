@@ -74,8 +74,10 @@ def test_a_new_file_reruns_only_its_shard_through_tokenize(local_repo: Path):
     write_jsonl(repo / "data/raw/c4/part-03.jsonl", c4_docs(60, seed=11))
     p = dvc(repo, "repro", "tokenize@c4")
 
-    # quality_model checks its pinned sample (kept) and quality@c4 scores the new shard only
-    assert stages_ran(p) == {"inputs", "ingest@c4", "clean@c4", "quality_model", "quality@c4", "filter@c4", "dedup",
+    # quality_sample takes the new shard's passages (one of the first sample_shards: the model is
+    # untrained either way, no positive source here) and quality@c4 scores the new shard only
+    assert stages_ran(p) == {"inputs", "ingest@c4", "clean@c4", "quality_sample", "quality_model", "quality@c4", "filter@c4",
+                             "dedup",
                              "tokenizer", "tokenize@c4"}
     for stage in ("ingest", "clean", "tokenize"):
         assert shard_line(p, stage) == "4 shard units: 1 built, 3 reused (dvc cache)", stage

@@ -32,6 +32,7 @@ from llmpipe.data import minhash
 TERMINAL = (".", "!", "?", '"', "”", "'", "’")  # C4's terminal marks, and closing quotes
 LINE_WORDS = 5     # C4's min_line_words: shorter lines are headings, menus, captions
 MIN_WORDS = 20     # views shorter than this fall back to the raw text
+SAMPLE_BITS = 3    # containment samples: 1 in 2^3 = 8 shingles of the view (`samples`)
 
 
 def view(raw: str) -> str:
@@ -70,3 +71,13 @@ def signatures(raws: list[str], ngram: int, num_perm: int, seed: int) -> np.ndar
     """(N, num_perm) uint32 MinHash signatures of `canonical_text` of each raw text (the hash
     functions of `minhash.signatures`, so the two kinds of signature are comparable)."""
     return minhash.signatures([canonical_text(r) for r in raws], ngram, num_perm, seed)
+
+
+def signatures_and_samples(raws: list[str], ngram: int, num_perm: int, seed: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(`signatures(raws, ...)`, the containment sample of each view): (M,) uint64
+    row << 32 | shingle hash, 1 in 2^SAMPLE_BITS distinct shingles of each view, ascending
+    (`minhash.signatures_and_samples`; `dedup`'s containment pass, `data/contain.py`). One
+    shingling gives both: the samples cost a mask and a sort of 1/8 of the shingles."""
+    return minhash.signatures_and_samples([canonical_text(r) for r in raws], ngram, num_perm, seed,
+                                          SAMPLE_BITS)

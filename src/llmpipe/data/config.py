@@ -189,12 +189,29 @@ class DedupParams(Section):
     cross_threshold: float = 0.8
     """Estimated canonical Jaccard at or above which two documents of different sources are
     near duplicates (its bands x rows are chosen like `threshold`'s)."""
+    containment: bool = True
+    """After the other passes, remove a survivor whose canonical prose is mostly contained in a
+    survivor of another source (a chapter copied into a web page, the book in the Gutenberg
+    source): `contain.py`. Needs `near`."""
+    contain_threshold: float = 0.8
+    """Estimated containment (share of the smaller document's sampled shingles that the larger
+    one holds) at or above which the smaller is removed."""
+    contain_min_samples: int = 20
+    """Documents with fewer sampled shingles (1 in 8 of their view's: ~160 words of prose) are
+    never judged contained, nor containers: too few samples to estimate from."""
+    contain_max_docs: int = 32
+    """A sampled shingle that more surviving documents share is common phrasing, not evidence of
+    a copy: it is not counted (this also bounds the pairs each shingle makes)."""
 
     def __post_init__(self) -> None:
         check(1 <= self.ngram <= 64, "ngram", f"must be in [1, 64], got {self.ngram}")
         check(1 <= self.num_perm <= 1024, "num_perm", f"must be in [1, 1024], got {self.num_perm}")
         check_fraction(self.threshold, "threshold", open_low=True)
         check_fraction(self.cross_threshold, "cross_threshold", open_low=True)
+        check_fraction(self.contain_threshold, "contain_threshold", open_low=True)
+        check(self.contain_min_samples >= 1, "contain_min_samples", f"must be >= 1, got {self.contain_min_samples}")
+        check(2 <= self.contain_max_docs <= 4096, "contain_max_docs",
+              f"must be in [2, 4096], got {self.contain_max_docs}")
         check_positive(self.bands, "bands")
         check_positive(self.rows, "rows")
         check_fraction(self.false_negative_weight, "false_negative_weight")
@@ -217,6 +234,14 @@ class QualityParams(Section):
     """Sources of these kinds give the reference (positive) passages, from their clean shards."""
     negative_kinds: list[str] = field(default_factory=lambda: ["c4", "fineweb"])
     """Sources of these kinds give the raw web (negative) passages, from their ingested shards."""
+    positives: Optional[list[str]] = None
+    """The reference sources by name (their clean shards give the positive passages); null: every
+    source of a `positive_kinds` kind. Named, a source added later never retrains the model. A
+    name that is not in `sources` is skipped (`quality_sample` logs it): removing a source needs
+    no edit here."""
+    negatives: Optional[list[str]] = None
+    """The raw web sources by name (their ingested shards give the negatives); null: every source
+    of a `negative_kinds` kind."""
     sample_shards: int = 8
     """Passages come from each source's first this many shards: a new input file never retrains."""
     max_docs: int = 20_000
@@ -260,6 +285,20 @@ class QualityParams(Section):
                 check(k in kinds.KINDS, key, f"{k!r} is not a source kind; kinds: {sorted(kinds.KINDS)}")
         both = sorted(set(self.positive_kinds) & set(self.negative_kinds))
         check(not both, "negative_kinds", f"{both} are also positive_kinds")
+        for key in ("positives", "negatives"):
+            names = getattr(self, key)
+            check(names is None or len(set(names)) == len(names), key, f"lists a source twice: {names}")
+        both = sorted(set(self.positives or []) & set(self.negatives or []))
+        check(not both, "negatives", f"{both} are also positives")
+
+    def reference_sources(self, kinds_of: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(positive sources, negative sources) in `sources` order: the named ones, or those of
+        the positive / negative kinds. `kinds_of`: {source: kind}."""
+        by_kind = ([s for s, k in kinds_of.items() if k in self.positive_kinds],
+                   [s for s, k in kinds_of.items() if k in self.negative_kinds])   # both always read:
+        named = (self.positives, self.negatives)                                  # both are declared
+        return tuple(by_kind[i] if named[i] is None else [s for s in kinds_of if s in named[i]]
+                     for i in (0, 1))
 
 
 @dataclass

@@ -8,7 +8,10 @@ al. 2020, appendix C) it shares with the items (`NAME.eval.npy`, uint32), and
 `filter.global.max_eval_ngrams` (default 0) drops the document under its own reason,
 `global_max_eval_ngrams`. Items shorter than `ngram` words have no n-gram and cannot match (the
 built-in prompts are 3-7 words). Text is normalised as dedup normalises it (`minhash.normalize`),
-so case and punctuation do not hide a copy. The built-in multiple-choice task is drawn from val
+so case and punctuation do not hide a copy. N-grams are compared by 64-bit hashes: with the
+32-bit shingle hashes of MinHash, a corpus of S shingles against I item n-grams collides about
+S x I / 2^32 times (a 100k-word book against 12k item n-grams: 0.3 false matches; measured in
+bench/results/contamination.json). The built-in multiple-choice task is drawn from val
 documents at eval time, which the split already keeps out of train.
 """
 from __future__ import annotations
@@ -37,7 +40,7 @@ def item_texts(prompts: list[str], task_paths: list[str | Path]) -> list[str]:
 def ngram_set(texts: list[str], ngram: int) -> np.ndarray:
     """Sorted unique hashes (uint64) of the word n-grams of `texts` (shorter texts give none)."""
     norms = [normalize(t) for t in texts]
-    h, d = shingle_hashes(norms, ngram)
+    h, d = shingle_hashes(norms, ngram, full=True)
     words = np.array([t.count(" ") + 1 if t else 0 for t in norms], np.int64)
     h = h[words[d] >= ngram] if len(h) else h
     return np.unique(h)
@@ -54,7 +57,7 @@ def shared_ngrams(texts: list[str], items: np.ndarray, ngram: int) -> np.ndarray
     if not len(items) or not texts:
         return out
     norms = [normalize(t) for t in texts]
-    h, d = shingle_hashes(norms, ngram)
+    h, d = shingle_hashes(norms, ngram, full=True)
     if not len(h):
         return out
     words = np.array([t.count(" ") + 1 if t else 0 for t in norms], np.int64)

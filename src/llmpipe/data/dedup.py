@@ -398,6 +398,7 @@ class SourceShard:
     position: tuple[int, int]  # (source rank, shard index): the top bits of its prefs
     canon_path: Path | None = None   # NAME.canon.npy: canonical signatures (clean rows x num_perm)
     canon_fingerprint: str = ""      # its sha256
+    contain_path: Path | None = None  # NAME.contain.npy: containment samples (clean row << 32 | hash)
 
 
 def exact_words(hexes: list[str]) -> np.ndarray:
@@ -467,9 +468,11 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
                                      for k, a in (("rows", rows), ("pref", pref), ("exact", exact)))
             canon = clean_root / src / f"{name}.canon.npy"
             canon_fp = sh["files"].get(f"{name}.canon.npy", {}).get("sha256", "")
+            has_samples = f"{name}.contain.npy" in sh["files"]
             out.append(SourceShard(src, name, rows, pref, exact, table.num_rows, sig_path,
                                    digest_of(sh, fsh[name], name), (ranks[src], j),
-                                   canon if canon_fp else None, canon_fp))
+                                   canon if canon_fp else None, canon_fp,
+                                   clean_root / src / f"{name}.contain.npy" if has_samples else None))
     return out
 
 
@@ -496,12 +499,26 @@ def cross_settings(params: DedupParams, units: list[SourceShard]) -> tuple[int, 
     return resolve_bands(params.cross_threshold, params.num_perm, None, None, params.false_negative_weight)
 
 
+def contain_settings(params: DedupParams, units: list[SourceShard]) -> bool:
+    """Whether the containment pass runs (`dedup.containment`, `near`, two sources or more)."""
+    if not (params.containment and params.near) or len({u.source for u in units}) < 2:
+        return False
+    for u in units:
+        if u.contain_path is None:
+            raise UserError(f"clean@{u.source}: shard {u.name} has no containment samples ({u.name}.contain.npy); "
+                            f"rerun `dvc repro clean@{u.source}` (or set dedup.containment: false)")
+    return True
+
+
 def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, rows: int, *, exact: bool,
-                     near: bool, cross: tuple[float, int, int] | None = None
-                     ) -> tuple[list[np.ndarray], list[np.ndarray], tuple, int]:
+                     near: bool, cross: tuple[float, int, int] | None = None,
+                     contain: tuple[float, int, int] | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], tuple, int, list[np.ndarray]]:
     """The reference decision on the concatenation of `units` (everything in RAM): per unit status
     and cluster head pref; verified pairs as prefs; candidate count. `cross`: (threshold, bands,
-    rows) of the cross-source pass on the canonical signatures."""
+    rows) of the cross-source pass on the canonical signatures; `contain`: (threshold,
+    min_samples, max_docs) of the containment pass (`contain.in_memory`). Last: per unit the
+    documents (indices) that pass removed."""
     sig = np.concatenate([np.load(u.sig_path, mmap_mode="r")[u.rows] for u in units]) if units \
         else np.zeros((0, 1), np.uint32)
     pref_all = np.concatenate([u.pref for u in units]) if units else np.zeros(0, np.uint64)
@@ -518,8 +535,18 @@ def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, row
     dec = find_duplicates(index, threshold, bands, rows, exact=exact, near=near, cross=xs)
     status = [dec.status[a:b] for a, b in zip(offsets, offsets[1:])]
     cluster = [pref_all[dec.cluster[a:b]] for a, b in zip(offsets, offsets[1:])]
+    if contain is not None and near and units:
+        from llmpipe.data import contain as containment
+        found = containment.in_memory([np.load(u.contain_path) for u in units], [u.rows for u in units],
+                                      [st == KEPT for st in status], [u.pref for u in units],
+                                      [u.position[0] for u in units], *contain)
+        contained = [np.flatnonzero(np.isin(np.asarray(u.pref, np.uint64), found[0])) for u in units]
+        for st, cl, u in zip(status, cluster, units):
+            containment.apply(st, cl, np.asarray(u.pref, np.uint64), found)
+    else:
+        contained = [np.zeros(0, np.int64) for _ in units]
     u, v, m = dec.pairs
-    return status, cluster, (pref_all[u], pref_all[v], m), dec.candidates
+    return status, cluster, (pref_all[u], pref_all[v], m), dec.candidates, contained
 
 
 def dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources: list[str],
@@ -546,7 +573,7 @@ def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources
     units = load_shards(clean_root, filtered_root, sources, params.priority, params.num_perm, work)
     bands, rows = resolve_bands(params.threshold, params.num_perm, params.bands, params.rows,
                                 params.false_negative_weight)
-    status, cluster, pairs, candidates = decide(units, params, bands, rows, cache_dir, work, executor)
+    status, cluster, pairs, candidates, contained = decide(units, params, bands, rows, cache_dir, work, executor)
     per_source = {s: {"docs_in": 0, "docs_kept": 0, "dropped_by_reason": dict.fromkeys(REASONS.values(), 0),
                       "chars_in": 0, "chars_kept": 0} for s in sources}
     with atomic_path(out_dir) as tmp:
@@ -594,6 +621,11 @@ def _dedup_sharded(clean_root: Path, filtered_root: Path, out_dir: Path, sources
         "cross_source": {"enabled": xb is not None, "threshold": params.cross_threshold,
                          "bands": xb[0] if xb else None, "rows": xb[1] if xb else None,
                          "removed_by_source_pair": by_source_pair(units, status, cluster, sources, params.priority)},
+        "containment": {"enabled": contain_settings(params, units), "threshold": params.contain_threshold,
+                        "min_samples": params.contain_min_samples, "max_docs": params.contain_max_docs,
+                        "contained": int(sum(len(c) for c in contained)),
+                        "contained_by_source_pair": contained_by_source_pair(units, cluster, contained, sources,
+                                                                             params.priority)},
         "shards": len(units),
         "examples": examples,
     }
@@ -619,14 +651,32 @@ def by_source_pair(units: list[SourceShard], status: list[np.ndarray], cluster: 
     return dict(sorted(out.items()))
 
 
+def contained_by_source_pair(units: list[SourceShard], cluster: list[np.ndarray], contained: list[np.ndarray],
+                             sources: list[str], priority: list[str]) -> dict[str, int]:
+    """Documents the containment pass removed, by "REMOVED_SOURCE -> SOURCE OF ITS CONTAINER'S ROOT"
+    (they are also among `removed_by_source_pair`'s near duplicates)."""
+    name_of = {r: s for s, r in source_ranks(sources, priority).items()}
+    out: dict[str, int] = {}
+    for u, head, rows in zip(units, cluster, contained):
+        if not len(rows):
+            continue
+        rank = (np.asarray(head[rows], np.uint64) >> np.uint64(SHARD_BITS + ROW_BITS)).astype(np.int64)
+        for r, c in zip(*np.unique(rank, return_counts=True)):
+            key = f"{u.source} -> {name_of[int(r)]}"
+            out[key] = out.get(key, 0) + int(c)
+    return dict(sorted(out.items()))
+
+
 def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int, cache_dir: Path | None,
            work: Path | None = None, executor=None):
     """Per unit status and cluster head, verified pairs (prefs), candidates: bounded and
     partitioned (`dedup_ext`) when a cache folder is given, else in memory (the reference)."""
     xb = cross_settings(params, units)
+    cs = (params.contain_threshold, params.contain_min_samples, params.contain_max_docs) \
+        if contain_settings(params, units) else None
     if cache_dir is None:
         return decide_in_memory(units, params.threshold, bands, rows, exact=params.exact, near=params.near,
-                                cross=None if xb is None else (params.cross_threshold, *xb))
+                                cross=None if xb is None else (params.cross_threshold, *xb), contain=cs)
     from llmpipe.core import workers
     from llmpipe.data import dedup_ext
     import tempfile
@@ -641,12 +691,15 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     cross = None if xb is None else dedup_ext.CrossPass(
         [u.canon_path for u in units], [u.canon_fingerprint for u in units], [u.position[0] for u in units],
         params.cross_threshold, *xb)
+    from llmpipe.data.contain import ContainPass
+    contain = None if cs is None else ContainPass([u.contain_path for u in units], [u.position[0] for u in units],
+                                                  *cs)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work or cache_dir, prefix=".run-") as tmp:
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
                                     rows=rows, exact=params.exact, near=params.near, work_dir=Path(tmp),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
-                                    jobs=jobs, cross=cross, executor=executor if cluster else None)
+                                    jobs=jobs, cross=cross, contain=contain, executor=executor if cluster else None)
     status = [dec.status[u.name] for u in ext_units]
     cluster = [dec.cluster(u.name) for u in ext_units]
     keep = {dedup_ext.band_key_path(Path(cache_dir), u, bands, rows).name for u in ext_units}
@@ -656,7 +709,8 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
     for old in Path(cache_dir).glob("*.keys.npy"):  # ours, of shards or settings no longer used
         if old.name not in keep:
             old.unlink(missing_ok=True)
-    return status, cluster, dec.pairs, dec.candidates
+    contained = [dec.contained.get(u.name, np.zeros(0, np.int64)) for u in ext_units]
+    return status, cluster, dec.pairs, dec.candidates, contained
 
 
 def _read_row(path: Path, row: int, batch: int = 1):

@@ -128,6 +128,8 @@ class ExtDecision:
     candidates: int                  # unique LSH candidate pairs before verification
     clusters: int                    # clusters with >= 2 members
     stats: dict = field(default_factory=dict)  # partition counts, cache use, peak RSS of tasks
+    contained: dict[str, np.ndarray] = field(default_factory=dict)  # per unit: rows the containment
+    #                                  pass removed (a subset of `removed`), ascending
     _pref: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def cluster(self, name: str) -> np.ndarray:
@@ -619,13 +621,15 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
 
 def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: int, rows: int,
                 exact: bool = True, near: bool = True, work_dir: Path, cache_dir: Path,
-                memory_bytes: int, jobs: int, cross: CrossPass | None = None, executor=None) -> ExtDecision:
+                memory_bytes: int, jobs: int, cross: CrossPass | None = None, contain=None,
+                executor=None) -> ExtDecision:
     """Exact, then near (LSH + verification) dedup of `units`; see the module doc.
 
     Same decisions as `dedup.find_duplicates` on the concatenated units (rank = pref order),
     whatever `jobs` (0: every core) and `memory_bytes`. `work_dir` gets a temporary folder,
     removed at the end; `cache_dir` keeps the units' band keys for the next run. `cross`: a
-    second near pass on other signatures, its pairs kept across groups only (`cross_pass`). With a
+    second near pass on other signatures, its pairs kept across groups only (`cross_pass`).
+    `contain`: the containment pass on the survivors (`contain.ContainPass`, `contain.py`). With a
     cluster `executor` (`core.executor`) every task is one of its tasks, `jobs` its slots: both
     folders must then be on a filesystem every node reaches.
     """
@@ -647,6 +651,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
             _save(Path(rows_paths[-1]), np.ascontiguousarray(u.rows, dtype=np.int64))
     runner = _Runner(jobs) if executor is None else _ClusterRunner(executor)
     temps: list[Path] = []
+    contained: dict[str, np.ndarray] = {}
     try:
         staged = _stage(units, ns, run_dir, share) if (exact or near) else []
         dup_files: list[Path] = []
@@ -663,6 +668,14 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
                 verified = cross_pass(units, ns, staged, status, verified, cross, num_perm, cache_dir,
                                       runner, share, run_dir, stats, temps, rows_paths)
         removed, clusters, pairs = _clusters(units, ns, status, verified, dup_files, share)
+        if contain is not None and near and sum(ns):
+            from llmpipe.data import contain as containment
+            found = containment.containment_pass(units, ns, staged, status, contain, runner, share, run_dir,
+                                                 stats, rows_paths)
+            removed, clusters = _with_contained(units, status, removed, found)
+            unit_of = (found[1] >> np.uint64(ROW_BITS)).astype(np.int64)
+            contained = {u.name: np.sort((found[1][unit_of == k] & ROW_MASK).astype(np.int64))
+                         for k, u in enumerate(units)}
     finally:
         runner.close()
         for t in temps:
@@ -670,7 +683,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
         shutil.rmtree(run_dir, ignore_errors=True)
     stats["peak_rss_tasks"] = runner.peak
     return ExtDecision(status, removed, pairs, candidates, clusters, stats,
-                       {u.name: u.pref for u in units})
+                       contained=contained, _pref={u.name: u.pref for u in units})
 
 
 def _stage(units, ns, run_dir, share) -> list[str | None]:
@@ -863,6 +876,29 @@ def cross_pass(units, ns, staged, status, verified, cross: CrossPass, num_perm, 
     cstats.update(candidates=int(cand), verified_across=int(len(pr)), added_pairs=added)
     stats["cross"] = cstats
     return both[first], np.concatenate((verified[1], match))[first]
+
+
+def _with_contained(units, status, removed, found):
+    """`removed` with the containment pass's documents (status NEAR, head: their root) and every
+    head that the pass removed replaced by its root; the new cluster count."""
+    rp, rloc, root = found
+    unit = (rloc >> np.uint64(ROW_BITS)).astype(np.int64)
+    out, heads = {}, []
+    for u, unit_ in enumerate(units):
+        rows, head = removed[unit_.name]
+        mine = np.flatnonzero(unit == u)
+        new_rows = (rloc[mine] & ROW_MASK).astype(np.int64)
+        status[unit_.name][new_rows] = NEAR
+        head = head.copy()
+        if len(rp):
+            j = np.minimum(np.searchsorted(rp, head), len(rp) - 1)
+            moved = rp[j] == head
+            head[moved] = root[j[moved]]
+        rows, head = np.concatenate((rows, new_rows)), np.concatenate((head, root[mine]))
+        order = np.argsort(rows, kind="stable")
+        out[unit_.name] = (rows[order], head[order])
+        heads.append(head)
+    return out, int(np.unique(np.concatenate(heads)).size) if heads else 0
 
 
 def _clusters(units, ns, status, verified, dup_files, share):

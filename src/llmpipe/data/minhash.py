@@ -125,8 +125,10 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def shingle_hashes(norms: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes (as uint64) of every word n-gram of already-normalised texts.
+def shingle_hashes(norms: list[str], ngram: int, full: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes (as uint64) of every word n-gram of already-normalised texts; `full`: the
+    whole 64-bit mixed hash (for exact n-gram lookups against a large set, where 32 bits collide:
+    `contamination.py`).
 
     Returns (hashes (S,), doc (S,) int64 index into `norms`, non-decreasing). A text with fewer
     than `ngram` words yields one shingle of all its words; an empty text yields none.
@@ -162,7 +164,7 @@ def shingle_hashes(norms: list[str], ngram: int) -> tuple[np.ndarray, np.ndarray
         np.cumsum(buf.astype(np.uint64) * rpow[: len(buf)], out=prefix[1:])
         h = (prefix[e] - prefix[s]) * rinv[s]
         h += (e - s).astype(np.uint64)    # length mixed in, so "a" and "a\0" cannot collide
-        h = mix64(h) >> np.uint64(32)
+        h = mix64(h) if full else mix64(h) >> np.uint64(32)
     return h, d.astype(np.int64)
 
 
@@ -197,11 +199,30 @@ def signatures(texts: list[str], ngram: int, num_perm: int, seed: int) -> np.nda
 def hashes_and_signatures(texts: list[str], ngram: int, num_perm: int, seed: int,
                           with_exact: bool = True) -> tuple[list[str], np.ndarray]:
     """([exact_hash(t) for t in texts], signatures(texts, ...)), normalising each text once."""
+    exact, out, _ = _signatures(texts, ngram, num_perm, seed, with_exact, None)
+    return exact, out
+
+
+def signatures_and_samples(texts: list[str], ngram: int, num_perm: int, seed: int,
+                           sample_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures(texts, ...), samples): `samples` (M,) uint64 = doc << 32 | h for every distinct
+    shingle hash h of each text whose low `sample_bits` bits are 0 (1 in 2^sample_bits shingles),
+    ascending. That is Broder's MOD_m sample (1997): the share of a's sampled shingles that b's
+    sample also holds estimates the containment |a & b| / |a|, whatever the sizes of a and b
+    (MinHash slots estimate Jaccard, which is ~0 for a chapter against its whole book)."""
+    _, out, samples = _signatures(texts, ngram, num_perm, seed, False, sample_bits)
+    return out, samples
+
+
+def _signatures(texts, ngram, num_perm, seed, with_exact, sample_bits):
     if ngram < 1 or num_perm < 1:
         raise ValueError(f"ngram and num_perm must be >= 1, got {ngram}, {num_perm}")
+    if len(texts) >= 1 << 32:
+        raise ValueError(f"{len(texts)} texts in one call: at most 2^32")
     a, b = _perm_cache(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     exact: list[str] = []
+    samples: list[np.ndarray] = []
     lo = 0
     while lo < len(texts):
         norms, size = [], 0
@@ -212,8 +233,11 @@ def hashes_and_signatures(texts: list[str], ngram: int, num_perm: int, seed: int
             exact += [_digest(t) for t in norms]
         h, d = shingle_hashes(norms, ngram)
         out[lo: lo + len(norms)] = _min_hash(h, d, len(norms), a, b)
+        if sample_bits is not None:
+            pick = (h & np.uint64((1 << sample_bits) - 1)) == 0
+            samples.append(np.unique(((d[pick] + lo).astype(np.uint64) << np.uint64(32)) | h[pick]))
         lo += len(norms)
-    return exact, out
+    return exact, out, (np.concatenate(samples) if samples else np.zeros(0, np.uint64))
 
 
 _PERMS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}

@@ -1,10 +1,11 @@
-"""The `quality_model` stage (sample passages, train, save, report) and `quality@SRC` (score every
-clean shard into `data/quality/SRC/NAME.npy`, one float32 per clean row). The model and its
-features: `quality_model.py`.
+"""The `quality_sample` stage (the training passages), `quality_model` (train on them, save,
+report) and `quality@SRC` (score every clean shard into `data/quality/SRC/NAME.npy`, one float32
+per clean row). The model and its features: `quality_model.py`.
 
 Sample: passages of at most `quality.chunk_chars` characters (cut at whitespace) of the first
-`quality.sample_shards` shards of every source of a positive kind (clean text) or a negative kind
-(ingested, raw text); per class the `max_docs` passages with the lowest seeded hash of their key
+`quality.sample_shards` shards of every positive source (clean text; `quality.positives`, or the
+sources of `positive_kinds`) and negative source (ingested, raw text; `quality.negatives` or
+`negative_kinds`); per class the `max_docs` passages with the lowest seeded hash of their key
 (source, shard, row, passage), held in a bounded heap, so the sample is deterministic and fixed
 when files are added. A seeded hash of the key sends `holdout_fraction` of them to the held-out
 set whose accuracy the report gives.
@@ -60,27 +61,81 @@ def _sample(dirs: list[tuple[str, Path]], params, stage: str) -> list[tuple[floa
     return sorted((-h, key, t) for h, key, t in heap)
 
 
-def train_model(clean_root: Path, ingested_root: Path, sources: dict[str, str], params, out_dir: Path) -> dict:
-    """Train on `sources` ({name: kind}) and write the model folder; returns the report. Without a
-    source of a positive and one of a negative kind (or without passages) the model is written
-    untrained (every score 0.5, `trained: false`), so a pipeline of other kinds still runs; a
-    `min_quality_score` rule then refuses it (`filter@SRC`)."""
-    pos = [(s, Path(clean_root) / s) for s, k in sources.items() if k in params.positive_kinds]
-    neg = [(s, Path(ingested_root) / s) for s, k in sources.items() if k in params.negative_kinds]
+SAMPLE, SAMPLE_META = "passages.parquet", "sample.json"
+
+
+def sample_passages(clean_root: Path, ingested_root: Path, sources: dict[str, str], params, out_dir: Path) -> dict:
+    """The `quality_sample` stage: the training passages of `sources` ({name: kind}) into the
+    folder `out_dir` (passages.parquet: key, text, label 1 reference / 0 web, each class in hash
+    order; sample.json: the sources and counts). The model trains on this folder alone, so a
+    change that leaves it byte-identical (a source that is neither a positive nor a negative
+    added, a file after the first `sample_shards`) keeps `quality_model` cached."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmpipe.core.atomic import atomic_path
+    pos_src, neg_src = params.reference_sources(sources)
+    absent = [s for s in (params.positives or []) + (params.negatives or []) if s not in sources]
+    if absent:
+        from llmpipe.core.log import get_logger
+        get_logger("quality_sample").warning("quality.positives/negatives name %s, not in sources: skipped",
+                                             ", ".join(absent))
+    pos = [(s, Path(clean_root) / s) for s in pos_src]
+    neg = [(s, Path(ingested_root) / s) for s in neg_src]
     sample = {1: _sample(pos, params, "clean"), 0: _sample(neg, params, "ingest")}
+    rows = [(key, t, y) for y in (1, 0) for _, key, t in sample[y]]
+    info = {"format": "llmpipe.quality_sample/1", "positive_sources": pos_src, "negative_sources": neg_src,
+            "positive": len(sample[1]), "negative": len(sample[0]),
+            "picked_by": "quality.positives/negatives" if params.positives is not None or params.negatives is not None
+            else "quality.positive_kinds/negative_kinds", "named_but_absent": absent}
+    table = pa.table({"key": pa.array([r[0] for r in rows], pa.string()), "text": pa.array([r[1] for r in rows], pa.string()),
+                      "label": pa.array([r[2] for r in rows], pa.int8())})
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        pq.write_table(table, tmp / SAMPLE, compression="zstd")
+        (tmp / SAMPLE_META).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return info
+
+
+def train_model(clean_root: Path, ingested_root: Path, sources: dict[str, str], params, out_dir: Path) -> dict:
+    """`sample_passages` then `train_on_sample` (a sample folder beside `out_dir`); the report."""
+    sample_dir = Path(out_dir).with_name(Path(out_dir).name + ".sample")
+    sample_passages(clean_root, ingested_root, sources, params, sample_dir)
+    return train_on_sample(sample_dir, params, out_dir)
+
+
+def train_on_sample(sample_dir: Path, params, out_dir: Path) -> dict:
+    """The `quality_model` stage: train on the sample folder and write the model folder; returns
+    the report. Without passages of both classes the model is written untrained (every score
+    0.5, `trained: false`), so a pipeline of other kinds still runs; a `min_quality_score` rule
+    then refuses it (`filter@SRC`)."""
+    import json
+
+    import pyarrow.parquet as pq
+    from llmpipe.core.errors import UserError
+    sample_dir = Path(sample_dir)
+    if not (sample_dir / SAMPLE).exists() or not (sample_dir / SAMPLE_META).exists():
+        raise UserError(f"{sample_dir}: no quality sample ({SAMPLE}, {SAMPLE_META}); run `dvc repro quality_sample`")
+    info = json.loads((sample_dir / SAMPLE_META).read_text(encoding="utf-8"))
+    t = pq.read_table(sample_dir / SAMPLE)
+    keys, texts, labels = (t.column(c).to_pylist() for c in ("key", "text", "label"))
+    sample = {y: [(k, x) for k, x, lab in zip(keys, texts, labels) if lab == y] for y in (1, 0)}
     n = min(len(sample[0]), len(sample[1]))   # balanced classes
     settings = {k: getattr(params, k) for k in ("ngram", "feature_bits", "max_chars", "epochs", "lr", "l2",
                                                  "seed", "chunk_chars", "max_docs", "sample_shards")}
     report = {"trained": n > 0, "why": None, "passages": {"positive": n, "negative": n, "train": 0, "held_out": 0},
               "train_accuracy": None, "held_out_accuracy": None, "held_out_auc": None,
-              "positive_sources": [s for s, _ in pos], "negative_sources": [s for s, _ in neg], "settings": settings}
+              "positive_sources": info["positive_sources"], "negative_sources": info["negative_sources"],
+              "picked_by": info["picked_by"], "settings": settings}
     if not n:
-        report["why"] = (f"no passages of quality.positive_kinds {params.positive_kinds} or of "
-                         f"quality.negative_kinds {params.negative_kinds}; source kinds: {sorted(set(sources.values()))}")
+        report["why"] = (f"no passages of both classes: positives from {info['positive_sources']}, negatives from "
+                         f"{info['negative_sources']} ({info['picked_by']})")
         qm.save(qm.Model(np.zeros(1 << params.feature_bits, np.float32), 0.0, params.ngram, params.feature_bits,
                          params.max_chars), out_dir, {"report": report})
         return report
-    rows = [(key, t, y) for y in (1, 0) for _, key, t in sample[y][:n]]
+    rows = [(key, t, y) for y in (1, 0) for key, t in sample[y][:n]]
     held = np.array([unit_hash(params.seed + 1, key) < params.holdout_fraction for key, _, _ in rows])
     y = np.array([r[2] for r in rows], np.int64)
     x_all = qm.features([t for _, t, _ in rows], params.ngram, params.feature_bits, params.max_chars)

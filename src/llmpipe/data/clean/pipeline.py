@@ -12,7 +12,9 @@ NAME.parquet, one row per input document, input order kept:
 and NAME.minhash.npy, (rows, num_perm) uint32: `minhash.signatures` of the cleaned texts (a
 plain .npy, so dedup reads the rows it verifies by memory map), and NAME.canon.npy, the same
 shape: `canonical.signatures` of the raw texts (after `max_doc_chars`), the kind-independent view
-dedup compares across sources. A shard is recleaned only when
+dedup compares across sources, and NAME.contain.npy, (M,) uint64 row << 32 | shingle hash: 1 in 8
+of the distinct shingles of each row's canonical view, ascending, which dedup's containment pass
+joins across sources (`contain.py`). A shard is recleaned only when
 its input, the clean params, its kind, the three dedup keys that shape signatures or the code
 changed; the others are reused as they are.
 No thresholds are applied here: `rules.py` (the `filter` stage) reads these columns.
@@ -106,7 +108,7 @@ def process_batch(texts: list[str], kind: str, params, ngram: int, num_perm: int
             cols[k].append(v)
     # one normalisation per text for both the exact hash and the signature (N, num_perm)
     cols["exact_hash"], cols["minhash"] = minhash.hashes_and_signatures(cols["text"], ngram, num_perm, seed)
-    cols["canon"] = canonical.signatures(limited, ngram, num_perm, seed)
+    cols["canon"], cols["contain"] = canonical.signatures_and_samples(limited, ngram, num_perm, seed)
     return cols
 
 
@@ -122,9 +124,10 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
                 seed: int, jobs: int | None = None, *, minhash: str | Path | None = None,
-                canon: str | Path | None = None, pool=None) -> dict:
+                canon: str | Path | None = None, contain: str | Path | None = None, pool=None) -> dict:
     """Clean `src` (Document table) into `dst` (and the signatures into `minhash`, a .npy; default
-    beside dst; the canonical ones into `canon`, default NAME.canon.npy beside dst); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
+    beside dst; the canonical ones into `canon`, default NAME.canon.npy beside dst; the containment
+    samples into `contain`, default NAME.contain.npy); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
     `params.max_doc_chars`, characters cut). `pool`: a worker pool to use (else one of `jobs`)."""
     jobs = workers.resolve(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
@@ -132,6 +135,7 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
     rows = num_rows(src)
     minhash = Path(minhash) if minhash else Path(dst).with_suffix(".minhash.npy")
     canon = Path(canon) if canon else Path(dst).with_suffix(".canon.npy")
+    contain = Path(contain) if contain else Path(dst).with_suffix(".contain.npy")
     batches = read_batches(src, DOC_SCHEMA.names, batch_size=params.batch_docs)
     stats = {"docs": 0, "chars_raw": 0, "chars": 0, "long_docs": 0, "long_chars": 0, "jobs": jobs}
     own = pool is None and jobs > 1
@@ -141,10 +145,13 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
         # into a mapped page of a full disk is a SIGBUS, a write() is an ENOSPC we can report
         with TableWriter(dst, schema) as w, atomic_path(minhash) as sig_tmp, open(sig_tmp, "wb") as sig, \
                 atomic_path(canon) as canon_tmp, open(canon_tmp, "wb") as csig, \
+                atomic_path(contain) as contain_tmp, open(contain_tmp, "wb") as samples, \
                 tqdm(total=rows, unit="doc", desc=f"clean {kind}", disable=None) as bar:
             for f in (sig, csig):
                 np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")),
                                                          "fortran_order": False, "shape": (rows, num_perm)})
+            samples.write(_u8_header(0))     # rewritten with the count at the end
+            n_samples = [0]
             pending: collections.deque = collections.deque()
 
             def drain(limit: int) -> None:
@@ -153,6 +160,9 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                     cols = res.get() if pool else res
                     sig.write(np.ascontiguousarray(cols["minhash"], dtype="<u4").tobytes())
                     csig.write(np.ascontiguousarray(cols["canon"], dtype="<u4").tobytes())
+                    rows_before = np.uint64(stats["docs"]) << np.uint64(32)
+                    samples.write((cols["contain"] + rows_before).astype("<u8").tobytes())
+                    n_samples[0] += len(cols["contain"])
                     w.write(_to_batch(docs, cols, schema))
                     stats["docs"] += docs.num_rows
                     stats["chars_raw"] += sum(cols["chars_raw"])
@@ -168,12 +178,22 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
                 pending.append((docs, res))
                 drain(2 * jobs)
             drain(0)
+            samples.seek(0)
+            samples.write(_u8_header(n_samples[0]))
             if stats["docs"] != rows:
                 raise UserError(f"{src}: read {stats['docs']} rows, its metadata says {rows}; rerun ingest")
     finally:
         if own:
             pool.terminate()
     return stats
+
+
+def _u8_header(count: int) -> bytes:
+    """A .npy (1.0) header of a (count,) little-endian uint64 array, always 128 bytes, so the
+    array can be written before its length is known and the header rewritten in place."""
+    d = repr({"descr": "<u8", "fortran_order": False, "shape": (count,)})
+    body = d.encode("latin1").ljust(128 - 10 - 1) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
 
 SUM_KEYS = ("docs", "chars_raw", "chars", "long_docs", "long_chars")
@@ -192,8 +212,9 @@ def make_pool(jobs: int):
 def clean_shard(src: str | Path, dst: str | Path, sig: str | Path, canon: str | Path, kind: str, params,
                 ngram: int, num_perm: int, seed: int, jobs: int) -> dict:
     """One shard as one task of a cluster executor (`core.executor`): `clean_table` with `jobs`
-    processes of the task's own."""
-    return clean_table(src, dst, kind, params, ngram, num_perm, seed, jobs, minhash=sig, canon=canon)
+    processes of the task's own (the containment samples beside `canon`)."""
+    return clean_table(src, dst, kind, params, ngram, num_perm, seed, jobs, minhash=sig, canon=canon,
+                       contain=Path(canon).with_name(Path(canon).name.replace(".canon.npy", ".contain.npy")))
 
 
 def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: str, params, ngram: int,
@@ -235,8 +256,10 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                         pool = make_pool(jobs)
                     st = clean_table(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", kind, params, ngram,
                                      num_perm, seed, jobs, minhash=d.tmp / f"{name}.minhash.npy",
-                                     canon=d.tmp / f"{name}.canon.npy", pool=pool)
-                d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy", f"{name}.canon.npy"],
+                                     canon=d.tmp / f"{name}.canon.npy", contain=d.tmp / f"{name}.contain.npy",
+                                     pool=pool)
+                d.add(name, fp, [f"{name}.parquet", f"{name}.minhash.npy", f"{name}.canon.npy",
+                                 f"{name}.contain.npy"],
                       shards=[{"name": name, "docs": st["docs"]}], stats={k: st[k] for k in SUM_KEYS})
             stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}
             stats["jobs"] = jobs

@@ -280,8 +280,8 @@ def _score_files(quality_dir, source: str, need_trained: bool, signals: list[str
                         "(dvc.yaml passes data/quality/SRC)")
     m = read_manifest(quality_dir, f"quality@{source}")
     if need_trained and not m.get("trained", True):
-        raise UserError(f"{quality_dir}: the quality model is untrained (no sources of quality.positive_kinds "
-                        "and quality.negative_kinds; reports/quality_model.json says why); set "
+        raise UserError(f"{quality_dir}: the quality model is untrained (no passages from the positive or the negative "
+                        "sources: quality.positives / negatives, or by kind; reports/quality_model.json says why); set "
                         "filter.global.min_quality_score: null or add such sources")
     return {sh["name"]: digest(*(sh["files"][sh["name"] + EXTERNAL[s]]["sha256"] for s in signals)) for sh in shards(m)}
 

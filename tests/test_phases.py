@@ -174,3 +174,47 @@ def test_phase_params_are_checked(tmp_path):
     check({"a": {k: v for k, v in ok.items() if k != "eval"}}, r"phases\.a: missing required key\(s\): eval")
     check({"a": {**ok, "train": {"tokens": 100}}}, r"phases\.a\.train\.tokens: 100 is less than one batch")
     check({"a": {**ok, "train": {"tokens": 4096, "average_last": 5}}}, r"average_last: averages 5 checkpoints")
+
+
+def test_plan_prices_every_phase_at_the_measured_throughput(phased, capsys, tmp_path):
+    """`llmpipe plan` on the module's real bench record: params, FLOPs/token, Chinchilla and each
+    phase's tokens/hours/dollars; exit 1 once the plan is over plan.max_cost."""
+    from llmpipe.cli import main
+    from llmpipe.train.model import flops_per_token, param_counts, ModelConfig
+
+    args = ["plan", "--params", str(phased / "params.yaml"), "--tokenizer", str(phased / "artifacts/tokenizer"),
+            "--throughput", str(phased / "runs/throughput.json"), "--json"]
+    assert main(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    tps = json.loads((phased / "runs/throughput.json").read_text())["tokens_per_s"]
+    cfg = ModelConfig.from_dict(json.loads((phased / "runs/train/config.json").read_text())["model"])
+    assert rep["params"] == param_counts(cfg)["total"] and rep["flops_per_token"] == flops_per_token(cfg)
+    assert rep["chinchilla_tokens"] == round(20 * rep["params"]) and rep["tokens_per_s_per_device"] == tps
+    assert [(r["phase"], r["tokens"]) for r in rep["phases"]] == [("train", 3072), ("anneal", 1536)]
+    assert rep["phases"][1]["hours"] == pytest.approx(1536 / tps / 3600)
+    assert rep["phases"][1]["cost"] == pytest.approx(1536 / tps / 3600 * 1.0)  # $1/device-hour here
+    assert rep["total"]["tokens"] == rep["phases"][1]["cumulative"]["tokens"] == 4608
+    # the train stage's report shows the same figures for its phase
+    plan = json.loads((phased / "runs/anneal/cost.json").read_text())["plan"]
+    assert plan["chinchilla_tokens"] == rep["chinchilla_tokens"] and plan["phase_tokens"] == 1536
+    p = yaml.safe_load((phased / "params.yaml").read_text())
+    p["plan"] = {"max_cost": rep["total"]["cost"] / 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    assert main(["plan", "--params", str(tmp_path / "params.yaml"), *args[3:-1]]) == 1
+    out = capsys.readouterr()
+    assert "anneal" in out.out and "over plan.max_cost" in out.err
+
+
+def test_plan_gate_refuses_a_phase_that_takes_the_plan_over_its_cap():
+    from llmpipe.params import PlanParams
+    from llmpipe.train.cost import CostGateError
+    from llmpipe.train.model import ModelConfig
+    from llmpipe.train.planner import phase_gate
+
+    cfg = ModelConfig(vocab_size=400, d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, context=32, ffn_hidden=64)
+    proj = {"tokens": 1000, "tokens_per_s_per_device": 10.0, "num_devices": 1, "hourly_rate": 36.0,
+            "projected_hours": 1000 / 10 / 3600, "projected_cost": 1.0}
+    ok = phase_gate(cfg, PlanParams(max_cost=2.0), proj, 1000, "anneal")  # $1 before + $1 in it
+    assert ok["plan_cost_so_far"] == pytest.approx(2.0) and ok["plan_tokens_so_far"] == 2000
+    with pytest.raises(CostGateError, match=r"the plan up to phase 'anneal' \(2,000 tokens: 1,000 before"):
+        phase_gate(cfg, PlanParams(max_cost=1.5), proj, 1000, "anneal")

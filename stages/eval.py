@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--phase {a.phase!r} is not in params.yaml phases ({', '.join(params.phases) or 'none'})")
         ph = params.phases[a.phase]
         limit = ph.eval.max_regression
-        gate = (str(phases.metrics_path(ph.after)), params.eval.max_regression if limit is None else limit)
+        gate = (str(phases.metrics_path(ph.after)), params.eval.max_regression if limit is None else limit,
+                "eval.max_regression" if limit is None else f"phases.{a.phase}.eval.max_regression")
     run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
              samples_path=a.samples, plot_path=a.plot, gate=gate)
     write_json(Path(a.model) / phases.PROMOTION, phases.promotion_record(Path(a.model)))

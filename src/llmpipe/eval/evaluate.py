@@ -248,11 +248,11 @@ def _rounded(obj):
 
 def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict[str, Path], p, *,
              metrics_path: str | Path, samples_path: str | Path, plot_path: str | Path,
-             gate: Optional[tuple[str, float]] = None) -> dict:
+             gate: Optional[tuple[str, float, str]] = None) -> dict:
     """The `eval` stage (`p` is `EvalParams`): writes metrics, samples and the per-source plot
     file, then applies the regression gate (so a failing run still leaves its numbers to read):
     against `eval.baseline`, or for a later phase `gate` = (the previous phase's metrics file,
-    its max_regression). A run whose final model averages checkpoints (train.average_last) is
+    its max_regression, the key that set it). A run whose final model averages checkpoints (train.average_last) is
     also scored at its last step's weights (`last_step`).
     A model with non-finite weights, log-likelihoods or logits fails (NonFiniteModel) before
     anything is written, so an existing metrics file is left as it was."""
@@ -312,9 +312,9 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     log.info("eval: %s docs, %s tokens, bits/byte %.4f, loss %.4f, %d MC task(s), %d prompts in %.1fs",
              f"{metrics['docs']:,}", f"{metrics['tokens']:,}", metrics["bits_per_byte"] or float("nan"),
              metrics["loss"] or float("nan"), len(tasks), len(prompts), t.seconds)
-    baseline, limit = gate if gate is not None else (p.baseline, p.max_regression)
+    baseline, limit, key = gate if gate is not None else (p.baseline, p.max_regression, "eval.max_regression")
     verdict = check_regression(metrics["bits_per_byte"] if metrics["bits_per_byte"] is not None
-                               else float("nan"), baseline, limit)
+                               else float("nan"), baseline, limit, key=key)
     if verdict:
         log.info("regression gate passed: %s", verdict)
     return metrics
@@ -345,7 +345,8 @@ class RegressionError(UserError, RuntimeError):
     """bits per byte got worse than the baseline by more than eval.max_regression."""
 
 
-def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_regression: float) -> Optional[str]:
+def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_regression: float,
+                     key: str = "eval.max_regression") -> Optional[str]:
     """None without a baseline; else a one-line verdict, or RegressionError when over tolerance."""
     if baseline is None:
         return None
@@ -359,7 +360,7 @@ def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_r
     limit = ref * (1.0 + max_regression)
     change = bits_per_byte / ref - 1.0
     verdict = (f"bits_per_byte {bits_per_byte:.5f} vs baseline {ref:.5f} ({path}): {change:+.2%}, "
-               f"allowed up to {limit:.5f} (eval.max_regression {max_regression:.2%})")
+               f"allowed up to {limit:.5f} ({key} {max_regression:.2%})")
     if not bits_per_byte <= limit:  # also catches NaN
         raise RegressionError(f"regression gate failed: {verdict}")
     return verdict

@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from llmpipe.core.log import n
+from llmpipe.core.log import get_logger, n
 from llmpipe.train.model import flops_per_token, param_counts
+
+log = get_logger("cost")
 
 
 def model_figures(cfg, tokens_per_param: float) -> dict[str, int]:
@@ -82,6 +84,10 @@ def phase_gate(cfg, plan_params, projection: Optional[dict], tokens_before: int,
                 "phase_cost": projection["projected_cost"], "plan_tokens_so_far": so_far["tokens"],
                 "plan_hours_so_far": so_far["hours"], "plan_cost_so_far": so_far["cost"],
                 "max_plan_cost": plan_params.max_cost})
+    log.info("cost gate: the plan up to phase %s: %s tokens (%s before it), %.3f h, $%.2f (plan.max_cost %s); "
+             "Chinchilla-optimal ~%s tokens for %s params", name, n(so_far["tokens"]), n(tokens_before),
+             so_far["hours"], so_far["cost"], "none" if plan_params.max_cost is None else f"${plan_params.max_cost:.2f}",
+             n(out["chinchilla_tokens"]), n(out["params"]))
     if plan_params.max_cost is not None and so_far["cost"] > plan_params.max_cost:
         raise CostGateError(
             f"cost gate: the plan up to phase {name!r} ({n(so_far['tokens'])} tokens: {n(tokens_before)} "

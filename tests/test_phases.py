@@ -218,3 +218,29 @@ def test_plan_gate_refuses_a_phase_that_takes_the_plan_over_its_cap():
     assert ok["plan_cost_so_far"] == pytest.approx(2.0) and ok["plan_tokens_so_far"] == 2000
     with pytest.raises(CostGateError, match=r"the plan up to phase 'anneal' \(2,000 tokens: 1,000 before"):
         phase_gate(cfg, PlanParams(max_cost=1.5), proj, 1000, "anneal")
+
+
+def test_dvc_generates_phase_stages_only_for_phases_given(tmp_path):
+    """`phases: {}` (the default) adds no stage to the real dvc.yaml; two phases add exactly their
+    three stages each, named by key (DVC's foreach over a mapping)."""
+    import subprocess
+    import sys
+
+    from test_train import REPO
+
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+
+    def names() -> set[str]:
+        out = subprocess.run([*dvc, "stage", "list", "--name-only"], cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout
+        return set(out.split())
+
+    base = names()
+    assert {"mix", "train", "eval"} <= base and not any("_phase" in s for s in base)
+    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    p["phases"] = {"anneal": PHASE, "sft": {**PHASE, "after": "anneal"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert names() - base == {f"{s}_phase@{k}" for s in ("mix", "train", "eval") for k in ("anneal", "sft")}

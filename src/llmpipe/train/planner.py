@@ -115,7 +115,7 @@ def throughput_for(path: Path, signature: Optional[dict]) -> tuple[Optional[floa
 def plan_lines(rep: dict[str, Any], source: str) -> list[str]:
     """`llmpipe plan`'s table."""
     def money(v):
-        return "-" if v is None else f"${v:,.2f}"
+        return "-" if v is None else f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
 
     def hours(v):
         return "-" if v is None else f"{v:,.3f} h"
@@ -129,7 +129,7 @@ def plan_lines(rep: dict[str, Any], source: str) -> list[str]:
         out.append(f"{r['phase']:<16}{n(r['tokens']):>14}{hours(r['hours']):>12}{money(r['cost']):>11}"
                    f"{n(r['cumulative']['tokens']):>14}{money(r['cumulative']['cost']):>11}")
     t = rep["total"]
-    out.append(f"total: {n(t['tokens'])} tokens ({rep['tokens_vs_chinchilla']:.2f}x Chinchilla), "
+    out.append(f"total: {n(t['tokens'])} tokens ({rep['tokens_vs_chinchilla']:.3g}x Chinchilla), "
                f"{rep['flops']:.3g} FLOPs, {hours(t['hours'])}, {money(t['cost'])}")
     return out
 

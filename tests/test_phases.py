@@ -128,10 +128,15 @@ def test_init_weights_starts_a_fresh_adamw_and_a_retrained_base_restarts_the_pha
     state = load_file(str(work / "runs/anneal/ckpt/step_00000006/state.safetensors"))
     assert {float(v) for k, v in state.items() if k.endswith(".step")} == {6.0}
     assert {lr for _, lr in rows(work, "anneal", "lr")[6:]} == {0.002}
-    # a phase never starts from a model its eval did not promote
+    # a phase never starts from a model its eval did not promote (the stage calls this first)
+    from llmpipe.core.errors import UserError
+
+    write_json(work / "runs/train/promotion.json", {"promoted": True, "model_sha256": "0" * 64})
+    with pytest.raises(UserError, match=r"promotion.json: names another model: the phase's eval has not promoted"):
+        phases.require_promotion(work / "runs/train")
     (work / "runs/train/promotion.json").unlink()
-    r = run_phase(work)
-    assert r.returncode == 2 and "has not promoted" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(UserError, match=r"promotion.json: missing"):
+        phases.require_promotion(work / "runs/train")
 
 
 def test_average_last_is_the_mean_of_the_last_checkpoints(phased, tmp_path):

@@ -2,6 +2,8 @@
 
     python -m stages.train --data data/mix --tokenizer artifacts/tokenizer \
         --throughput runs/throughput.json --out runs/train
+    python -m stages.train --phase NAME --data data/phases/NAME --out runs/NAME ...
+        (a later phase, `phases.NAME`: starts from runs/AFTER, README "Phases")
     accelerate launch --multi_gpu --num_processes 2 -m stages.train ...   (same global batch;
         train.parallel: ddp | fsdp; several machines: --num_machines N --machine_rank R
         --main_process_ip IP --main_process_port PORT, README "Scaling out")
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
+from llmpipe.train import phases
 from llmpipe.train.trainer import Paths, train
 
 
@@ -31,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--throughput", type=Path, default=Path("runs/throughput.json"))
     ap.add_argument("--out", type=Path, default=Path("runs/train"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--phase", default=None, help="a key of params.yaml phases (default: the base phase)")
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    train(Paths(args.data, args.tokenizer, args.throughput, args.out), p.model, p.train, p.cost)
+    tp, start = p.train, None
+    if args.phase is not None:
+        tp, start = phases.resolve(p, args.phase)
+        phases.require_promotion(start.init_dir)
+    train(Paths(args.data, args.tokenizer, args.throughput, args.out), p.model, tp, p.cost, p.plan, start)
     return 0
 
 

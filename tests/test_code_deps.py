@@ -51,12 +51,13 @@ def test_a_new_import_shows_up_and_write_fixes_it(tmp_path):
     mix.write_text(mix.read_text() + "\n\ndef _uses_helper():\n    from .newhelper import f\n    return f()\n")
     tool = [sys.executable, str(root / "scripts/code_deps.py")]
     stale = subprocess.run(tool, capture_output=True, text=True)
-    assert stale.returncode == 1 and "stale code deps in mix;" in stale.stderr, stale.stderr
+    # mix and mix_phase (the later phases' mix: the same script) and nothing else
+    assert stale.returncode == 1 and "stale code deps in mix, mix_phase;" in stale.stderr, stale.stderr
     assert subprocess.run([*tool, "--write"], capture_output=True, text=True).returncode == 0
     assert subprocess.run(tool, capture_output=True, text=True).returncode == 0
     assert "src/llmpipe/data/newhelper.py" in _stage_code_deps(root, "stages.mix")
     assert "src/llmpipe/data/newhelper.py" not in _stage_code_deps(root, "stages.clean")
-    assert (root / "dvc.yaml").read_text().count("- src/llmpipe/data/newhelper.py") == 1  # mix alone imports data/mix.py
+    assert (root / "dvc.yaml").read_text().count("- src/llmpipe/data/newhelper.py") == 2  # only mix and mix_phase import data/mix.py
     # the shards' code fingerprint (core/code.py) follows the same closure: mix's shards are
     # redone, clean's are not
     after = _fingerprints(root)

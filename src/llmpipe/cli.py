@@ -1,4 +1,4 @@
-"""`llmpipe` console entry for humans: verify, stats, generate, eval, export-hf.
+"""`llmpipe` console entry for humans: verify, stats, generate, eval, export-hf, plan.
 
 Each subcommand is a thin wrapper around one library function (imported lazily, so
 `llmpipe verify` does not pay for importing torch). Exit status: 0 ok, 1 a check failed,
@@ -36,6 +36,11 @@ def _export_hf(a: argparse.Namespace) -> int:
     from llmpipe.eval.export import export_hf
     export_hf(a.run, a.out, tokenizer=a.tokenizer)
     return 0
+
+
+def _plan(a: argparse.Namespace) -> int:
+    from llmpipe.train.planner import cli_plan
+    return cli_plan(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", help="output folder")
     e.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
     e.set_defaults(func=_export_hf)
+
+    pl = sub.add_parser("plan", help="params, FLOPs/token, Chinchilla tokens and the tokens/hours/dollars of each "
+                                     "training phase at the measured throughput")
+    pl.add_argument("--params", default="params.yaml")
+    pl.add_argument("--tokenizer", default="artifacts/tokenizer",
+                    help="its tokenizer.json gives the vocab (else model.vocab_size or tokenizer.vocab_size)")
+    pl.add_argument("--throughput", default="runs/throughput.json", help="the bench stage's measurement")
+    pl.add_argument("--any-throughput", action="store_true",
+                    help="use the measurement even if it was made for another model, batch or device")
+    pl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pl.set_defaults(func=_plan)
     return p
 
 

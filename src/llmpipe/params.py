@@ -20,7 +20,8 @@ from llmpipe.data.config import (CleanParams, DedupParams, FilterParams, MixPara
                                  QualityParams, SourceParams, SplitParams, TokenizeParams, TokenizerParams)
 from llmpipe.data.kinds.base import GlobalFilter  # noqa: F401
 from llmpipe.eval.config import BuiltinMcParams, EvalParams, McTaskParams  # noqa: F401
-from llmpipe.train.config import BenchParams, CostParams, ModelParams, TrainParams  # noqa: F401
+from llmpipe.train.config import (BenchParams, CostParams, ModelParams, PhaseData, PhaseEval,  # noqa: F401
+                                  PhaseParams, PhaseTrain, PlanParams, TrainParams)
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Params(Section):
     bench: BenchParams = field(default_factory=BenchParams)
     eval: EvalParams = field(default_factory=EvalParams)
     exec: ExecParams = field(default_factory=ExecParams)
+    plan: PlanParams = field(default_factory=PlanParams)
+    phases: dict[str, PhaseParams] = field(default_factory=dict)
+    """Later training phases in file order, after the base mix/train/eval (README "Phases")."""
 
     def __post_init__(self) -> None:
         check(len(self.sources) > 0, "sources", "must name at least one source")
@@ -47,8 +51,9 @@ class Params(Section):
             check(bool(_SOURCE_NAME.fullmatch(name)), f"sources.{name}",
                   "a source name is letters, digits, '_' and '-' (it names stages and files)")
         names = set(self.sources)
-        for section, weights in (("mix.weights", self.mix.weights),
-                                 ("tokenizer.sample_weights", self.tokenizer.sample_weights)):
+        phase_weights = [(f"phases.{k}.data.weights", ph.data.weights) for k, ph in self.phases.items()]
+        for section, weights in [("mix.weights", self.mix.weights),
+                                 ("tokenizer.sample_weights", self.tokenizer.sample_weights)] + phase_weights:
             for k in weights:
                 check(k in names, f"{section}.{k}", f"is not a source; sources are {sorted(names)}")
             missing = sorted(names - set(weights))
@@ -57,6 +62,26 @@ class Params(Section):
                   "source a weight (0 leaves a source out), or {} for equal weights")
         for k in self.dedup.priority:
             check(k in names, "dedup.priority", f"{k!r} is not a source; sources are {sorted(names)}")
+        self._check_phases()
+
+    def _check_phases(self) -> None:
+        prev = "train"
+        for name, ph in self.phases.items():  # a name becomes stage names and paths (runs/NAME)
+            check(bool(_SOURCE_NAME.fullmatch(name)) and name != "train", f"phases.{name}",
+                  "a phase name is letters, digits, '_' and '-', and not 'train' (the base phase)")
+            check(ph.after == prev, f"phases.{name}.after",
+                  f"is {ph.after!r}, but phases run in file order: set it to {prev!r} (the phase above "
+                  "it; 'train' is the base phase)")
+            check(ph.data.chat is None, f"phases.{name}.data.chat",
+                  "chat sources (SFT with a loss on assistant tokens) are not supported by this version; "
+                  "remove the key and give the phase mix weights (data.weights)")
+            bt = ph.train.batch_tokens or self.train.batch_tokens
+            check(ph.train.tokens >= bt, f"phases.{name}.train.tokens",
+                  f"{ph.train.tokens} is less than one batch ({bt} tokens)")
+            k = ph.train.average_last or self.train.average_last
+            check(k <= self.train.keep_ckpts, f"phases.{name}.train.average_last",
+                  f"averages {k} checkpoints but train.keep_ckpts keeps {self.train.keep_ckpts}")
+            prev = name
 
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")

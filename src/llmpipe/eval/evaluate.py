@@ -247,9 +247,13 @@ def _rounded(obj):
 
 
 def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict[str, Path], p, *,
-             metrics_path: str | Path, samples_path: str | Path, plot_path: str | Path) -> dict:
+             metrics_path: str | Path, samples_path: str | Path, plot_path: str | Path,
+             gate: Optional[tuple[str, float, str]] = None) -> dict:
     """The `eval` stage (`p` is `EvalParams`): writes metrics, samples and the per-source plot
-    file, then applies the regression gate (so a failing run still leaves its numbers to read).
+    file, then applies the regression gate (so a failing run still leaves its numbers to read):
+    against `eval.baseline`, or for a later phase `gate` = (the previous phase's metrics file,
+    its max_regression, the key that set it). A run whose final model averages checkpoints (train.average_last) is
+    also scored at its last step's weights (`last_step`).
     A model with non-finite weights, log-likelihoods or logits fails (NonFiniteModel) before
     anything is written, so an existing metrics file is left as it was."""
     from llmpipe.eval import mc
@@ -272,6 +276,12 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     with Timer() as t:
         metrics = evaluate_sources(model, token_dirs, tok, max_tokens=p.max_tokens, seed=p.seed,
                                    batch_size=p.batch_size, min_source_tokens=p.min_source_tokens)
+        last = last_step_model(model_dir, model)
+        if last is not None:  # the average's unaveraged twin, on the same documents
+            m = evaluate_sources(last, token_dirs, tok, max_tokens=p.max_tokens, seed=p.seed,
+                                 batch_size=p.batch_size, min_source_tokens=p.min_source_tokens)
+            metrics["last_step"] = {"bits_per_byte": m["bits_per_byte"], "loss": m["loss"],
+                                    "per_source": {s: v["bits_per_byte"] for s, v in m["per_source"].items()}}
         if p.texts:  # held-out texts as streams, beside the per-source figures
             from llmpipe.eval.stream import score_texts
             metrics["texts"] = score_texts(model, tok, p.texts, stride=p.stride, batch_size=p.batch_size)
@@ -302,11 +312,31 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
     log.info("eval: %s docs, %s tokens, bits/byte %.4f, loss %.4f, %d MC task(s), %d prompts in %.1fs",
              f"{metrics['docs']:,}", f"{metrics['tokens']:,}", metrics["bits_per_byte"] or float("nan"),
              metrics["loss"] or float("nan"), len(tasks), len(prompts), t.seconds)
+    baseline, limit, key = gate if gate is not None else (p.baseline, p.max_regression, "eval.max_regression")
     verdict = check_regression(metrics["bits_per_byte"] if metrics["bits_per_byte"] is not None
-                               else float("nan"), p.baseline, p.max_regression)
+                               else float("nan"), baseline, limit, key=key)
     if verdict:
         log.info("regression gate passed: %s", verdict)
     return metrics
+
+
+def last_step_model(model_dir: str | Path, model: Transformer) -> Optional[Transformer]:
+    """The last step's weights of a run whose model.safetensors averages checkpoints (its
+    config.json `train.average` names the checkpoint); None for any other run."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    avg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("train", {}).get("average")
+    if not avg:
+        return None
+    path = Path(model_dir) / avg["last"] / f"{avg['weights']}.safetensors"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; config.json says the model averages {avg['k']} checkpoints and "
+                        "this one holds the last step's weights (rerun `dvc repro -f` the train stage)")
+    last = copy.deepcopy(model)
+    last.load_state_dict(load_file(str(path)))
+    return last.eval()
 
 
 # --------------------------------------------------------------------------- regression gate
@@ -315,7 +345,8 @@ class RegressionError(UserError, RuntimeError):
     """bits per byte got worse than the baseline by more than eval.max_regression."""
 
 
-def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_regression: float) -> Optional[str]:
+def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_regression: float,
+                     key: str = "eval.max_regression") -> Optional[str]:
     """None without a baseline; else a one-line verdict, or RegressionError when over tolerance."""
     if baseline is None:
         return None
@@ -329,7 +360,7 @@ def check_regression(bits_per_byte: float, baseline: Optional[str | Path], max_r
     limit = ref * (1.0 + max_regression)
     change = bits_per_byte / ref - 1.0
     verdict = (f"bits_per_byte {bits_per_byte:.5f} vs baseline {ref:.5f} ({path}): {change:+.2%}, "
-               f"allowed up to {limit:.5f} (eval.max_regression {max_regression:.2%})")
+               f"allowed up to {limit:.5f} ({key} {max_regression:.2%})")
     if not bits_per_byte <= limit:  # also catches NaN
         raise RegressionError(f"regression gate failed: {verdict}")
     return verdict

@@ -65,14 +65,17 @@ def data_identity(data_meta: dict) -> dict:
             "train_sha256": {k: f.get("sha256") for k, f in sorted(files.items())}}
 
 
-def fingerprint(data_meta: dict, cfg, tp, precision: str, device_type: str) -> tuple[str, dict]:
+def fingerprint(data_meta: dict, cfg, tp, precision: str, device_type: str,
+                init: Optional[dict] = None) -> tuple[str, dict]:
     """Resume only when everything that shapes the weights' trajectory is the same (`cfg` a
     ModelConfig, `tp` TrainParams); the resolved precision and device type count
     (`precision: auto` is fp32 on CPU but bf16 on CUDA). The world size and `train.parallel` do
     not: the global batch is the same at any world size and a checkpoint holds full tensors, so
     a run resumes on more or fewer processes, or in the other mode (bitwise only on the same). With `train.on_new_data: continue` the
     data part is only what the weights must agree with (token dtype, vocab, tokenizer), so a run
-    resumes on a grown mix (README "Adding data while a model trains")."""
+    resumes on a grown mix (README "Adding data while a model trains"). `init`: what a later
+    phase starts from (llmpipe.train.phases.PhaseStart.identity): a retrained earlier phase
+    restarts it."""
     ident_of = data_identity(data_meta)
     if getattr(tp, "on_new_data", "restart") == "continue":
         ident_of = {"dtype": data_meta.get("dtype"), "vocab_size": data_meta.get("vocab_size"),
@@ -81,6 +84,8 @@ def fingerprint(data_meta: dict, cfg, tp, precision: str, device_type: str) -> t
     parts = {"data": hashlib.sha256(ident).hexdigest(),
              "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
              "precision": precision, "device_type": device_type}
+    if init is not None:  # only for later phases: the base run's fingerprint is unchanged
+        parts["init"] = init
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 
 
@@ -266,3 +271,16 @@ def truncate_after(live_dir: Path, samples: Path, step: int) -> None:
         blocks = samples.read_text().split("## step ")
         keep = [b for b in blocks[1:] if int(b.split("\n", 1)[0]) <= step]
         write_text(samples, blocks[0] + "".join("## step " + b for b in keep))
+
+
+def seed_live(src: Path, dst: Path, step: int) -> None:
+    """A later phase's DVCLive directory starts as a copy of the previous phase's curves up to
+    global `step` (its plots and metrics.json), so each phase's files hold the whole curve."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    if (src / "plots").is_dir():
+        shutil.copytree(src / "plots", dst / "plots")
+    if (src / "metrics.json").is_file():
+        shutil.copyfile(src / "metrics.json", dst / "metrics.json")
+    truncate_after(dst, dst / "samples.none", step)

@@ -1,4 +1,5 @@
-"""Params sections of the training stages: `model`, `train`, `cost`, `bench`."""
+"""Params sections of the training stages: `model`, `train`, `cost`, `bench`, `plan` and the
+later training phases (`phases.NAME`, README "Phases")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,11 +96,14 @@ class TrainParams(Section):
     """When data/mix changed since the last checkpoint (new shards): `restart` trains from scratch;
     `continue` resumes at the checkpoint's step, counting the tokens already seen, and draws the
     remaining steps from the grown mix (same tokenizer required)."""
+    average_last: int = 1
+    """The final model is the mean of the last K checkpoints' weights (the EMA's with train.ema);
+    1 -> the last step's weights. At most keep_ckpts; eval then also scores the last step's."""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",
                   "ckpt_every", "keep_ckpts", "log_every", "spike_window", "overfit_steps",
-                  "max_steps", "dist_timeout_s"):
+                  "max_steps", "dist_timeout_s", "average_last"):
             check_positive(getattr(self, k), k)
         for k in ("warmup", "weight_decay", "grad_clip", "spike_sigma", "sample_tokens"):
             check_nonneg(getattr(self, k), k)
@@ -113,6 +117,9 @@ class TrainParams(Section):
               "raise train.tokens or lower train.batch_tokens")
         check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
               f"must be two numbers in [0, 1), got {self.betas}")
+        check(self.average_last <= self.keep_ckpts, "average_last",
+              f"averages {self.average_last} checkpoints but train.keep_ckpts keeps {self.keep_ckpts}: "
+              "raise train.keep_ckpts to at least train.average_last")
 
 
 @dataclass
@@ -162,3 +169,99 @@ class BenchParams(Section):
         check_fraction(self.min_cpu_share, "min_cpu_share")
         check_nonneg(self.max_spread, "max_spread")
 
+
+
+@dataclass
+class PlanParams(Section):
+    """The compute plan over every phase (`plan.*`; `llmpipe plan`, the cost gate's report)."""
+
+    max_cost: Optional[float] = None
+    """Dollars: the projected cost of the phases up to and including the one about to train (the
+    base `train` first, then `phases` in order) must stay under it; null -> no cap beyond each
+    phase's cost.max_cost. `llmpipe plan` checks the whole plan against it before anything runs."""
+    tokens_per_param: float = 20.0
+    """Chinchilla-optimal training tokens per parameter (Hoffmann et al. 2022: ~20)."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.max_cost, "max_cost")
+        check_positive(self.tokens_per_param, "tokens_per_param")
+
+
+@dataclass
+class PhaseData(Section):
+    """What a later phase trains on (`phases.NAME.data`): the `mix` stage's plan with overrides."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    """Source -> weight of this phase's mix; {} -> mix.weights. Must name every source (0 leaves one out)."""
+    train_tokens: Optional[int] = None
+    """Train tokens of this phase's mix; null -> mix.train_tokens."""
+    val_tokens: Optional[int] = None
+    """Val tokens of this phase's mix (its fixed val batches); null -> mix.val_tokens."""
+    chat: Optional[str] = None
+    """Reserved: a chat source (SFT). Chat sources and the assistant-only loss mask are not part
+    of this version; naming one is refused with a message."""
+
+    def __post_init__(self) -> None:
+        for k, w in self.weights.items():
+            check(w >= 0, f"weights.{k}", f"must be >= 0, got {w}")
+        check_positive(self.train_tokens, "train_tokens")
+        check_nonneg(self.val_tokens, "val_tokens")
+
+
+@dataclass
+class PhaseTrain(Section):
+    """How a later phase trains (`phases.NAME.train`); every other `train.*` key is the base's."""
+
+    tokens: int
+    """Training tokens of this phase (counted, never estimated); steps = ceil(tokens / batch)."""
+    lr: Optional[float] = None
+    """Learning rate at the phase's first step; null -> the previous phase's final LR (no warmup:
+    warmup belongs to the first phase only)."""
+    schedule: Literal["constant", "decay", "cosine"] = "constant"
+    """constant: stay at the start LR; decay: linear decay over the last `decay_fraction` of the
+    phase's steps to min_lr_ratio x start (WSD's anneal); cosine: cosine to min_lr_ratio x start."""
+    decay_fraction: float = 1.0
+    """decay only: share of the phase's steps in the final linear decay (1: the whole phase)."""
+    min_lr_ratio: Optional[float] = None
+    """End LR of decay/cosine as a share of the start LR; null -> train.min_lr_ratio."""
+    batch_tokens: Optional[int] = None
+    """Global batch in tokens; null -> train.batch_tokens."""
+    init: Literal["previous", "weights"] = "previous"
+    """previous: the previous phase's final weights and its last AdamW state (moments, step
+    count); weights: its final weights with a fresh AdamW."""
+    average_last: Optional[int] = None
+    """Checkpoints averaged into this phase's final model; null -> train.average_last."""
+
+    def __post_init__(self) -> None:
+        for k in ("tokens", "lr", "batch_tokens", "average_last"):
+            check_positive(getattr(self, k), k)
+        check_fraction(self.decay_fraction, "decay_fraction", open_low=True)
+        check_fraction(self.min_lr_ratio, "min_lr_ratio")
+
+
+@dataclass
+class PhaseEval(Section):
+    """The promotion gate of a later phase (`phases.NAME.eval`)."""
+
+    max_regression: Optional[float] = None
+    """Fail (and stop the plan) when this phase's bits per byte is above the previous phase's by
+    more than this share; null -> eval.max_regression."""
+
+    def __post_init__(self) -> None:
+        check_nonneg(self.max_regression, "max_regression")
+
+
+@dataclass
+class PhaseParams(Section):
+    """One later training phase (`phases.NAME`): its stages are mix_phase@NAME, train_phase@NAME,
+    eval_phase@NAME; the base phase is the plain mix, train, eval."""
+
+    after: str
+    """The phase this one continues: `train` (the base phase) for the first, else the previous
+    entry's name (checked: phases run in file order, each after the one above it)."""
+    data: PhaseData
+    """Required (`{}` for the base mix's weights and sizes): dvc.yaml tracks `phases.NAME.data`,
+    and DVC refuses a params key that is not in the file."""
+    train: PhaseTrain
+    eval: PhaseEval
+    """Required like `data` (`{}` for eval.max_regression)."""

@@ -18,6 +18,16 @@ Order of a run (`train()`):
  7. final checks (finite weights, finite val loss on the fixed val batches), then the weights +
     config.json (llmpipe.train.model.save_model), cost.json and timing.json.
 
+A later phase (`phases.NAME`, llmpipe.train.phases) is the same loop on its own mix and run
+directory, started from the previous phase's final weights (and AdamW state with `init:
+previous`): no warmup, no overfit check, DVCLive's step continues the previous phase's global
+step (its curves are copied in first, so each phase's files hold one continuous curve).
+
+Token accounting: every micro-batch's input tokens, sequences, padding tokens (pad id; 0 when
+windows are cut from packed documents) and EOS tokens are counted, summed over processes and
+kept in checkpoints, so cost.json's counts are exact across resumes; `cumulative_tokens` adds
+the counts of every earlier phase.
+
 Every output except timing.json is a function of the inputs and params: no clock reading or
 throughput enters the model, config.json, cost.json, the checkpoints or the DVCLive files.
 """
@@ -48,7 +58,9 @@ from llmpipe.train.sampling import greedy, nonfinite
 from llmpipe.train.model import Transformer, flops_per_token, param_counts, save_model
 from llmpipe.train.checks import evaluate, is_spike, overfit_check
 from llmpipe.train.optim import EMA, lr_at, make_optimizer
-from llmpipe.params import CostParams, ModelParams, TrainParams
+from llmpipe.params import CostParams, ModelParams, PlanParams, TrainParams
+from llmpipe.train.phases import PhaseStart
+from llmpipe.data.tokenizer import SPECIAL_IDS
 
 log = get_logger("train")
 
@@ -90,11 +102,14 @@ def batch_plan(tp: TrainParams, context: int, world: int) -> dict[str, int]:
 class Trainer:
     """State of one training run; `run()` is the loop (see module docstring)."""
 
-    def __init__(self, paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams) -> None:
+    def __init__(self, paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams,
+                 plan: Optional[PlanParams] = None, phase: Optional[PhaseStart] = None) -> None:
         from accelerate import Accelerator
 
         self.t_start = time.perf_counter()  # measured spend includes setup time
         self.paths, self.tp, self.cp = paths, tp, cp
+        self.plan_params, self.phase = plan or PlanParams(), phase
+        self.offset = phase.step_offset if phase else 0  # global step before this phase
         self.device = resolve_device(tp.device)
         configure_matmul(self.device)  # the same kernels bench measured
         handlers = []
@@ -120,7 +135,8 @@ class Trainer:
                              f"{paths.tokenizer}; rerun `dvc repro mix`")
         self.cfg = model_config(mp, tok["vocab_size"])
         self.plan = batch_plan(tp, self.cfg.context, self.world)
-        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.precision, self.device.type)
+        self.fp, self.fp_parts = ckpt.fingerprint(self.meta, self.cfg, tp, self.precision, self.device.type,
+                                                  init=phase.identity() if phase else None)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -136,6 +152,11 @@ class Trainer:
         steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
         sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world)
         self.projection = gate(steps * tp.batch_tokens, self.paths.throughput, sig, self.cp, self.devices)
+        from llmpipe.train.planner import phase_gate
+
+        self.plan_report = phase_gate(cfg, self.plan_params, self.projection,
+                                      self.phase.tokens_before if self.phase else 0,
+                                      self.phase.name if self.phase else "train")
         torch.manual_seed(tp.seed)
         self.model = Transformer(cfg).to(self.device)  # the same init on every process
         self.windows = TokenWindows(self.paths.data / "train.bin", self.meta["dtype"], cfg.context,
@@ -144,6 +165,7 @@ class Trainer:
         vx, vy = val.fixed(VAL_STREAM, tp.eval_batches * tp.micro_batch)
         self.val_batches = list(zip(vx.split(tp.micro_batch), vy.split(tp.micro_batch)))
         self.step, self.tokens_seen, self.spikes, self.hist, self.seconds = 0, 0, 0, [], 0.0
+        self.counts = {"sequences": 0, "padding_tokens": 0, "eos_tokens": 0}  # besides tokens_seen
         self.ckpt_seconds: dict[int, float] = {}  # spend when each checkpoint was written
         self.tps_log: list[list[float]] = []  # [step, tokens/s] at each log step (timing.json)
         found = self.resume()
@@ -151,7 +173,14 @@ class Trainer:
         if self.main:
             self.paths.out.mkdir(parents=True, exist_ok=True)
             if self.projection is not None:
-                write_json(self.paths.out / "cost.json", {"projection": self.projection})
+                write_json(self.paths.out / "cost.json", {"projection": self.projection, "plan": self.plan_report})
+        if not resumed and self.phase is not None:  # the previous phase's final weights
+            from safetensors.torch import load_file
+
+            self.model.load_state_dict(load_file(str(self.phase.init_dir / "model.safetensors")))
+            log.info("phase %s: starts from %s (init: %s) at global step %s, %s tokens before it, lr %.3e",
+                     self.phase.name, self.phase.init_dir / "model.safetensors", self.phase.init,
+                     n(self.offset), n(self.phase.tokens_before), tp.lr)
         if not resumed and tp.overfit_check:
             x, y = self.windows.fixed(OVERFIT_STREAM, tp.micro_batch)
             first, last = overfit_check(self.model, x.to(self.device), y.to(self.device), tp.lr,
@@ -167,6 +196,8 @@ class Trainer:
         self.ema = EMA(self.model, tp.ema) if tp.ema > 0 else None
         if found is not None:
             self.load(*found)
+        elif self.phase is not None and self.phase.init == "previous":
+            self.load_previous_optimizer()
         if tp.compile:
             self.fwd = torch.compile(self.fwd)
         self.live = self.open_live(resumed) if self.main else None
@@ -175,10 +206,27 @@ class Trainer:
 
     def open_live(self, resumed: bool):
         """DVCLive logger. dvcyaml=False: DVCLive must not rewrite the project's dvc.yaml;
-        resume=True keeps the curve, whose step is then set from the checkpoint."""
+        resume=True keeps the curve, whose step is then set from the checkpoint. A later phase
+        starts from a copy of the previous phase's curves (one curve over the global step)."""
         from dvclive import Live
 
-        return Live(dir=str(self.paths.live), dvcyaml=False, resume=resumed, report=None, save_dvc_exp=False)
+        if self.phase is not None and not resumed:
+            ckpt.seed_live(self.phase.init_dir / "live", self.paths.live, self.offset)
+        return Live(dir=str(self.paths.live), dvcyaml=False, resume=resumed or self.phase is not None,
+                    report=None, save_dvc_exp=False)
+
+    def load_previous_optimizer(self) -> None:
+        """`init: previous`: AdamW's moments and step counts from the previous phase's checkpoint
+        of its final step (its LR and schedule are this phase's)."""
+        prev = self.phase.init_dir / "ckpt"
+        found = ckpt.list_checkpoints(prev)
+        want = self.phase.prev_steps
+        if not found or ckpt.step_of(found[-1]) != want:
+            raise UserError(f"{prev}: no checkpoint of the previous phase's final step {want} (init: previous "
+                            "needs its AdamW state); rerun it (`dvc repro -f` its train stage) or set init: weights")
+        c = ckpt.load_checkpoint(found[-1])
+        self.opt.load_state_dict(parallel.shard_optimizer(c["state"]["optimizer"], self.opt))
+        log.info("phase %s: AdamW state from %s", self.phase.name, found[-1])
 
     def resume(self) -> Optional[tuple[Path, dict]]:
         """(path, contents) of the newest intact checkpoint (hashes verified, weights finite); a
@@ -237,6 +285,9 @@ class Trainer:
             self.ema.load_state_dict(parallel.shard_state(c["ema"], self.ema.state_dict()))
         ckpt.set_rng_state(s["rng"], self.device)
         self.step, self.tokens_seen, self.spikes = int(s["step"]), int(s["tokens_seen"]), int(s["spikes"])
+        # checkpoints from before the counts existed: every window is a full context of inputs
+        self.counts = {"sequences": int(s.get("sequences", self.tokens_seen // self.cfg.context)),
+                       "padding_tokens": int(s.get("padding_tokens", 0)), "eos_tokens": int(s.get("eos_tokens", -1))}
         self.hist = [float(v) for v in s["hist"]]
         self.ckpt_seconds, self.tps_log = ckpt.read_spend(self.paths.timing, self.fp, self.step)
         if self.step not in self.ckpt_seconds:
@@ -244,7 +295,7 @@ class Trainer:
                         self.paths.timing, path.name)
         self.seconds = self.ckpt_seconds.get(self.step, 0.0)
         if self.main:
-            ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.step)
+            ckpt.truncate_after(self.paths.live, self.paths.out / "samples.txt", self.offset + self.step)
         log.info("resumed from %s: step %s, %s tokens seen", path.name, n(self.step), n(self.tokens_seen))
         old = c.get("meta") or {}
         if old.get("world", self.world) != self.world or old.get("parallel", self.mode) != self.mode:
@@ -293,7 +344,7 @@ class Trainer:
         if self.main:
             state = {"optimizer": opt_state, "rng": ckpt.rng_state(self.device),
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
-                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist}
+                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist, **self.counts}
             meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts,
                     "data": self.data_digest(), "train_tokens_available": self.train_available(),
                     "world": self.world, "parallel": self.mode}
@@ -317,7 +368,8 @@ class Trainer:
         lr = lr_at(self.step, self.plan["total_steps"], tp)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        stats = torch.zeros(2, dtype=torch.float64)  # summed micro-batch loss, tokens
+        # summed micro-batch loss, input tokens, sequences, padding tokens, EOS tokens
+        stats = torch.zeros(5, dtype=torch.float64)
         for m in range(accum):
             x, y = self.windows.micro_batch(self.step, m, self.rank, self.world, tp.micro_batch)
             sync = m == accum - 1 or self.world == 1
@@ -329,7 +381,8 @@ class Trainer:
             with no_sync, autocast(self.device, self.precision):
                 _, loss = self.fwd(x.to(self.device), targets=y.to(self.device), return_logits=False)
                 (loss / accum).backward()
-            stats += torch.tensor([loss.item(), x.numel()], dtype=torch.float64)
+            stats += torch.tensor([loss.item(), x.numel(), x.size(0), int((x == SPECIAL_IDS["pad"]).sum()),
+                                   int((x == SPECIAL_IDS["eos"]).sum())], dtype=torch.float64)
         if self.world > 1:
             stats = self.acc.reduce(stats.to(self.device), reduction="sum").cpu()
         stats[0] /= accum * self.world
@@ -377,6 +430,8 @@ class Trainer:
                 self.hist = (self.hist + [loss])[-tp.spike_window:]
             self.opt.zero_grad(set_to_none=True)
             self.tokens_seen += int(stats[1])
+            for i, k in enumerate(("sequences", "padding_tokens", "eos_tokens"), start=2):
+                self.counts[k] += int(stats[i])
             self.step += 1
             now = time.perf_counter()
             self.seconds += now - t_mark
@@ -388,6 +443,8 @@ class Trainer:
                 self.tps_log.append([self.step, tps])  # timing.json, never DVCLive (not reproducible)
                 metrics.update({"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm,
                                 "train/tokens_seen": self.tokens_seen, "train/spikes_skipped": self.spikes})
+                if self.phase is not None:  # the x axis is global; so is this count
+                    metrics["train/cumulative_tokens"] = self.phase.tokens_before + self.tokens_seen
                 log.info("step %d/%d loss %.4f lr %.2e grad %.3f %s tok/s", self.step, total, loss, lr,
                          grad_norm, n(round(tps)))
             if self.step % tp.eval_every == 0 or self.step == last:
@@ -395,7 +452,7 @@ class Trainer:
                 if self.main or self.mode == "fsdp":
                     self.log_samples()
             if self.live is not None and metrics:
-                self.live.step = self.step
+                self.live.step = self.offset + self.step
                 for k, v in metrics.items():
                     self.live.log_metric(k, v)
                 self.live.next_step()
@@ -412,19 +469,58 @@ class Trainer:
             stop = "max_steps"
         return self.finish(stop)
 
+    def accounting(self) -> dict[str, Any]:
+        """Counted tokens of this phase and of the plan so far (cost.json, config.json)."""
+        before = self.phase.tokens_before if self.phase else 0
+        tokens = max(self.tokens_seen, 1)
+        return {**self.counts, "padding_share": self.counts["padding_tokens"] / tokens,
+                "phase": self.phase.name if self.phase else "train", "tokens_before": before,
+                "cumulative_tokens": before + self.tokens_seen, "global_step": self.offset + self.step,
+                "final_lr": lr_at(max(self.step - 1, 0), self.plan["total_steps"], self.tp)}
+
+    def averaged(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Optional[dict]]:
+        """The mean of the last train.average_last checkpoints' weights (EMA's with train.ema), in
+        float64 then float32, and which steps went in; `state` unchanged when K is 1."""
+        k = self.tp.average_last
+        if k <= 1:
+            return state, None
+        found = [p for p in ckpt.list_checkpoints(self.paths.ckpt) if ckpt.step_of(p) <= self.step][-k:]
+        if len(found) < k:
+            log.warning("train.average_last is %d but %s holds %d checkpoint(s) up to step %d: averaging those",
+                        k, self.paths.ckpt, len(found), self.step)
+        key = "ema" if self.ema is not None else "model"
+        acc: dict[str, torch.Tensor] = {}
+        for p in found:
+            for name, v in ckpt.load_checkpoint(p)[key].items():
+                acc[name] = acc[name] + v.double() if name in acc else v.double()
+        steps = [ckpt.step_of(p) for p in found]
+        log.info("final model: mean of the %s weights of %d checkpoints (steps %s)", key, len(found),
+                 ", ".join(map(str, steps)))
+        return {name: (v / len(found)).float() for name, v in acc.items()}, {
+            "k": len(found), "steps": steps, "weights": key, "last": f"ckpt/step_{self.step:08d}"}
+
     def finish(self, stop: str) -> dict[str, Any]:
         """Check the final model (finite weights, finite val loss) on every rank, then write it."""
         result = {"steps": self.step, "total_steps": self.plan["total_steps"], "tokens_seen": self.tokens_seen,
-                  "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes}
+                  "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes,
+                  **self.accounting()}
         what = f"the final model ({'EMA' if self.ema else 'weights'} at step {self.step})"
         state = parallel.gather(self.ema.state_dict() if self.ema else self.model.state_dict(), self.main)
-        bad, val = [], float("nan")
+        bad, val, average = [], float("nan"), None
         if self.main:  # one full copy, on rank 0: the model file is written from it
             with torch.random.fork_rng(devices=[]):  # its init must not move the RNG
                 final = Transformer(self.cfg).to(self.device)
+            last_val = None
+            if self.tp.average_last > 1:
+                final.load_state_dict(state)
+                last_val = evaluate(final, self.val_batches, self.device, self.precision)
+                state, average = self.averaged(state)
+                what = f"the final model (mean of {average['k']} checkpoints)"
             final.load_state_dict(state)
             bad = nonfinite(final.state_dict())
             val = float("nan") if bad else evaluate(final, self.val_batches, self.device, self.precision)
+            if average is not None:
+                result["average"] = {**average, "val_loss": val, "val_loss_last": last_val}
         if self.world > 1:  # everyone stops, or nobody
             t = torch.tensor([val if self.main else 0.0], dtype=torch.float64, device=self.device)
             val = float(self.acc.reduce(t, reduction="sum").item())
@@ -437,17 +533,21 @@ class Trainer:
             save_model(self.paths.out, final.cpu(), self.cfg,
                        extra={"train": result, "tokenizer_fingerprint": self.meta.get("tokenizer_fingerprint"),
                               "data_fingerprint": self.fp_parts["data"], "ema": self.ema is not None})
-            write_json(self.paths.out / "cost.json", {"projection": self.projection, **result})
+            write_json(self.paths.out / "cost.json", {"projection": self.projection, "plan": self.plan_report,
+                                                      **result})
             self.write_timing()
             if self.live is not None:
                 self.live.end()
         self.acc.wait_for_everyone()
-        log.info("trained %s steps, %s tokens seen (target %s), final val loss %.4f, %.1f s, stop: %s",
-                 n(self.step), n(self.tokens_seen), n(self.tp.tokens), val, self.seconds, stop)
+        log.info("trained %s steps, %s tokens seen (target %s; %s sequences, padding %.2f%%, %s cumulative), "
+                 "final val loss %.4f, %.1f s, stop: %s", n(self.step), n(self.tokens_seen), n(self.tp.tokens),
+                 n(result["sequences"]), 100 * result["padding_share"], n(result["cumulative_tokens"]), val,
+                 self.seconds, stop)
         return {**result, "seconds": self.seconds}
 
 
-def train(paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams) -> dict[str, Any]:
-    t = Trainer(paths, mp, tp, cp)
+def train(paths: Paths, mp: ModelParams, tp: TrainParams, cp: CostParams,
+          plan: Optional[PlanParams] = None, phase: Optional[PhaseStart] = None) -> dict[str, Any]:
+    t = Trainer(paths, mp, tp, cp, plan, phase)
     t.setup()
     return t.run()

@@ -95,6 +95,13 @@ class TrainParams(Section):
     """When data/mix changed since the last checkpoint (new shards): `restart` trains from scratch;
     `continue` resumes at the checkpoint's step, counting the tokens already seen, and draws the
     remaining steps from the grown mix (same tokenizer required)."""
+    sft: bool = False
+    """Supervised fine-tuning: the loss counts only the tokens the mix's loss mask marks
+    (`data/mix/train.mask`: assistant turns of `kind: chat` sources, every token of other
+    sources), averaged over those tokens of the whole step. Needs a chat source in `mix.weights`."""
+    doc_mask: bool = False
+    """Attention never crosses a document boundary (an EOS) inside a packed training window: each
+    token sees only its own document's earlier tokens (positions stay the window's)."""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",

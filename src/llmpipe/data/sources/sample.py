@@ -46,7 +46,7 @@ from llmpipe.data.sources import sample_text as T
 from llmpipe.data.sources.prose import passages
 
 log = get_logger("sample")
-DEFAULT_DOCS = {"c4": 300, "wikipedia": 200, "gutenberg": 10, "fineweb": 300}
+DEFAULT_DOCS = {"c4": 300, "wikipedia": 200, "gutenberg": 10, "fineweb": 300, "chat": 500}
 KINDS = tuple(DEFAULT_DOCS)
 N_SHARED = 4  # pages c4 and fineweb share: the first half copied exactly, the rest near-copied
 # Share of the prose pool (characters) each kind may use; "shared" feeds the c4/fineweb pages.
@@ -212,10 +212,15 @@ def sample_records(kind: str, n_docs: int = 0, seed: int = 0) -> list[dict]:
     n = n_docs or DEFAULT_DOCS[kind]
     from llmpipe.data.sources.sample_articles import gutenberg_books, wikipedia_articles  # builders import this module
     from llmpipe.data.sources.sample_web import c4_pages, fineweb_rows
+    from llmpipe.data.sources.sample_chat import chat_records
     build = {"c4": c4_pages, "fineweb": fineweb_rows, "wikipedia": wikipedia_articles,
-             "gutenberg": gutenberg_books}[kind]
+             "gutenberg": gutenberg_books, "chat": chat_records}[kind]
     out = build(n, seed)
-    if len(out) < n:
+    if len(out) < n and kind == "chat":
+        from llmpipe.data.sources.sample_chat import facts
+        log.warning("sample://chat: generated %d of %d conversations: the standard library has %d functions "
+                    "with a one-sentence docstring, and each is used once", len(out), n, len(facts()))
+    elif len(out) < n:
         chars = sum(len(p) for ps in pool_slices()[kind] for p in ps)
         log.warning("sample://%s: generated %d of %d documents: its share of the stdlib prose pool "
                     "(%s chars) ran out, and passages are never reused", kind, len(out), n, f"{chars:,}")

@@ -8,11 +8,20 @@ fit short dialogue turns (params.yaml). `tokenize@SRC` writes a loss mask beside
 (assistant tokens only) for SFT (`train.sft`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmpipe.data.kinds.base import KindFilter
+
+# length, word-shape and English-stopword rules written for web pages and books: a dialogue turn
+# ("What does `os.getcwd()` do?" / "Return the current directory.") fails them all
+SKIP_GLOBAL = ["min_chars", "min_words", "min_mean_word_length", "max_mean_word_length", "min_alpha_word_ratio",
+               "min_alpha_ratio", "min_stopword_ratio", "min_gopher_stopwords"]
 
 
 @dataclass
 class FilterParams(KindFilter):
     """`filter.chat`: only `skip_global` (the global rules this kind does not apply)."""
+
+    skip_global: list[str] = field(default_factory=lambda: list(SKIP_GLOBAL))
+    """filter.global keys not applied to conversations (default: the length, word-shape and
+    stopword rules, which short dialogue turns fail)."""

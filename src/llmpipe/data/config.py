@@ -295,7 +295,7 @@ class TokenizerParams(Section):
 
     def __post_init__(self) -> None:
         check(300 <= self.vocab_size <= 1 << 20, "vocab_size",
-              f"must be in [300, 1048576] (261 fixed pieces + text), got {self.vocab_size}")
+              f"must be in [300, 1048576] (265 fixed pieces + text), got {self.vocab_size}")
         check_positive(self.sample_chars, "sample_chars")
         check_positive(self.sample_shards, "sample_shards")
         for k, w in self.sample_weights.items():

@@ -310,3 +310,44 @@ def test_sft_trains_on_the_mask_and_counts_its_tokens_exactly(tmp_path):
         _, want = model(x, targets=y, segments=doc_segments(x, 3))
     logged = (root / "runs/train/live/plots/metrics/train/loss.tsv").read_text().splitlines()[1].split("\t")
     assert logged[0] == "1" and abs(float(logged[1]) - want.item()) < 1e-4
+
+
+def test_generate_chat_prints_the_reply_up_to_end_of_turn(tmp_path, spm, capsys):
+    from _evalkit import constant_logits_model
+    from llmpipe.cli import main
+    from llmpipe.train.model import save_model
+    tok = load(spm)
+    word = next(i for i in range(tok.vocab_size) if tok.piece(i).isalpha() and len(tok.piece(i)) > 2)
+    fox = [word]
+    args = ["generate", "--model", str(tmp_path / "run"), "--tokenizer", str(spm), "--chat", "--prompt",
+            "What does the red fox do?", "--max-new-tokens", "5", "--temperature", "0", "--device", "cpu"]
+    for logits, want in (({fox[0]: 5.0}, tok.piece(word) * 5 + "\n"), ({fox[0]: 5.0, chat.CHAT_IDS["end"]: 9.0}, "\n")):
+        m = constant_logits_model(tok.vocab_size, logits)
+        save_model(tmp_path / "run", m, m.cfg)
+        assert main(args) == 0
+        assert capsys.readouterr().out == want  # the reply only: no prompt, no marker
+
+
+@pytest.mark.slow
+def test_sft_on_the_sample_with_dvc_repro_keeps_the_pretraining_tokenizer(repo_copy):
+    """Adding sample://chat (tokenizer.sample_weights 0 for it) and training with train.sft: the
+    real `dvc repro` reuses the tokenizer byte for byte and re-encodes no other source."""
+    from conftest import dvc, run, set_params, stages_ran, BIN
+    repo = repo_copy
+    before = (repo / "artifacts/tokenizer/spm.model").read_bytes()
+    set_params(repo, {"sources.chat": {"kind": "chat", "uri": "sample://chat", "id_field": "id", "sample_docs": 200},
+                      "tokenizer.sample_weights": {"c4": 1, "wikipedia": 1, "gutenberg": 1, "fineweb": 1, "chat": 0},
+                      "mix.weights": {"c4": 0, "wikipedia": 0, "gutenberg": 0, "fineweb": 0, "chat": 1},
+                      "mix.val_tokens": 0, "train.sft": True, "train.doc_mask": True})
+    ran = stages_ran(dvc(repo, "repro"))
+    assert {"ingest@chat", "tokenize@chat", "mix", "train", "eval"} <= ran, ran
+    assert not any(f"tokenize@{s}" in ran for s in ("c4", "wikipedia", "gutenberg", "fineweb")), ran
+    assert (repo / "artifacts/tokenizer/spm.model").read_bytes() == before
+    meta = json.loads((repo / "data/mix/data_meta.json").read_text())
+    assert 0 < meta["splits"]["train"]["loss_tokens"] < meta["splits"]["train"]["tokens"]
+    cost = json.loads((repo / "runs/train/cost.json").read_text())
+    assert 0 < cost["loss_tokens_seen"] < cost["tokens_seen"]
+    assert "chat" in json.loads((repo / "metrics/eval.json").read_text())["per_source"]
+    p = run([str(BIN / "llmpipe"), "generate", "--chat", "--prompt", "What does `os.getcwd()` do?",
+             "--max-new-tokens", "8", "--temperature", "0"], cwd=repo)
+    assert p.stdout.strip() and "<|" not in p.stdout

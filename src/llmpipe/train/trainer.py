@@ -134,7 +134,8 @@ class Trainer:
                  n(self.plan["total_steps"] * tp.batch_tokens))
         # Price what will run: whole batches (train.tokens rounds up), at most train.max_steps.
         steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
-        sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world)
+        sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world,
+                        tp.doc_mask)
         self.projection = gate(steps * tp.batch_tokens, self.paths.throughput, sig, self.cp, self.devices)
         torch.manual_seed(tp.seed)
         self.model = Transformer(cfg).to(self.device)  # the same init on every process

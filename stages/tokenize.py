@@ -4,7 +4,8 @@
         --tokenizer artifacts/tokenizer/spm.model --out data/tokens/c4
 
 Reads the clean shards through dedup's masks; writes OUT/NAME.{train,val}.{bin,idx,docs.parquet}
-per shard, OUT/meta.json and OUT/manifest.json, atomically, re-encoding only changed shards.
+per shard (+ NAME.{train,val}.mask, the SFT loss mask, for a `kind: chat` source), OUT/meta.json
+and OUT/manifest.json, atomically, re-encoding only changed shards.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from llmpipe.core.log import Timer, get_logger
 from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
+from stages import source_params
 
 
 @entry("tokenize")
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = tokenize_source(args.clean, args.dedup, args.tokenizer, args.out, source=args.source,
                                val_fraction=split.val_fraction, seed=split.seed,
                                min_val_docs=split.min_val_docs, group_by=split.group_by,
-                               jobs=params.tokenize.jobs if args.jobs is None else args.jobs, executor=ex)
+                               jobs=params.tokenize.jobs if args.jobs is None else args.jobs, executor=ex,
+                               chat=source_params(ap, params, args.source).kind == "chat")
     get_logger("tokenize").info(summary_line(args.source, meta, t.seconds))
     return 0
 

@@ -33,6 +33,7 @@ def test_shipped_params_load():
 def test_defaults(tmp_path):
     sp = load(tmp_path, BASE).sources["c4"]
     assert as_dict(sp) == {"kind": "c4", "uri": "sample://c4", "format": "auto", "text_field": "text",
+                           "messages_field": "messages",
                            "id_field": None, "url_field": None, "meta_fields": [], "txt_mode": "file", "txt_chunk_bytes": 65536,
                            "max_docs": None, "on_bad_record": "fail", "on_bad_file": "fail",
                            "shard_mb": 256, "sample_docs": 0, "sample_seed": 0}
@@ -61,12 +62,12 @@ def test_code_defaults_equal_the_shipped_params_yaml():
     (with_source(on_bad_record="ignore"), "sources.c4.on_bad_record: must be one of 'fail', 'skip', got 'ignore'"),
     (with_source(on_bad_file="keep"), "sources.c4.on_bad_file: must be one of 'fail', 'skip', got 'keep'"),
     (with_source(format="csv"), "sources.c4.format: must be one of 'auto', 'parquet', 'jsonl', 'txt', got 'csv'"),
-    ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'fineweb', 'gutenberg', 'text', 'wikipedia', got 'news'"),
+    ({"sources": {"c4": {"kind": "news", "uri": "x"}}}, "sources.c4.kind: must be one of 'c4', 'chat', 'fineweb', 'gutenberg', 'text', 'wikipedia', got 'news'"),
     (with_source(max_docs=0), "sources.c4.max_docs: must be > 0, got 0"),
     (with_source(shard_mb=0), "sources.c4.shard_mb: must be > 0, got 0"),
     (with_source(sample_docs=-1), "sources.c4.sample_docs: must be >= 0, got -1"),
     (with_source(sample_seed=-2), "sources.c4.sample_seed: must be >= 0, got -2"),
-    (with_source(uri="sample://news"), "sources.c4.uri: sample corpora are sample://c4|wikipedia|gutenberg|fineweb"),
+    (with_source(uri="sample://news"), "sources.c4.uri: sample corpora are sample://c4|wikipedia|gutenberg|fineweb|chat"),
     (with_source(uri=""), "sources.c4.uri: must be a non-empty string"),
     ({"sources": {"c4": {"kind": "c4"}}}, "sources.c4: missing required key(s): uri"),
     ({"sources": {}}, "sources: must name at least one source"),

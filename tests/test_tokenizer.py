@@ -175,7 +175,7 @@ def test_unit_hash_is_stable():
 
 @pytest.mark.parametrize("kw, message", [
     (dict(vocab_size=300), r"tokenizer.vocab_size: 300 is too small for this sample: SentencePiece needs >= (\d+) "
-                           r"\(\d+ distinct characters at character_coverage 0.9995 \+ 261 fixed pieces\)"),
+                           r"\(\d+ distinct characters at character_coverage 0.9995 \+ 265 fixed pieces\)"),
     (dict(vocab_size=60000), r"tokenizer.vocab_size: 60000 is more pieces than a sample of [\d,]+ characters "
                              r"can make \(at most \d+\); lower tokenizer.vocab_size"),
     (dict(vocab_size=400, sample_chars=10), r"tokenizer: the training sample is empty \(0 documents, no "

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="runs/train", help="run directory with model.safetensors + config.json")
     g.add_argument("--tokenizer", default="artifacts/tokenizer/spm.model")
     g.add_argument("--prompt", required=True)
+    g.add_argument("--chat", action="store_true",
+                   help="the prompt is a user turn: render the chat template, print the assistant's reply")
+    g.add_argument("--system", default=None, help="with --chat: a system message before the user turn")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=50)

@@ -12,7 +12,7 @@ from llmpipe.data import kinds
 from llmpipe.data.kinds.base import GlobalFilter
 
 # The built-in offline corpus (`uri: sample://KIND`) exists for these kinds.
-SAMPLE_KINDS = ("c4", "wikipedia", "gutenberg", "fineweb")
+SAMPLE_KINDS = ("c4", "wikipedia", "gutenberg", "fineweb", "chat")
 
 
 
@@ -29,6 +29,8 @@ class SourceParams(Section):
     """File format; `auto` picks from the extension (.parquet, .jsonl, .jsonl.gz, .json.gz, .txt)."""
     text_field: str = "text"
     """Field (column) holding the document text."""
+    messages_field: str = "messages"
+    """`kind: chat` only: field (column) holding the conversation, a list of {role, content}."""
     id_field: Optional[str] = None
     """Field holding a stable id; None -> sha256 of the text (content id). `path` for .txt files."""
     url_field: Optional[str] = None
@@ -67,6 +69,12 @@ class SourceParams(Section):
               f"must be one of {', '.join(repr(k) for k in kinds.KINDS)}, got {self.kind!r}")
         check(not self.uri.startswith("sample://") or self.uri[9:] in SAMPLE_KINDS,
               "uri", f"sample corpora are sample://{'|'.join(SAMPLE_KINDS)}, got {self.uri!r}")
+        chat_sample = self.uri == "sample://chat"
+        check((self.kind == "chat") == chat_sample or not self.uri.startswith("sample://"), "kind",
+              "sample://chat holds conversations: use it with kind: chat (and kind: chat with "
+              f"conversation files or sample://chat), got kind {self.kind!r} with {self.uri!r}")
+        check(self.kind != "chat" or self.format != "txt", "format",
+              "kind: chat reads conversations from JSON lines or Parquet (a messages field), not .txt")
 
 
 @dataclass
@@ -326,7 +334,7 @@ class TokenizerParams(Section):
 
     def __post_init__(self) -> None:
         check(300 <= self.vocab_size <= 1 << 20, "vocab_size",
-              f"must be in [300, 1048576] (261 fixed pieces + text), got {self.vocab_size}")
+              f"must be in [300, 1048576] (265 fixed pieces + text), got {self.vocab_size}")
         check_positive(self.sample_chars, "sample_chars")
         check_positive(self.sample_shards, "sample_shards")
         for k, w in self.sample_weights.items():

@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from llmpipe.core.atomic import sha256_file, write_json
+from llmpipe.data import chat
 from llmpipe.data.table import missing_input
 from llmpipe.core.log import get_logger, n
 from llmpipe.core import workers
@@ -75,10 +76,10 @@ WRITE_DOCS = 256  # documents per SplitWriter.add, aligned to row groups: fixes 
                   # batches (hence bytes and meta sha256) whatever the task sizes
 
 
-def _init(spm_path: str, eos: int, dtype: str) -> None:
+def _init(spm_path: str, eos: int, dtype: str, chat: bool = False) -> None:
     # only SentencePiece: the Tokenizer wrapper's checks already ran in the parent
     import sentencepiece as spm
-    _W.update(sp=spm.SentencePieceProcessor(model_file=spm_path), eos=eos, dtype=np.dtype(dtype))
+    _W.update(sp=spm.SentencePieceProcessor(model_file=spm_path), eos=eos, dtype=np.dtype(dtype), chat=chat)
 
 
 def is_val(key: str, val_fraction: float, seed: int, forced_val: frozenset = frozenset()) -> bool:
@@ -129,8 +130,10 @@ def worker_count(jobs: int, text_bytes: float, docs: int, cores: int | None = No
     return max(1, min(jobs, docs))
 
 
-def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate documents, each closed by EOS: (tokens, lengths incl. EOS)."""
+def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype,
+             masks: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Concatenate documents, each closed by EOS: (tokens, lengths incl. EOS, loss mask or None:
+    `masks`' values per token, 0 on the EOS)."""
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)) + 1
     ends = np.cumsum(lengths)  # one past each EOS
     flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=dtype)
@@ -138,23 +141,43 @@ def _flatten(encoded: list[list[int]], eos: int, dtype: np.dtype) -> tuple[np.nd
     text[ends - 1] = False
     flat[text] = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype, count=len(flat) - len(ends))
     flat[ends - 1] = eos
-    return flat, lengths
+    mask = None
+    if masks is not None:
+        mask = np.zeros(len(flat), dtype=np.uint8)
+        mask[text] = np.fromiter(itertools.chain.from_iterable(masks), dtype=np.uint8, count=len(flat) - len(ends))
+    return flat, lengths, mask
 
 
-def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Worker: encode one task's texts in one thread (parallelism = the processes), ENCODE_CHARS at a time."""
-    sp, eos, dtype = _W["sp"], _W["eos"], _W["dtype"]
+def _encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Worker: encode one task's texts in one thread (parallelism = the processes), ENCODE_CHARS at a
+    time: (tokens, lengths, loss mask: chat sources only, else None)."""
+    sp, eos, dtype, is_chat = _W["sp"], _W["eos"], _W["dtype"], _W.get("chat", False)
     parts, lo = [], 0
     while lo < len(texts):
         hi, chars = lo + 1, len(texts[lo])
         while hi < len(texts) and chars < ENCODE_CHARS:
             chars += len(texts[hi])
             hi += 1
-        parts.append(_flatten(sp.encode(texts[lo:hi], num_threads=1), eos, dtype))
+        if is_chat:  # the chat template's ids and its assistant-only loss mask (data/chat.py)
+            pairs = [chat.encode(_OneThread(sp), t) for t in texts[lo:hi]]
+            parts.append(_flatten([p[0] for p in pairs], eos, dtype, [p[1] for p in pairs]))
+        else:
+            parts.append(_flatten(sp.encode(texts[lo:hi], num_threads=1), eos, dtype))
         lo = hi
     if len(parts) <= 1:
-        return parts[0] if parts else _flatten([], eos, dtype)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return parts[0] if parts else _flatten([], eos, dtype, [] if is_chat else None)
+    mask = np.concatenate([p[2] for p in parts]) if is_chat else None
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), mask
+
+
+class _OneThread:
+    """A SentencePiece processor whose batch encode runs in this thread (workers are the parallelism)."""
+
+    def __init__(self, sp) -> None:
+        self.sp = sp
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts, num_threads=1)
 
 
 def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: str | None = None) -> Iterator[tuple]:
@@ -187,14 +210,15 @@ def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: 
 def _write_blocks(results: Iterator[tuple], writers: dict, source: str, bar) -> None:
     """Hand the encoded docs to the split writers in blocks of WRITE_DOCS docs of a row group
     (the last block of a row group may be shorter), however the docs were cut into tasks."""
-    buf: list[tuple] = []  # (tokens, lengths, utf8 bytes, val mask, ids) not yet written
-    for (nbytes, val, ids, ends_rg), (flat, lengths) in results:
-        buf.append((flat, lengths, nbytes, val, ids))
+    buf: list[tuple] = []  # (tokens, lengths, utf8 bytes, val mask, ids, loss mask) not yet written
+    for (nbytes, val, ids, ends_rg), (flat, lengths, loss) in results:
+        buf.append((flat, lengths, nbytes, val, ids, loss))
         bar.update(len(ids))
         n_docs = sum(len(b[4]) for b in buf)
         if n_docs < WRITE_DOCS and not ends_rg:
             continue
         flat, lengths, nbytes, val = (np.concatenate([b[k] for b in buf]) for k in range(4))
+        loss = None if buf[0][5] is None else np.concatenate([b[5] for b in buf])
         ids = [i for b in buf for i in b[4]]
         off = np.concatenate([[0], np.cumsum(lengths)])
         cut = n_docs if ends_rg else n_docs - n_docs % WRITE_DOCS
@@ -204,8 +228,10 @@ def _write_blocks(results: Iterator[tuple], writers: dict, source: str, bar) -> 
             for split, docs, toks in (("train", ~val[lo:hi], ~on_val), ("val", val[lo:hi], on_val)):
                 sel = lo + np.flatnonzero(docs)
                 writers[split].add(flat[off[lo]:off[hi]][toks], lengths[sel], nbytes[sel],
-                                   [ids[i] for i in sel], [source] * len(sel))
-        buf = [(flat[off[cut]:], lengths[cut:], nbytes[cut:], val[cut:], ids[cut:])] if cut < n_docs else []
+                                   [ids[i] for i in sel], [source] * len(sel),
+                                   mask=None if loss is None else loss[off[lo]:off[hi]][toks])
+        buf = [(flat[off[cut]:], lengths[cut:], nbytes[cut:], val[cut:], ids[cut:],
+                None if loss is None else loss[off[cut]:])] if cut < n_docs else []
 
 
 def _run(tasks: Iterator, jobs: int, ex) -> Iterator[tuple]:
@@ -252,10 +278,13 @@ def _text_bytes(path: Path) -> int:
 
 def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path: str | Path,
                     out_dir: str | Path, *, source: str, val_fraction: float, seed: int,
-                    min_val_docs: int = 0, jobs: int = 0, executor=None, group_by: str | None = None) -> dict:
+                    min_val_docs: int = 0, jobs: int = 0, executor=None, group_by: str | None = None,
+                    chat: bool = False) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
     fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
     task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
+    `chat`: the documents are rendered conversations (`kind: chat`), encoded by the chat template
+    with a loss mask beside the tokens (`NAME.SPLIT.mask`, uint8, 1 on assistant tokens).
     Returns meta.json (with `shards_built`, `shards_reused`)."""
     from llmpipe.core import code
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
@@ -266,7 +295,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
     tok = load(tokenizer_path)
     dtype = token_dtype(tok.vocab_size)
     base = digest("tokenize", code.fingerprint("stages.tokenize"), tok.fingerprint, val_fraction, seed,
-                  min_val_docs, *([group_by] if group_by else []))  # no group_by: the digest it always had
+                  min_val_docs, *([group_by] if group_by else []),  # no group_by: the digest it always had
+                  *(["chat"] if chat else []))
     # with groups, each shard keeps one more lowest key than forced: the union then tells whether
     # the source has more groups than min_val_docs (documents are counted instead)
     keep_lowest = min_val_docs + (1 if group_by and min_val_docs else 0)
@@ -314,6 +344,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
             p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine)
 
         def trim(p: dict) -> dict | None:
+            if chat:  # masks are not trimmed (yet): a chat shard that lost documents is encoded again
+                return None
             old = d.previous.get(p["name"])
             if old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
                 return None
@@ -324,7 +356,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
             return splits
 
         built = {}
-        initargs = (str(tok.path), tok.eos_id, dtype.name)
+        initargs = (str(tok.path), tok.eos_id, dtype.name, chat)
         if executor is not None and not executor.local:  # each shard to encode is one task of the cluster
             todo = []
             for p in plan:
@@ -354,7 +386,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                             ready = True
                         splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
                                                dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex,
-                                               group_by)
+                                               group_by, chat)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
                       stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],
@@ -377,12 +409,13 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
 
 
 def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: str, dtype, is_val_doc,
-                  jobs: int, ex, group_by: str | None = None) -> dict:
-    """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp."""
+                  jobs: int, ex, group_by: str | None = None, chat: bool = False) -> dict:
+    """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp (+ .mask: chat)."""
     text_bytes = _text_bytes(path)
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     with contextlib.ExitStack() as stack:
-        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}")) for s in SPLITS}
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}", mask=chat))
+                   for s in SPLITS}
         results = _run(_tasks(path, task_bytes, is_val_doc, keep, group_by), jobs, ex)
         with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
@@ -451,7 +484,8 @@ def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, 
     val_fraction, seed, forced, group_by = split
     with _executor(jobs, initargs) as ex:
         return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
-                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex, group_by)
+                             lambda i: is_val(i, val_fraction, seed, forced), jobs, ex, group_by,
+                             bool(initargs[3]))
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

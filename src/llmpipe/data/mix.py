@@ -16,6 +16,10 @@ val_tokens 0 means every val document. The picked documents are shuffled togethe
 (seeded) and gathered from the memmaps in chunks of whole documents.
 
 Leakage check (`leakage.py`): share of val documents sharing a 13-word n-gram with a train document.
+
+Loss mask: when a picked source has one (`kind: chat`: 1 on assistant tokens), the mix writes
+`{train,val}.mask` beside the tokens, gathered the same way; documents of a source without one get
+1 on every token (trained on whole under `train.sft`), and `splits.SPLIT.loss_tokens` counts the ones.
 """
 from __future__ import annotations
 
@@ -128,6 +132,7 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
     """Copy documents (src[i], doc[i]) in order into `writer`, in chunks of whole documents.
     Returns the UTF-8 bytes gathered from each file (repeats counted)."""
     views = [f.tokens.view(np.ndarray) for f in files]
+    masks = [None if f.mask is None else f.mask.view(np.ndarray) for f in files] if writer.mask else None
     starts = np.zeros(len(src), np.int64)
     ends = np.zeros(len(src), np.int64)
     nbytes_all = np.zeros(len(src), np.int64)
@@ -150,8 +155,12 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
             hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + GATHER_TOKENS)))
             s_, b_, e_ = src[lo:hi].tolist(), starts[lo:hi].tolist(), ends[lo:hi].tolist()
             chunk = np.concatenate([views[s][b:e] for s, b, e in zip(s_, b_, e_)])
+            mask = None
+            if masks is not None:  # a source without a mask (not chat) is trained on every token
+                mask = np.concatenate([masks[s][b:e] if masks[s] is not None else np.ones(e - b, np.uint8)
+                                       for s, b, e in zip(s_, b_, e_)])
             writer.add(chunk, lengths[lo:hi], nbytes_all[lo:hi], all_ids.slice(lo, hi - lo).to_pylist(),
-                       [names[s] for s in s_])
+                       [names[s] for s in s_], mask=mask)
             bar.update(int(lengths[lo:hi].sum()))
             lo = hi
     return np.bincount(src, weights=nbytes_all, minlength=len(files)).astype(np.int64)
@@ -217,6 +226,8 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
                          f"{leakage_min_share:.0%} of theirs, boilerplate n-grams ignored), above "
                          f"mix.max_val_overlap {max_val_overlap:.2%}; e.g. {leak['examples'][:5]}")
     dtype = token_dtype(tok.vocab_size)
+    # a loss mask beside the tokens as soon as one picked source has one (chat): train.sft reads it
+    with_mask = any(files[s][sp].mask is not None for s in names for sp in SPLITS)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         splits = {}
@@ -224,7 +235,7 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
             src = np.concatenate([np.full(len(picks[(sp, s)]), i) for i, s in enumerate(names)]).astype(np.int64)
             doc = np.concatenate([picks[(sp, s)] for s in names]).astype(np.int64)
             order = seeds.rng(seed, "*", sp).permutation(len(src))  # interleave sources
-            with SplitWriter(tmp, sp, dtype) as w:
+            with SplitWriter(tmp, sp, dtype, mask=with_mask) as w:
                 nbytes = gather([files[s][sp] for s in names], src[order], doc[order], w, names, f"mix {sp}")
                 splits[sp] = w.close()
             for i, s in enumerate(names):  # read once, while gathering: the report's byte counts

@@ -6,8 +6,11 @@ Output contract of the `tokenizer` stage (`artifacts/tokenizer/`):
     tokenizer.json  vocab_size, special ids, fingerprint, training-sample counts and, per source,
                     fertility (tokens per whitespace word), bytes per token, byte-fallback share
 
-Special ids are fixed whatever the vocab: pad=0, unk=1, bos=2, eos=3 (`SPECIAL_IDS`); "\\n" is a
-user-defined piece so newlines never cost a byte-fallback token. Normalisation is `identity`, extra
+Special ids are fixed whatever the vocab: pad=0, unk=1, bos=2, eos=3 (`SPECIAL_IDS`), then the
+chat markers `<|system|>`=4, `<|user|>`=5, `<|assistant|>`=6, `<|end|>`=7 (`chat.CHAT_IDS`,
+reserved in every tokenizer, so a pretrained model and its chat SFT share one; user-defined
+pieces: read as one token wherever they appear in text); "\\n" is a user-defined piece too
+(id 8) so newlines never cost a byte-fallback token. Normalisation is `identity`, extra
 whitespace is kept and no dummy "▁" is put before a text, so the ids are the text's bytes and
 nothing else: `decode(encode(text)) == text` for any UTF-8 text, and a text cut at line ends
 encodes to the same ids as the whole (`encode(a) + encode(b) == encode(a + b)` when `a` ends in
@@ -38,6 +41,7 @@ from llmpipe.data.table import missing_input, read_batches
 from llmpipe.core import workers
 from llmpipe.core.log import get_logger, n
 from llmpipe.core.seeds import unit_hash
+from llmpipe.data.chat import CHAT_IDS, CHAT_PIECES
 from llmpipe.data.weights import shares
 
 log = get_logger("tokenizer")
@@ -100,7 +104,7 @@ class SentenceFeed:
 # these turn them into the params keys and the numbers it computed.
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
-FIXED_PIECES = len(SPECIAL_IDS) + 1 + 256  # specials, "\n", byte fallback
+FIXED_PIECES = len(SPECIAL_IDS) + len(CHAT_PIECES) + 1 + 256  # specials, chat markers, "\n", byte fallback
 
 
 @contextlib.contextmanager
@@ -145,7 +149,7 @@ def train(texts: Iterable[str], out_dir: str | Path, *, vocab_size: int, charact
             vocab_size=vocab_size, character_coverage=character_coverage,
             byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
             normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-            user_defined_symbols=[NEWLINE_PIECE],
+            user_defined_symbols=[*CHAT_PIECES, NEWLINE_PIECE],  # ids 4-7 (chat.CHAT_IDS), then 8
             pad_id=SPECIAL_IDS["pad"], unk_id=SPECIAL_IDS["unk"],
             bos_id=SPECIAL_IDS["bos"], eos_id=SPECIAL_IDS["eos"],
             input_sentence_size=0, shuffle_input_sentence=False,  # we sampled already
@@ -209,6 +213,10 @@ def load(path: str | Path) -> Tokenizer:
     if got != SPECIAL_IDS:
         raise UserError(f"{path}: special ids {got} differ from llmpipe's fixed {SPECIAL_IDS}; "
                          "retrain with `dvc repro tokenizer`")
+    chat = {k: sp.piece_to_id(p) for k, p in zip(CHAT_IDS, CHAT_PIECES)}
+    if chat != CHAT_IDS:  # a tokenizer from before the chat markers were reserved
+        raise UserError(f"{path}: chat marker ids {chat} differ from llmpipe's fixed {CHAT_IDS} (a tokenizer "
+                        "made before they were reserved); retrain with `dvc repro` (tokenizer and what follows)")
     return Tokenizer(sp=sp, path=path, fingerprint=fingerprint(path))
 
 
@@ -324,6 +332,8 @@ def build_tokenizer(clean_root: str | Path, sources: list[str], out_dir: str | P
         tok = load(d.tmp / "spm.model")
         per_source = {src: text_stats(tok, keep_for_stats[src]) for src in budgets}
         info = {"vocab_size": tok.vocab_size, "special_ids": dict(SPECIAL_IDS),
+                "chat_ids": {k: tok.sp.piece_to_id(p) for k, p in zip(CHAT_IDS, CHAT_PIECES)},
+                "chat_pieces": list(CHAT_PIECES),
                 "newline_id": tok.sp.piece_to_id(NEWLINE_PIECE), "fingerprint": tok.fingerprint,
                 "model_type": model_type, "character_coverage": character_coverage,
                 "num_threads": num_threads,

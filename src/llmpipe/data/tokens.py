@@ -7,6 +7,10 @@ Per split (`train`, `val`) a directory holds:
                         total token count (so doc i is bin[idx[i]:idx[i+1]], EOS included).
     SPLIT.docs.parquet  one row per document, in .bin order: id, source, utf8_bytes (of the text,
                         for bits per byte).
+    SPLIT.mask          (chat sources, and a mix holding one) uint8, one per token of SPLIT.bin:
+                        1 where the token is a training target under `train.sft` (an assistant
+                        turn's tokens and its <|end|>; every token of a non-chat document in a
+                        mix), 0 elsewhere (system and user turns, markers, a chat document's EOS).
 and, written last and atomically, `meta.json` (`data_meta.json` in data/mix): format, dtype,
 vocab_size, eos_id, tokenizer_fingerprint (sha256 of spm.model), `rerun` (the stage that makes
 it), and per split docs, tokens, utf8_bytes and each file's bytes + sha256.
@@ -63,18 +67,22 @@ class SplitWriter:
     Use it as a context manager: on an exception every file is closed at once, so a full disk
     leaves no open handle behind to fail again (and print) when garbage-collected."""
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, stem: str | None = None):
+    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, stem: str | None = None,
+                 mask: bool = False):
         self.dir, self.split, self.dtype = Path(out_dir), split, np.dtype(dtype)
         self.stem = stem or split  # file names STEM.bin/.idx/.docs.parquet (a shard: NAME.SPLIT)
-        self.bin_sha, self.idx_sha = hashlib.sha256(), hashlib.sha256()
-        self.docs = self.tokens = self.utf8_bytes = 0
+        self.bin_sha, self.idx_sha, self.mask_sha = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
+        self.docs = self.tokens = self.utf8_bytes = self.loss_tokens = 0
+        self.mask = None  # STEM.mask: one uint8 per token (SFT loss mask), when asked for
         self.bin = open(self.dir / f"{self.stem}.bin", "wb")
         try:
+            if mask:
+                self.mask = open(self.dir / f"{self.stem}.mask", "wb")
             self.idx = open(self.dir / f"{self.stem}.idx", "wb")
             self._write_idx(np.zeros(1, np.uint64))
             self.table = TableWriter(self.dir / f"{self.stem}.docs.parquet", DOCS_SCHEMA).__enter__()
         except BaseException:
-            close_all([f.close for f in (self.bin, getattr(self, "idx", None)) if f is not None])
+            close_all([f.close for f in (self.bin, self.mask, getattr(self, "idx", None)) if f is not None])
             raise
 
     def _write_idx(self, offsets: np.ndarray) -> None:
@@ -82,10 +90,18 @@ class SplitWriter:
         self.idx_sha.update(offsets.data)
 
     def add(self, tokens: np.ndarray, lengths: np.ndarray, utf8_bytes: np.ndarray,
-            ids: list[str], sources: list[str]) -> None:
-        """tokens: (sum(lengths),) with EOS closing each doc; lengths, utf8_bytes: (docs,)."""
+            ids: list[str], sources: list[str], mask: np.ndarray | None = None) -> None:
+        """tokens: (sum(lengths),) with EOS closing each doc; lengths, utf8_bytes: (docs,);
+        mask: (sum(lengths),) 0/1, required when the writer was made with `mask=True`."""
         tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
         assert len(tokens) == int(lengths.sum()) and len(ids) == len(lengths) == len(utf8_bytes)
+        assert (mask is None) == (self.mask is None), "a mask writer takes a mask with every add"
+        if mask is not None:
+            mask = np.ascontiguousarray(mask, dtype=np.uint8)
+            assert len(mask) == len(tokens)
+            self.mask.write(mask.data)
+            self.mask_sha.update(mask.data)
+            self.loss_tokens += int(np.count_nonzero(mask))
         self.bin.write(tokens.data)
         self.bin_sha.update(tokens.data)
         self._write_idx(self.tokens + np.cumsum(lengths, dtype=np.uint64))
@@ -106,7 +122,7 @@ class SplitWriter:
         the docs table sees the first error, so its temp is removed instead of renamed."""
         if self.bin.closed and self.idx.closed:
             return
-        err = close_all([self.bin.close, self.idx.close], exc)
+        err = close_all([self.bin.close, self.idx.close] + ([self.mask.close] if self.mask else []), exc)
         err = close_all([lambda: self.table.__exit__(type(err) if err else None, err, None)], err)
         if err is not None and err is not exc:
             raise err
@@ -116,7 +132,11 @@ class SplitWriter:
         files = {"bin": (f"{self.stem}.bin", self.bin_sha.hexdigest()),
                  "idx": (f"{self.stem}.idx", self.idx_sha.hexdigest()),
                  "docs": (f"{self.stem}.docs.parquet", sha256_file(self.dir / f"{self.stem}.docs.parquet"))}
-        return {"docs": self.docs, "tokens": self.tokens, "utf8_bytes": self.utf8_bytes,
+        extra = {}
+        if self.mask is not None:
+            files["mask"] = (f"{self.stem}.mask", self.mask_sha.hexdigest())
+            extra["loss_tokens"] = self.loss_tokens  # tokens trained on under train.sft
+        return {"docs": self.docs, "tokens": self.tokens, "utf8_bytes": self.utf8_bytes, **extra,
                 "files": {k: {"name": name, "bytes": (self.dir / name).stat().st_size, "sha256": sha}
                           for k, (name, sha) in files.items()}}
 
@@ -176,6 +196,7 @@ class TokenFile:
     tokens: np.ndarray   # (tokens,) uint16/uint32 memmap, read-only (a `Concat` of them when sharded)
     offsets: np.ndarray  # (docs + 1,) uint64
     docs_files: list[Path] | None = None  # the .docs.parquet files in order (sharded); None: SPLIT's
+    mask: np.ndarray | None = None  # (tokens,) uint8 SFT loss mask (a `Concat` when sharded); None: no mask
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -240,9 +261,13 @@ def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer 
     if "shards" not in meta:
         tokens = memmap_tokens(d / f"{split}.bin", dtype)
         offsets = np.fromfile(d / f"{split}.idx", dtype=np.uint64)
-        return TokenFile(dir=d, split=split, meta=meta, tokens=tokens, offsets=offsets)
+        mask = memmap_tokens(d / f"{split}.mask", np.uint8) if "mask" in meta["splits"][split]["files"] else None
+        return TokenFile(dir=d, split=split, meta=meta, tokens=tokens, offsets=offsets, mask=mask)
     infos = [sh["splits"][split] for sh in meta["shards"]]
     parts = [memmap_tokens(d / i["files"]["bin"]["name"], dtype) for i in infos]
+    mask = None
+    if infos and all("mask" in i["files"] for i in infos):
+        mask = Concat([memmap_tokens(d / i["files"]["mask"]["name"], np.uint8) for i in infos], np.uint8)
     offs, base = [np.zeros(1, np.uint64)], 0
     for i in infos:
         o = np.fromfile(d / i["files"]["idx"]["name"], dtype=np.uint64)
@@ -250,7 +275,7 @@ def open_tokens(path: str | Path, split: str, tokenizer: str | Path | Tokenizer 
         base += int(o[-1]) if len(o) else 0
     docs = [d / i["files"]["docs"]["name"] for i in infos]
     return TokenFile(dir=d, split=split, meta=meta, tokens=Concat(parts, dtype), offsets=np.concatenate(offs),
-                     docs_files=docs)
+                     docs_files=docs, mask=mask)
 
 
 class Concat:
@@ -357,11 +382,28 @@ def _verify_files(d: Path, meta: dict, info: dict, stem: str) -> None:
             raise VerifyError(f"{bin_p}: document {bad} does not end with EOS ({eos})")
     if n_eos != info["docs"]:
         raise VerifyError(f"{bin_p}: {n_eos} EOS tokens for {info['docs']} documents")
+    if "mask" in info["files"]:
+        _verify_mask(d / info["files"]["mask"]["name"], info, off)
     if pq.ParquetFile(d / info["files"]["docs"]["name"]).metadata.num_rows != info["docs"]:
         raise VerifyError(f"{d / info['files']['docs']['name']}: row count != {info['docs']} documents")
     for key, f in info["files"].items():
         if sha256_file(d / f["name"]) != f["sha256"]:
             raise VerifyError(f"{d / f['name']}: sha256 differs from meta (corrupted or edited)")
+
+
+def _verify_mask(path: Path, info: dict, off: np.ndarray) -> None:
+    """A loss mask: one 0/1 byte per token, `loss_tokens` ones."""
+    if info["files"]["mask"]["bytes"] != info["tokens"]:
+        raise VerifyError(f"{path}: {info['files']['mask']['bytes']} bytes for {info['tokens']} tokens (one per token)")
+    ones = 0
+    m = memmap_tokens(path, np.uint8)
+    for lo in range(0, len(m), CHUNK):
+        chunk = np.asarray(m[lo:lo + CHUNK])
+        if chunk.size and int(chunk.max()) > 1:
+            raise VerifyError(f"{path}: value {int(chunk.max())} near offset {lo + int(chunk.argmax())}; a mask holds 0 or 1")
+        ones += int(np.count_nonzero(chunk))
+    if ones != info.get("loss_tokens", ones):
+        raise VerifyError(f"{path}: {ones} masked-in tokens, meta says loss_tokens {info['loss_tokens']}")
 
 
 def verify_dir(path: str | Path, tokenizer: str | Path | Tokenizer | None = None) -> dict:

@@ -1,5 +1,8 @@
 """`llmpipe generate`: stream a continuation of a prompt from a trained model to stdout.
 
+`--chat` (and `--system`): the prompt is a user turn of the chat template (`llmpipe.data.chat`,
+the same ids SFT trained on); the assistant's reply is printed, up to its `<|end|>`.
+
 The sampling itself (temperature, top-k, KV cache) is `llmpipe.train.sampling`.
 """
 from __future__ import annotations
@@ -9,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from llmpipe.core.errors import UserError
+from llmpipe.data.chat import CHAT_IDS, check_messages, prompt_ids
 from llmpipe.train.device import resolve_device
 from llmpipe.train.model import check_tokenizer
 from llmpipe.train.sampling import check_finite, generate
@@ -34,6 +38,17 @@ class TextStreamer:
         self.shown = text
 
 
+def chat_prompt(sp, prompt: str, system: str | None = None) -> list[int]:
+    """The ids `llmpipe generate --chat` prompts with: a system turn (optional), the user turn,
+    then `<|assistant|>` (`chat.prompt_ids`); UserError for a turn the template cannot hold."""
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+        [{"role": "user", "content": prompt}]
+    bad = check_messages(messages + [{"role": "assistant", "content": "x"}])
+    if bad is not None:
+        raise UserError(f"--chat: {bad[1]}")
+    return prompt_ids(sp, messages, sp.eos_id())
+
+
 def cli_generate(args) -> int:
     """`llmpipe generate`: stream a continuation of --prompt to stdout."""
     import sentencepiece as spm
@@ -51,11 +66,16 @@ def cli_generate(args) -> int:
     if sp.vocab_size() != cfg.vocab_size:
         raise UserError(f"{args.tokenizer}: vocab size {sp.vocab_size()} != the model's {cfg.vocab_size} "
                          f"({args.model}/config.json): wrong tokenizer?")
-    prompt_ids = [sp.eos_id()] + sp.encode(args.prompt)
-    sys.stdout.write(args.prompt)
+    if getattr(args, "chat", False):  # the chat template (data/chat.py): EOS, turns, <|assistant|>
+        prompt_ids, stop = chat_prompt(sp, args.prompt, args.system), CHAT_IDS["end"]
+    else:
+        if getattr(args, "system", None) is not None:
+            raise UserError("--system needs --chat")
+        prompt_ids, stop = [sp.eos_id()] + sp.encode(args.prompt), sp.eos_id()
+        sys.stdout.write(args.prompt)
     streamer = TextStreamer(sp, prompt_ids)
     generate(model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-             seed=args.seed, stop_id=sp.eos_id(), on_token=streamer)
+             seed=args.seed, stop_id=stop, on_token=lambda t: t in (stop, sp.eos_id()) or streamer(t))
     sys.stdout.write("\n")
     sys.stdout.flush()
     return 0

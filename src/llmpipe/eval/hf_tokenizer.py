@@ -16,6 +16,7 @@ same. Unigram models map onto HF's Unigram model with the same scores.
 from __future__ import annotations
 
 from llmpipe.core.errors import UserError
+from llmpipe.data.chat import CHAT_TEMPLATE
 
 import base64
 import json
@@ -80,7 +81,9 @@ def tokenizer_json(spm_path: str | Path) -> dict[str, Any]:
     A one-character user-defined piece (llmpipe's "\\n") stays a plain vocab entry that no merge
     involves, exactly as SentencePiece treats it: as an HF added token it would split the text
     and the dummy "▁" would be prepended again after every newline. Longer user-defined pieces
-    must be added tokens and carry that caveat (llmpipe defines none).
+    (llmpipe's chat markers `<|user|>`, ...) are added tokens, not special: matched in text
+    whatever `split_special_tokens` says, as SentencePiece matches them, and with no dummy "▁"
+    (llmpipe's models have none) the text between them encodes as SentencePiece encodes it.
     """
     m = _proto(spm_path)
     pieces = [(p.piece, p.score, p.type) for p in m.pieces]
@@ -131,6 +134,7 @@ def write_hf_tokenizer(spm_path: str | Path, out_dir: str | Path, model_max_leng
               # SentencePiece reads "</s>" in text as characters, never as the control token
               "split_special_tokens": True,
               "model_max_length": model_max_length,
+              "chat_template": CHAT_TEMPLATE,  # llmpipe.data.chat: the ids SFT trained on
               "added_tokens_decoder": {str(a["id"]): {k: v for k, v in a.items() if k != "id"}
                                        for a in tj["added_tokens"]}}
     for name, obj in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):

@@ -53,6 +53,7 @@ class CheckpointDamaged(Exception):
 TRAJECTORY_KEYS = ("tokens", "lr", "batch_tokens", "micro_batch", "seed", "warmup", "schedule",
                    "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "betas", "eps",
                    "precision", "compile", "ema", "spike_sigma", "spike_window")
+OPT_IN_KEYS = ("sft", "doc_mask")  # in the fingerprint only when on: runs without them resume as before
 
 
 def data_identity(data_meta: dict) -> dict:
@@ -82,7 +83,8 @@ def fingerprint(data_meta: dict, cfg, tp, precision: str, device_type: str,
                     "tokenizer_fingerprint": data_meta.get("tokenizer_fingerprint")}
     ident = json.dumps(ident_of, sort_keys=True).encode()
     parts = {"data": hashlib.sha256(ident).hexdigest(),
-             "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS},
+             "model": cfg.to_dict(), "train": {k: getattr(tp, k) for k in TRAJECTORY_KEYS}
+             | {k: True for k in OPT_IN_KEYS if getattr(tp, k, False)},
              "precision": precision, "device_type": device_type}
     if init is not None:  # only for later phases: the base run's fingerprint is unchanged
         parts["init"] = init

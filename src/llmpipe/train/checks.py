@@ -55,14 +55,20 @@ def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: floa
 
 @torch.no_grad()
 def evaluate(model: Transformer, batches: list, device: torch.device, precision: str) -> float:
+    """Mean loss over fixed batches of (x, y) or (x, y, segments); with ignored targets (-1: an
+    SFT loss mask) the mean over the targets counted, whichever batch they fall in."""
     model.eval()
-    total = 0.0
-    for x, y in batches:
+    total, counted = 0.0, 0
+    masked = any(bool((b[1] < 0).any()) for b in batches)
+    for x, y, *seg in batches:
+        seg = seg[0].to(device) if seg and seg[0] is not None else None
         with autocast(device, precision):
-            _, loss = model(x.to(device), targets=y.to(device), return_logits=False)
+            _, loss = model(x.to(device), targets=y.to(device), return_logits=False, segments=seg,
+                            reduction="sum" if masked else "mean")
         total += loss.item()
+        counted += int((y >= 0).sum())
     model.train()
-    return total / len(batches)
+    return total / max(1, counted) if masked else total / len(batches)
 
 
 def is_spike(hist: list[float], loss: float, sigma: float, window: int) -> bool:

@@ -99,6 +99,13 @@ class TrainParams(Section):
     average_last: int = 1
     """The final model is the mean of the last K checkpoints' weights (the EMA's with train.ema);
     1 -> the last step's weights. At most keep_ckpts; eval then also scores the last step's."""
+    sft: bool = False
+    """Supervised fine-tuning: the loss counts only the tokens the mix's loss mask marks
+    (`data/mix/train.mask`: assistant turns of `kind: chat` sources, every token of other
+    sources), averaged over those tokens of the whole step. Needs a chat source in `mix.weights`."""
+    doc_mask: bool = False
+    """Attention never crosses a document boundary (an EOS) inside a packed training window: each
+    token sees only its own document's earlier tokens (positions stay the window's)."""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "micro_batch", "eps", "eval_every", "eval_batches",

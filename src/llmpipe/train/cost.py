@@ -113,8 +113,10 @@ def spent(seconds: float, cp: CostParams, num_devices: int = 1) -> float:
 
 
 def signature(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
-              device, parallel: str = "single", processes: int = 1) -> dict[str, Any]:
-    """The exact setting a throughput figure belongs to (`parallel`: llmpipe.train.parallel.mode)."""
+              device, parallel: str = "single", processes: int = 1, doc_mask: bool = False) -> dict[str, Any]:
+    """The exact setting a throughput figure belongs to (`parallel`: llmpipe.train.parallel.mode;
+    `doc_mask`: train.doc_mask's slower attention, in the signature only when on)."""
     return {"model": cfg.to_dict(), "micro_batch": micro_batch, "context": cfg.context,
             "precision": precision, "compile": compile, "device_type": device.type,
-            "device_name": device_name(device), "parallel": parallel, "processes": processes}
+            "device_name": device_name(device), "parallel": parallel, "processes": processes,
+            **({"doc_mask": True} if doc_mask else {})}

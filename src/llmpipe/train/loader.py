@@ -8,6 +8,11 @@ by (seed, s), so the sampler's whole state is the step number (saved in checkpoi
 resumed run reads exactly the windows an uninterrupted one would. The `G = batch_tokens /
 context` windows of a step are split into contiguous micro-batches, micro-batch m of rank r
 taking rows [(m * world + r) * B, ... + B): any world size sees the same global batch.
+
+SFT (`train.sft`): a loss mask memmap beside the tokens (`train.mask`, one uint8 per token,
+written by `mix`) is gathered with the same indices; a target whose mask is 0 becomes -1, which
+the loss ignores. `loss_tokens(step)` counts a step's masked-in targets from the mask alone, so
+every micro-batch can be weighted by the whole step's count before any backward pass.
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ def read_data_meta(data_dir: str | Path) -> dict:
 class TokenWindows:
     """Windows of context + 1 tokens (inputs and next-token targets) from one .bin file."""
 
-    def __init__(self, path: str | Path, dtype, context: int, seqs_per_step: int, seed: int) -> None:
+    def __init__(self, path: str | Path, dtype, context: int, seqs_per_step: int, seed: int,
+                 mask: str | Path | None = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: not found; run `dvc repro mix` first")
@@ -46,6 +52,12 @@ class TokenWindows:
             raise UserError(f"{self.path}: {len(self.data)} tokens, fewer than one window of "
                              f"context + 1 = {context + 1}; raise mix.train_tokens/val_tokens or "
                              "lower model.context")
+        self.mask = None
+        if mask is not None:  # SPLIT.mask: one 0/1 byte per token
+            self.mask = np.memmap(Path(mask), dtype=np.uint8, mode="r")
+            if len(self.mask) != len(self.data):
+                raise UserError(f"{mask}: {len(self.mask)} mask bytes for {len(self.data)} tokens in {self.path}; "
+                                "rerun `dvc repro mix`")
         self.context = context
         self.seqs_per_step = seqs_per_step
         self.seed = seed
@@ -57,11 +69,24 @@ class TokenWindows:
         # a window spans context + 1 tokens, so starts run 0 .. len - context - 1 inclusive
         return rng.integers(0, len(self.data) - self.context, size=count, dtype=np.int64)
 
-    def gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """x, y (len(starts), context) int64, y shifted by one token."""
+    def gather(self, starts: np.ndarray, masked: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, y (len(starts), context) int64, y shifted by one token (-1 outside the loss mask
+        unless `masked` is False)."""
         idx = starts[:, None] + np.arange(self.context + 1, dtype=np.int64)[None, :]
         w = torch.from_numpy(self.data[idx].astype(np.int64))  # one vectorised gather
-        return w[:, :-1], w[:, 1:]
+        x, y = w[:, :-1], w[:, 1:]
+        if self.mask is not None and masked:  # targets outside the loss mask are ignored (-1)
+            keep = torch.from_numpy(self.mask[idx[:, 1:]].astype(bool))
+            y = torch.where(keep, y, torch.full_like(y, -1))
+        return x, y
+
+    def loss_tokens(self, step: int) -> int:
+        """Targets the loss counts in all windows of step `step` (every target without a mask)."""
+        starts = self.offsets(step, self.seqs_per_step)
+        if self.mask is None:
+            return len(starts) * self.context
+        idx = starts[:, None] + np.arange(1, self.context + 1, dtype=np.int64)[None, :]
+        return int(np.count_nonzero(self.mask[idx]))
 
     def micro_batch(self, step: int, micro: int, rank: int, world: int, batch: int):
         """Rows of step `step` for micro-step `micro` of process `rank` out of `world`."""
@@ -69,9 +94,9 @@ class TokenWindows:
         lo = (micro * world + rank) * batch
         return self.gather(starts[lo:lo + batch])
 
-    def fixed(self, stream: int, count: int):
+    def fixed(self, stream: int, count: int, masked: bool = True):
         """A fixed set of windows (val batches, the overfit batch): the same for every call."""
-        return self.gather(self.offsets(stream, count))
+        return self.gather(self.offsets(stream, count), masked)
 
     def next_batch(self):
         """All windows of the next step (for benchmarks)."""

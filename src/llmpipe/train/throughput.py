@@ -31,21 +31,23 @@ import torch
 from llmpipe.core.log import n
 from llmpipe.train.device import (autocast, configure_matmul, device_name, peak_flops, resolve_device,
                                   resolve_precision, synchronize)
-from llmpipe.train.model import ModelConfig, Transformer, model_config, param_counts
+from llmpipe.train.model import ModelConfig, Transformer, doc_segments, model_config, param_counts
 from llmpipe.params import BenchParams, TrainParams
 from llmpipe.train.cost import signature
 from llmpipe.train.optim import make_optimizer
 from llmpipe.train.parallel import mode, scalar, shard, world_info
 
+EOS = 3  # data.tokenizer.SPECIAL_IDS["eos"]: documents of the random windows end there (doc_mask)
 PACKAGES = ["torch", "numpy", "dvc", "dvclive", "accelerate", "safetensors", "sentencepiece",
             "pyarrow", "datasketch", "transformers", "triton", "llmpipe"]
 
 
 def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
               device: torch.device, bp: BenchParams, seed: int = 0,
-              tp: TrainParams | None = None, parallel: str = "ddp") -> dict[str, Any]:
+              tp: TrainParams | None = None, parallel: str = "ddp", doc_mask: bool = False) -> dict[str, Any]:
     """Measure training throughput; returns the throughput record (see module docstring).
-    `parallel` (train.parallel) applies when a process group of several processes is up."""
+    `parallel` (train.parallel) applies when a process group of several processes is up;
+    `doc_mask` (train.doc_mask): attention with the per-document mask, as train runs it."""
     rank, world = world_info()
     how = mode(parallel, world)
     torch.manual_seed(seed)
@@ -67,7 +69,8 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
     def step() -> None:
         x = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=gen, device=device)
         with autocast(device, precision):
-            _, loss = step_model(x[:, :-1], targets=x[:, 1:], return_logits=False)
+            seg = doc_segments(x[:, :-1], EOS) if doc_mask else None  # the explicit-mask attention path
+            _, loss = step_model(x[:, :-1], targets=x[:, 1:], return_logits=False, segments=seg)
         loss.backward()
         scalar(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # a sync, as train's log reads it
         opt.step()
@@ -98,7 +101,7 @@ def run_bench(cfg: ModelConfig, micro_batch: int, precision: str, compile: bool,
     else:  # process peak RSS (Linux reports KiB)
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "signature": signature(cfg, micro_batch, precision, compile, device, how, world),
+        "signature": signature(cfg, micro_batch, precision, compile, device, how, world, doc_mask),
         "params": param_counts(cfg),
         "tokens_per_step": B * T,
         "processes": world,
@@ -190,7 +193,8 @@ def measure(mp, tp, bp, vocab_size: int) -> tuple[dict[str, Any], dict[str, Any]
     from accelerate import PartialState
 
     PartialState(cpu=device.type == "cpu")  # joins the launcher's process group (if any), as train does
-    rec = run_bench(cfg, tp.micro_batch, precision, tp.compile, device, bp, seed=tp.seed, parallel=tp.parallel)
+    rec = run_bench(cfg, tp.micro_batch, precision, tp.compile, device, bp, seed=tp.seed, parallel=tp.parallel,
+                    doc_mask=tp.doc_mask)
     return rec, env_info(device)
 
 

@@ -55,7 +55,7 @@ from llmpipe.train.device import autocast, configure_matmul, resolve_device, res
 from llmpipe.train.loader import OVERFIT_STREAM, VAL_STREAM, TokenWindows, read_data_meta
 from llmpipe.core.log import get_logger, n
 from llmpipe.train.sampling import greedy, nonfinite
-from llmpipe.train.model import Transformer, flops_per_token, param_counts, save_model
+from llmpipe.train.model import Transformer, doc_segments, flops_per_token, param_counts, save_model
 from llmpipe.train.checks import evaluate, is_spike, overfit_check
 from llmpipe.train.optim import EMA, lr_at, make_optimizer
 from llmpipe.params import CostParams, ModelParams, PlanParams, TrainParams
@@ -150,7 +150,8 @@ class Trainer:
                  n(self.plan["total_steps"] * tp.batch_tokens))
         # Price what will run: whole batches (train.tokens rounds up), at most train.max_steps.
         steps = min(self.plan["total_steps"], tp.max_steps or self.plan["total_steps"])
-        sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world)
+        sig = signature(cfg, tp.micro_batch, self.precision, tp.compile, self.device, self.mode, self.world,
+                        tp.doc_mask)
         self.projection = gate(steps * tp.batch_tokens, self.paths.throughput, sig, self.cp, self.devices)
         from llmpipe.train.planner import phase_gate
 
@@ -159,13 +160,16 @@ class Trainer:
                                       self.phase.name if self.phase else "train")
         torch.manual_seed(tp.seed)
         self.model = Transformer(cfg).to(self.device)  # the same init on every process
+        masks = self.loss_masks()
         self.windows = TokenWindows(self.paths.data / "train.bin", self.meta["dtype"], cfg.context,
-                                    self.plan["seqs_per_step"], tp.seed)
-        val = TokenWindows(self.paths.data / "val.bin", self.meta["dtype"], cfg.context, 1, tp.seed)
+                                    self.plan["seqs_per_step"], tp.seed, mask=masks["train"])
+        val = TokenWindows(self.paths.data / "val.bin", self.meta["dtype"], cfg.context, 1, tp.seed,
+                           mask=masks["val"])
         vx, vy = val.fixed(VAL_STREAM, tp.eval_batches * tp.micro_batch)
-        self.val_batches = list(zip(vx.split(tp.micro_batch), vy.split(tp.micro_batch)))
+        self.val_batches = [(x, y, self.segments(x)) for x, y in zip(vx.split(tp.micro_batch), vy.split(tp.micro_batch))]
         self.step, self.tokens_seen, self.spikes, self.hist, self.seconds = 0, 0, 0, [], 0.0
         self.counts = {"sequences": 0, "padding_tokens": 0, "eos_tokens": 0}  # besides tokens_seen
+        self.loss_tokens_seen = 0  # targets the loss counted (train.sft: the masked-in ones)
         self.ckpt_seconds: dict[int, float] = {}  # spend when each checkpoint was written
         self.tps_log: list[list[float]] = []  # [step, tokens/s] at each log step (timing.json)
         found = self.resume()
@@ -182,7 +186,7 @@ class Trainer:
                      self.phase.name, self.phase.init_dir / "model.safetensors", self.phase.init,
                      n(self.offset), n(self.phase.tokens_before), tp.lr)
         if not resumed and tp.overfit_check:
-            x, y = self.windows.fixed(OVERFIT_STREAM, tp.micro_batch)
+            x, y = self.windows.fixed(OVERFIT_STREAM, tp.micro_batch, masked=False)  # a check of the model
             first, last = overfit_check(self.model, x.to(self.device), y.to(self.device), tp.lr,
                                         tp.overfit_steps, tp.overfit_max_ratio, self.device, self.precision,
                                         min_drop=tp.overfit_min_drop)
@@ -288,6 +292,7 @@ class Trainer:
         # checkpoints from before the counts existed: every window is a full context of inputs
         self.counts = {"sequences": int(s.get("sequences", self.tokens_seen // self.cfg.context)),
                        "padding_tokens": int(s.get("padding_tokens", 0)), "eos_tokens": int(s.get("eos_tokens", -1))}
+        self.loss_tokens_seen = int(s.get("loss_tokens_seen", self.tokens_seen))
         self.hist = [float(v) for v in s["hist"]]
         self.ckpt_seconds, self.tps_log = ckpt.read_spend(self.paths.timing, self.fp, self.step)
         if self.step not in self.ckpt_seconds:
@@ -344,7 +349,8 @@ class Trainer:
         if self.main:
             state = {"optimizer": opt_state, "rng": ckpt.rng_state(self.device),
                      "sampler": {"seed": self.tp.seed, "step": self.step}, "step": self.step,
-                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist, **self.counts}
+                     "tokens_seen": self.tokens_seen, "spikes": self.spikes, "hist": self.hist, **self.counts,
+                     **({"loss_tokens_seen": self.loss_tokens_seen} if self.tp.sft else {})}
             meta = {"tokens_seen": self.tokens_seen, "fingerprint": self.fp, "fingerprint_parts": self.fp_parts,
                     "data": self.data_digest(), "train_tokens_available": self.train_available(),
                     "world": self.world, "parallel": self.mode}
@@ -370,6 +376,11 @@ class Trainer:
             g["lr"] = lr
         # summed micro-batch loss, input tokens, sequences, padding tokens, EOS tokens
         stats = torch.zeros(5, dtype=torch.float64)
+        # SFT: each micro-batch's summed loss over the step's masked-in targets (all ranks), so the
+        # step's loss is their mean however they fall into micro-batches (DDP averages over ranks)
+        counted = self.windows.loss_tokens(self.step)
+        self.loss_tokens_seen += counted
+        total = max(1, counted)
         for m in range(accum):
             x, y = self.windows.micro_batch(self.step, m, self.rank, self.world, tp.micro_batch)
             sync = m == accum - 1 or self.world == 1
@@ -379,14 +390,31 @@ class Trainer:
             elif not sync:
                 no_sync = self.acc.no_sync(self.fwd)
             with no_sync, autocast(self.device, self.precision):
-                _, loss = self.fwd(x.to(self.device), targets=y.to(self.device), return_logits=False)
-                (loss / accum).backward()
+                seg = self.segments(x)
+                seg = None if seg is None else seg.to(self.device)
+                _, loss = self.fwd(x.to(self.device), targets=y.to(self.device), return_logits=False,
+                                   segments=seg, reduction="sum" if tp.sft else "mean")
+                (loss * (self.world / total) if tp.sft else loss / accum).backward()
             stats += torch.tensor([loss.item(), x.numel(), x.size(0), int((x == SPECIAL_IDS["pad"]).sum()),
                                    int((x == SPECIAL_IDS["eos"]).sum())], dtype=torch.float64)
         if self.world > 1:
             stats = self.acc.reduce(stats.to(self.device), reduction="sum").cpu()
-        stats[0] /= accum * self.world
+        stats[0] /= total if tp.sft else accum * self.world
         return stats, lr
+
+    def loss_masks(self) -> dict:
+        """{split: path of its loss mask} under train.sft (None each otherwise)."""
+        if not self.tp.sft:
+            return {"train": None, "val": None}
+        splits = self.meta.get("splits", {})
+        if not all("mask" in splits.get(sp, {}).get("files", {}) for sp in ("train", "val")):
+            raise UserError(f"train.sft: true, but {self.paths.data} has no loss mask (no `kind: chat` source "
+                            "with a weight in mix.weights); add one, or set train.sft: false")
+        return {sp: self.paths.data / splits[sp]["files"]["mask"]["name"] for sp in ("train", "val")}
+
+    def segments(self, x: torch.Tensor):
+        """Document numbers of the windows `x` under train.doc_mask (attention stays in a document)."""
+        return doc_segments(x, self.meta.get("eos_id", 3)) if self.tp.doc_mask else None
 
     def log_samples(self) -> None:
         """Greedy samples; under FSDP every process runs them (each forward all-gathers), rank 0 writes."""
@@ -445,6 +473,8 @@ class Trainer:
                                 "train/tokens_seen": self.tokens_seen, "train/spikes_skipped": self.spikes})
                 if self.phase is not None:  # the x axis is global; so is this count
                     metrics["train/cumulative_tokens"] = self.phase.tokens_before + self.tokens_seen
+                if tp.sft:
+                    metrics["train/loss_tokens_seen"] = self.loss_tokens_seen
                 log.info("step %d/%d loss %.4f lr %.2e grad %.3f %s tok/s", self.step, total, loss, lr,
                          grad_norm, n(round(tps)))
             if self.step % tp.eval_every == 0 or self.step == last:
@@ -504,6 +534,9 @@ class Trainer:
         result = {"steps": self.step, "total_steps": self.plan["total_steps"], "tokens_seen": self.tokens_seen,
                   "tokens_target": self.tp.tokens, "stop_reason": stop, "spikes_skipped": self.spikes,
                   **self.accounting()}
+        if self.tp.sft:  # the targets the loss counted, from the mask (never estimated)
+            result["loss_tokens_seen"] = self.loss_tokens_seen
+            result["loss_token_share"] = round(self.loss_tokens_seen / max(1, self.tokens_seen), 6)
         what = f"the final model ({'EMA' if self.ema else 'weights'} at step {self.step})"
         state = parallel.gather(self.ema.state_dict() if self.ema else self.model.state_dict(), self.main)
         bad, val, average = [], float("nan"), None

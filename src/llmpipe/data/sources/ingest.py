@@ -47,6 +47,7 @@ from fsspec.utils import get_protocol
 from llmpipe.core import code
 from llmpipe.core.atomic import sha256_file, write_json
 from llmpipe.core.shards import ShardedDir, digest, map_units, shard_base, shard_name
+from llmpipe.data import chat
 from llmpipe.data.table import content_id, write_docs
 from llmpipe.core.log import Timer, get_logger, n
 from llmpipe.params import SourceParams, as_dict
@@ -101,8 +102,9 @@ def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
         from llmpipe.data.sources.sample import sample_records
         recs = sample_records(sp.uri[len("sample://"):], sp.sample_docs, sp.sample_seed)
         return ((f"{sp.uri}#{i}", r) for i, r in enumerate(recs))
-    columns = [c for c in (sp.text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
-    return read_file(f, sp.text_field, columns, sp.txt_mode, sp.txt_chunk_bytes)
+    text_field = sp.messages_field if sp.kind == "chat" else sp.text_field
+    columns = [c for c in (text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
+    return read_file(f, text_field, columns, sp.txt_mode, sp.txt_chunk_bytes)
 
 
 def _input_sha(f, state: dict) -> str:
@@ -142,6 +144,16 @@ class _Mapper:
 
     def __call__(self, where: str, rec: dict) -> dict | Bad:
         sp = self.sp
+        if sp.kind == "chat":  # a conversation: checked, then stored as its template text
+            messages = rec.get(sp.messages_field)
+            if messages is None:
+                return Bad(where, "missing_messages_field", f"field {sp.messages_field!r} is absent or null "
+                                                            f"(fields: {', '.join(map(str, rec))}); set "
+                                                            f"sources.{self.name}.messages_field")
+            bad = chat.check_messages(messages)
+            if bad is not None:
+                return Bad(where, *bad)
+            rec = {**rec, sp.text_field: chat.render(messages)}
         text = rec.get(sp.text_field)
         if text is None:
             return Bad(where, "missing_text_field", f"field {sp.text_field!r} is absent or null "
@@ -209,6 +221,8 @@ SUM_KEYS = ("docs_in", "docs_out", "chars_out", "duplicate_texts")
 
 def unit_fingerprint(name: str, sp: SourceParams, unit: dict, input_sha: str, budget) -> str:
     params = {k: v for k, v in as_dict(sp).items() if k not in ("uri", "kind")}
+    if sp.kind == "chat":  # records are read as conversations: another unit than the same file as text
+        params["kind"] = "chat"
     return digest("ingest", code.fingerprint("stages.ingest"), name, params, unit["rel"] if unit["file"] else None,
                   input_sha, budget)
 

@@ -46,8 +46,8 @@ from llmpipe.data.sources import sample_text as T
 from llmpipe.data.sources.prose import passages
 
 log = get_logger("sample")
-DEFAULT_DOCS = {"c4": 300, "wikipedia": 200, "gutenberg": 10, "fineweb": 300}
-KINDS = tuple(DEFAULT_DOCS)
+DEFAULT_DOCS = {"c4": 300, "wikipedia": 200, "gutenberg": 10, "fineweb": 300, "chat": 500}
+KINDS = ("c4", "wikipedia", "gutenberg", "fineweb")  # the prose kinds; chat: sample_chat.py
 N_SHARED = 4  # pages c4 and fineweb share: the first half copied exactly, the rest near-copied
 # Share of the prose pool (characters) each kind may use; "shared" feeds the c4/fineweb pages.
 # Sized so the default document counts fit on CPython 3.11 with ~10% to spare.
@@ -208,14 +208,19 @@ def sample_records(kind: str, n_docs: int = 0, seed: int = 0) -> list[dict]:
     `n_docs` 0 -> DEFAULT_DOCS[kind]. Records that are planted carry a `planted` field.
     """
     if kind not in DEFAULT_DOCS:
-        raise UserError(f"sample://{kind}: unknown sample corpus; choose one of {', '.join(KINDS)}")
+        raise UserError(f"sample://{kind}: unknown sample corpus; choose one of {', '.join(DEFAULT_DOCS)}")
     n = n_docs or DEFAULT_DOCS[kind]
     from llmpipe.data.sources.sample_articles import gutenberg_books, wikipedia_articles  # builders import this module
     from llmpipe.data.sources.sample_web import c4_pages, fineweb_rows
+    from llmpipe.data.sources.sample_chat import chat_records
     build = {"c4": c4_pages, "fineweb": fineweb_rows, "wikipedia": wikipedia_articles,
-             "gutenberg": gutenberg_books}[kind]
+             "gutenberg": gutenberg_books, "chat": chat_records}[kind]
     out = build(n, seed)
-    if len(out) < n:
+    if len(out) < n and kind == "chat":
+        from llmpipe.data.sources.sample_chat import facts
+        log.warning("sample://chat: generated %d of %d conversations: the standard library has %d functions "
+                    "with a one-sentence docstring, and each is used once", len(out), n, len(facts()))
+    elif len(out) < n:
         chars = sum(len(p) for ps in pool_slices()[kind] for p in ps)
         log.warning("sample://%s: generated %d of %d documents: its share of the stdlib prose pool "
                     "(%s chars) ran out, and passages are never reused", kind, len(out), n, f"{chars:,}")

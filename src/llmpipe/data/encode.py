@@ -20,6 +20,11 @@ hashes are kept in the manifest, so finding them reads only new shards' ids; a f
 changes its shard's bytes only when its hash would not have put it in val anyway (a source with
 enough val documents never depends on other shards).
 
+A source of one document (one book or play, `txt_mode: file`) has no document to spare for val,
+so with `split.min_val_docs` >= 1 its text is cut instead, as nanoGPT's prepare.py cuts its text:
+the last `split.val_fraction` of its characters, from the start of a line, is the val document
+`ID#tail` and the rest the train document `ID` (two documents, each closed by EOS; `tail_cut`).
+
 Work unit = a run of consecutive documents of about `task_bytes` of text (sized so that every
 worker gets ~TASKS_PER_WORKER tasks: the last, uneven ones then balance out). The parent streams
 the table one row group at a time, computes the split and UTF-8 sizes with pyarrow, and sends
@@ -180,9 +185,38 @@ class _OneThread:
         return self.sp.encode(texts, num_threads=1)
 
 
-def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: str | None = None) -> Iterator[tuple]:
+def tail_cut(text: str, fraction: float) -> int:
+    """Where a lone document's val tail starts: the first line start at or after its last
+    `fraction` of characters (the line start before it when the tail has none; the character
+    itself in a text of one line). 0 when the text is too short to cut."""
+    if len(text) < 2:
+        return 0
+    target = min(len(text) - 1, max(1, int(len(text) * (1 - fraction))))
+    after = text.find("\n", target - 1, len(text) - 1)
+    if after >= 0:
+        return after + 1
+    before = text.rfind("\n", 0, target - 1)
+    return before + 1 if before >= 0 else target
+
+
+def _split_lone(texts: list[str], nbytes: np.ndarray, ids: list[str], fraction: float) -> tuple:
+    """The lone document as train head + val tail (module docstring); texts, bytes, val mask, ids."""
+    (text,), (doc_id,) = texts, ids
+    cut = tail_cut(text, fraction)
+    if not cut:
+        return texts, nbytes, np.zeros(1, bool), ids
+    head, tail = text[:cut], text[cut:]
+    log.info("%s: the only document; its last %s characters (from character %s) are val", doc_id,
+             n(len(tail)), n(cut))
+    return ([head, tail], np.array([len(head.encode("utf-8")), len(tail.encode("utf-8"))], np.int64),
+            np.array([False, True]), [doc_id, f"{doc_id}#tail"])
+
+
+def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: str | None = None,
+           tail: float | None = None) -> Iterator[tuple]:
     """(texts, utf8 bytes, val mask, ids, ends_row_group) of consecutive kept docs (`keep`: bool per
-    row of the table), ~task_bytes of text each; `is_val_doc` takes a split key (`split_keys`)."""
+    row of the table), ~task_bytes of text each; `is_val_doc` takes a split key (`split_keys`).
+    `tail`: the source's only kept document is here; cut its last `tail` share off as val."""
     pf = pq.ParquetFile(path)
     shard = path.name.removesuffix(".parquet")
     row = 0
@@ -199,6 +233,10 @@ def _tasks(path: Path, task_bytes: int, is_val_doc, keep: np.ndarray, group_by: 
         text = table.column("text")
         nbytes = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
         val = np.fromiter(map(is_val_doc, split_keys(group_by, shard, table)), dtype=bool, count=len(ids))
+        if tail is not None:
+            texts, nbytes, val, ids = _split_lone(text.to_pylist(), nbytes, ids, tail)
+            yield texts, nbytes, val, ids, True
+            continue
         # cut where the running byte count crosses a multiple of task_bytes (>= 1 doc per task)
         cuts = np.unique(np.searchsorted(np.cumsum(nbytes), np.arange(task_bytes, int(nbytes.sum()), task_bytes),
                                          side="right"))
@@ -331,6 +369,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         n_keys = len(lowest_all) if group_by else n_docs
         smallest = heapq.nsmallest(min_val_docs, lowest_all)
         forced = frozenset(i for _, i in smallest[:max(0, min(min_val_docs, n_keys - 1))])
+        tail = val_fraction if n_docs == 1 and min_val_docs else None  # a lone document: cut its text
         extra = {i for h, i in smallest if i in forced and h >= val_fraction}  # not val by hash alone
         text_bytes = sum(_text_bytes(clean_dir / f"{p['name']}.parquet") for p in plan)
         jobs = worker_count(jobs, text_bytes, max(1, n_docs))
@@ -339,16 +378,17 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         trimmed: list[str] = []  # re-made from their previous version, without encoding
         for p in plan:
             mine = sorted(i for i in extra if any(i == x[1] for x in p["lowest"]))
-            p["fp"] = digest(base, p["input"], mine)
+            lone = ["lone"] if tail is not None and p["kept"] else []  # no token in a digest it always had
+            p["fp"] = digest(base, p["input"], mine, *lone)
             # everything but the mask: the same text, tokenizer, split and code
-            p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine)
+            p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine, *lone)
 
         def trim(p: dict) -> dict | None:
             if chat:  # masks are not trimmed (yet): a chat shard that lost documents is encoded again
                 return None
             old = d.previous.get(p["name"])
-            if old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
-                return None
+            if tail is not None or old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
+                return None  # a cut lone document is always encoded
             splits = _trim_shard({f: d.previous.files[f] for f in old["files"]}, old["stats"]["splits"],
                                  clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype)
             if splits is not None:
@@ -367,7 +407,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                     else:
                         todo.append(p)
             calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
-                      (val_fraction, seed, forced, group_by), executor.task_jobs()) for p in todo]
+                      (val_fraction, seed, forced, group_by, tail if p["kept"] else None), executor.task_jobs())
+                     for p in todo]
             built.update(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
                                                                      desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
@@ -386,7 +427,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                             ready = True
                         splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
                                                dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex,
-                                               group_by, chat)
+                                               group_by, chat, tail if p["kept"] else None)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
                       stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],
@@ -396,7 +437,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                   for sp in SPLITS}
         meta = make_meta(tok, dtype, totals, rerun=f"dvc repro tokenize@{source}", kind="source", source=source,
                          split={"val_fraction": val_fraction, "seed": seed, "min_val_docs": min_val_docs,
-                                "group_by": group_by, "forced_val_ids": sorted(forced)}, shards=per_shard)
+                                "group_by": group_by, "forced_val_ids": sorted(forced),
+                                **({"lone_document_tail": tail} if tail is not None else {})}, shards=per_shard)
         write_json(d.tmp / "meta.json", meta)
         d.finish()
     meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
@@ -409,14 +451,15 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
 
 
 def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: str, dtype, is_val_doc,
-                  jobs: int, ex, group_by: str | None = None, chat: bool = False) -> dict:
+                  jobs: int, ex, group_by: str | None = None, chat: bool = False,
+                  tail: float | None = None) -> dict:
     """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp (+ .mask: chat)."""
     text_bytes = _text_bytes(path)
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}", mask=chat))
                    for s in SPLITS}
-        results = _run(_tasks(path, task_bytes, is_val_doc, keep, group_by), jobs, ex)
+        results = _run(_tasks(path, task_bytes, is_val_doc, keep, group_by, tail), jobs, ex)
         with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
             _write_blocks(results, writers, source, bar)
         return {s: w.close() for s, w in writers.items()}
@@ -480,12 +523,13 @@ def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, 
 def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, name: str, source: str,
                       dtype: str, split: tuple, jobs: int) -> dict:
     """One shard as one task of a cluster executor (`core.executor`): `_encode_shard` with `jobs`
-    encoders of the task's own; `split`: (val_fraction, seed, forced val keys, split.group_by)."""
-    val_fraction, seed, forced, group_by = split
+    encoders of the task's own; `split`: (val_fraction, seed, forced val keys, split.group_by,
+    the lone document's tail share or None)."""
+    val_fraction, seed, forced, group_by, tail = split
     with _executor(jobs, initargs) as ex:
         return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
                              lambda i: is_val(i, val_fraction, seed, forced), jobs, ex, group_by,
-                             bool(initargs[3]))
+                             bool(initargs[3]), tail)
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

@@ -217,6 +217,12 @@ def build_mix(token_dirs: dict[str, Path], tokenizer_path: str | Path, out_dir: 
     picks, report = plan(lens, share, train_tokens=train_tokens, val_tokens=val_tokens, seed=seed,
                          on_short=on_short)
     check_tolerance(report, tolerance)
+    if not any(len(picks[("val", s)]) for s in names):
+        have = ", ".join(f"{s}: {len(lens[s]['train'])} train, {len(lens[s]['val'])} val" for s in names)
+        raise UserError(f"mix: no val documents in any source ({have}); set split.min_val_docs >= 1 (a "
+                        "source of one document then gives the last split.val_fraction of its text to val), "
+                        "raise split.val_fraction, or cut long texts into documents (sources.SRC.txt_mode: "
+                        "chunks)")
     leak = val_overlap({s: (files[s]["train"], np.unique(picks[("train", s)])) for s in names},
                        {s: (files[s]["val"], picks[("val", s)]) for s in names}, tok, ngram=ngram,
                        max_doc_freq=leakage_max_doc_freq, min_share=leakage_min_share)

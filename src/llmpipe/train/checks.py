@@ -28,7 +28,7 @@ def overfit_check(model: Transformer, x: torch.Tensor, y: torch.Tensor, lr: floa
     healthy small-vocab run (ln 1024 = 6.9 nats) failed 0.6 where a big one (ln 32000 = 10.4) passed.
     """
     m = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0, fused=True)  # as training's (optim.py)
     losses = []
     for _ in range(steps):
         with autocast(device, precision):

@@ -47,7 +47,9 @@ class TokenWindows:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: not found; run `dvc repro mix` first")
-        self.data = np.memmap(self.path, dtype=np.dtype(dtype), mode="r")
+        # np.memmap refuses an empty file ("cannot mmap an empty file"): that is 0 tokens here
+        self.data = np.memmap(self.path, dtype=np.dtype(dtype), mode="r") if self.path.stat().st_size else \
+            np.zeros(0, np.dtype(dtype))
         if len(self.data) < context + 2:
             raise UserError(f"{self.path}: {len(self.data)} tokens, fewer than one window of "
                              f"context + 1 = {context + 1}; raise mix.train_tokens/val_tokens or "

@@ -144,6 +144,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype == torch.float32:  # one fused op, bitwise equal to the three-op form below
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
@@ -157,15 +159,23 @@ def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor,
     return emb.cos().float(), emb.sin().float()
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, H, T, D); cos/sin (T, D)."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return x * cos + rotate_half(x) * sin
+    return rope_rotate(x, cos, signed_sin(sin))
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin (T, D) with its first half negated. HF's rotate_half(x) is cat(-x2, x1) for the halves
+    x1, x2 of x; rotate_half(x) * sin == x.roll(D/2) * signed_sin(sin) exactly (a sign flip is
+    exact), with one roll instead of chunk + neg + cat."""
+    half = sin.shape[-1] // 2
+    return torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+
+
+def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D) rotated by RoPE, HF's rotate-half layout; cos, sin_signed (T, D)."""
+    cos, sin_signed = cos.to(x.dtype), sin_signed.to(x.dtype)
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)  # a*b + c*d in 3 ops
 
 
 class Attention(nn.Module):
@@ -178,14 +188,17 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, cfg.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, layer: int,
                 cache: Optional[KVCache], attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
-        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)      # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)    # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # one matmul for q, k and v (the weights stay HF's three parameters), RoPE on q and k at once:
+        # at small widths the per-op cost, not the FLOPs, is what a CPU step spends its time on
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        qkv = F.linear(x, w).view(B, T, H + 2 * Hkv, D)          # (B, T, H + 2 Hkv, D)
+        qk = rope_rotate(qkv[:, :, :H + Hkv].transpose(1, 2), cos, sin_signed)  # (B, H + Hkv, T, D)
+        q, k = qk[:, :H], qk[:, H:]                               # (B, H, T, D), (B, Hkv, T, D)
+        v = qkv[:, :, H + Hkv:].transpose(1, 2)                   # (B, Hkv, T, D)
         mask, causal = None, T > 1
         if attn_mask is not None:  # (B, 1, T, T) bool: causal and within one document
             mask, causal = attn_mask, False
@@ -215,7 +228,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        # gate and up in one matmul (two HF parameters, one concatenated weight)
+        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -288,7 +303,7 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache full: {start} + {T} > max_len {cache.max_len}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        cos, sin = self.rope_cos[start:start + T], signed_sin(self.rope_sin[start:start + T])
         x = self.model.embed_tokens(idx)  # (B, T, C)
         attn_mask = None
         if segments is not None and cache is None:

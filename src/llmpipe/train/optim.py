@@ -29,8 +29,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def make_optimizer(model: torch.nn.Module, tp: TrainParams, device: torch.device) -> torch.optim.AdamW:
-    # fused kernels on CUDA (one launch for all params); foreach on CPU (bitwise deterministic).
-    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """AdamW with the fused kernel (one vectorised pass per tensor) on CUDA and on CPU, where it
+    is ~3x faster than foreach (whose CPU version runs one op per tensor per update term) and
+    bitwise deterministic too (elementwise, no reductions). FSDP2's DTensor shards on CPU take
+    foreach (the fused CPU kernel is not dispatched for DTensor everywhere)."""
+    from torch.distributed.tensor import DTensor
+
+    sharded = any(isinstance(p, DTensor) for p in model.parameters())
+    extra = {"foreach": True} if sharded and device.type != "cuda" else {"fused": True}
     return torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr, betas=tuple(tp.betas),
                              eps=tp.eps, **extra)
 

@@ -366,7 +366,19 @@ class Trainer:
             "seconds": self.seconds, "actual_hours": self.seconds / 3600,
             "actual_cost": spent(self.seconds, self.cp, self.devices), "hourly_rate": self.cp.hourly_rate,
             "num_devices": self.devices, "parallel": self.mode, "tokens_per_s_log": self.tps_log,
-            "tokens_per_s": self.tps_log[-1][1] if self.tps_log else None})
+            "tokens_per_s": self.tps_log[-1][1] if self.tps_log else None, **self.attempt_timing()})
+
+    def attempt_timing(self) -> dict[str, Any]:
+        """This attempt's wall clock, split: setup (init, gate, resume, overfit check), the loop,
+        and the part of the loop spent on evals, samples and checkpoints (README `timing.json`)."""
+        a = getattr(self, "attempt", None)
+        if not a or not a["loop_seconds"]:
+            return {}
+        steps_s = a["loop_seconds"] - a["overhead_seconds"]
+        return {"setup_seconds": a["setup_seconds"], "loop_seconds": a["loop_seconds"],
+                "overhead_seconds": a["overhead_seconds"], "loop_tokens": a["tokens"],
+                "tokens_per_s_loop": a["tokens"] / a["loop_seconds"],
+                "tokens_per_s_steps": a["tokens"] / steps_s if steps_s > 0 else None}
 
     def train_step(self) -> tuple[torch.Tensor, float]:
         """Forward/backward over this rank's micro-batches; returns (reduced [loss, tokens], lr)."""
@@ -418,13 +430,16 @@ class Trainer:
 
     def log_samples(self) -> None:
         """Greedy samples; under FSDP every process runs them (each forward all-gathers), rank 0 writes."""
-        from llmpipe.data.tokenizer import load
+        if getattr(self, "tok", None) is None:  # loaded (and the file hashed) once per run, not per eval
+            from llmpipe.data.tokenizer import load
 
-        tok = load(self.paths.tokenizer)
-        lines = [f"## step {self.step}\n"]
-        for p in self.tp.sample_prompts:
+            self.tok = load(self.paths.tokenizer)
             # documents start after EOS (token files, eval and `llmpipe generate` prompt the same way)
-            ids = greedy(self.model, [tok.eos_id] + tok.encode(p), self.tp.sample_tokens, tok.eos_id)
+            self.prompts = [(p, [self.tok.eos_id] + self.tok.encode(p)) for p in self.tp.sample_prompts]
+        tok = self.tok
+        lines = [f"## step {self.step}\n"]
+        for p, prompt in self.prompts:
+            ids = greedy(self.model, prompt, self.tp.sample_tokens, tok.eos_id)
             lines.append(f"{p!r} -> {tok.decode(ids)!r}\n")
         if not self.main:
             return
@@ -436,8 +451,11 @@ class Trainer:
         tp, total = self.tp, self.plan["total_steps"]
         last = min(total, tp.max_steps) if tp.max_steps else total
         stop, t_last, tok_last = "done", time.perf_counter(), self.tokens_seen
-        t_mark = time.perf_counter()
+        t_mark = t_loop = time.perf_counter()
         self.seconds += t_mark - self.t_start  # this attempt's setup: init, gate, overfit check
+        self.attempt = {"setup_seconds": t_mark - self.t_start, "loop_seconds": 0.0, "overhead_seconds": 0.0,
+                        "tokens": 0}
+        tok_start = self.tokens_seen
         while self.step < last:
             stats, lr = self.train_step()
             loss = float(stats[0])
@@ -477,6 +495,7 @@ class Trainer:
                     metrics["train/loss_tokens_seen"] = self.loss_tokens_seen
                 log.info("step %d/%d loss %.4f lr %.2e grad %.3f %s tok/s", self.step, total, loss, lr,
                          grad_norm, n(round(tps)))
+            t_extra = time.perf_counter()  # evals, samples, DVCLive writes, checkpoints: overhead
             if self.step % tp.eval_every == 0 or self.step == last:
                 metrics["val/loss"] = evaluate(self.model, self.val_batches, self.device, self.precision)
                 if self.main or self.mode == "fsdp":
@@ -490,6 +509,9 @@ class Trainer:
             over = self.any_rank(over and self.main)  # rank 0's clock decides for everyone
             if self.step % tp.ckpt_every == 0 or over or self.step == last:
                 self.save()
+            now = time.perf_counter()
+            self.attempt["overhead_seconds"] += now - t_extra
+            self.attempt.update(loop_seconds=now - t_loop, tokens=self.tokens_seen - tok_start)
             if over:
                 stop = "max_cost"
                 log.warning("measured spend reached cost.max_cost ($%.2f): stopped at checkpoint step %d",

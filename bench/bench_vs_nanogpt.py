@@ -1,0 +1,255 @@
+"""llmpipe's trainer against nanoGPT's at nanoGPT's CPU "baby" shape, back to back (issue 16).
+
+nanoGPT is not part of llmpipe and is not vendored: pass `--nanogpt PATH` to your own checkout
+of https://github.com/karpathy/nanoGPT (its `model.py` is imported from there; nothing is
+copied). The baseline's loop is written here after nanoGPT's `train.py` (the README's CPU
+command: `--device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64
+--batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0`, shakespeare_char config:
+lr 1e-3, warmup 100, cosine, AdamW (0.9, 0.99), weight decay 0.1, clip 1.0, eval every 250
+steps, no bias): per step a fresh `torch.randint` batch stacked row by row from the memmap, one
+forward/backward, clip, AdamW, `loss.item()` (log_interval 1).
+
+llmpipe runs its real `Trainer` (what `python -m stages.train` runs: overfit check, DVCLive,
+checkpoints every 25 steps, val loss and greedy samples every 25) on tinyshakespeare's first 90%
+(nanoGPT's prepare.py cut) encoded with a SentencePiece vocabulary of `--vocab` (320, the
+smallest SentencePiece accepts here) in 64 KiB `chunks` documents, at the same shape: d_model
+128, 4 layers, 4 heads, context 64, 12 sequences per step. Two llmpipe variants:
+  tiny-ffn384  the `tiny` preset's SwiGLU width (384): ~12% more FLOPs per token than nanoGPT
+  eq-flops     SwiGLU width 320, so FLOPs per token equal nanoGPT's (within 0.1%, printed)
+Each is timed as the loop only (setup, i.e. init, cost gate and the overfit check, reported
+apart), with its evals, samples, DVCLive writes and checkpoints (`with_overhead`) and without
+them (`steps_only`, the same run less the measured overhead). nanoGPT likewise, with its evals
+(eval_iters 20 on train and val every 250 steps) and its checkpoint (when val improves).
+
+Every round runs each trainer once in its own process, in a rotating order (the machine is
+shared: compare ratios within a round; the JSON keeps every round, the load average around
+each run and the median ratio over rounds).
+
+    PYTHONPATH=src .venv/bin/python bench/bench_vs_nanogpt.py --nanogpt /path/to/nanoGPT \
+        --rounds 3 --steps 300 --out bench/results/vs_nanogpt.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = {"d_model": 128, "n_layers": 4, "n_heads": 4, "context": 64, "batch": 12}
+VARIANTS = {"llmpipe-tiny-ffn384": 384, "llmpipe-eq-flops": 320}
+
+
+def nanogpt_child(work: Path, nanogpt: Path, steps: int, eval_on: bool) -> dict:
+    """nanoGPT's model and its train.py step at the baby config; timings of the loop."""
+    import torch
+    sys.path.insert(0, str(nanogpt))
+    from model import GPT, GPTConfig  # the user's nanoGPT checkout
+    t0 = time.perf_counter()
+    meta = json.loads((work / "nanogpt" / "meta.json").read_text())
+    B, T = SHAPE["batch"], SHAPE["context"]
+    torch.manual_seed(1337)
+    model = GPT(GPTConfig(block_size=T, vocab_size=meta["vocab_size"], n_layer=SHAPE["n_layers"],
+                          n_head=SHAPE["n_heads"], n_embd=SHAPE["d_model"], dropout=0.0, bias=False))
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+
+    def batch(split: str):  # as train.py: a new memmap per batch, rows stacked one by one
+        data = np.memmap(work / "nanogpt" / f"{split}.bin", dtype=np.uint16, mode="r")
+        ix = torch.randint(len(data) - T, (B,))
+        x = torch.stack([torch.from_numpy(data[i:i + T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + T].astype(np.int64)) for i in ix])
+        return x, y
+
+    def lr_at(it: int, lr=1e-3, warmup=100, decay=2000, min_lr=1e-4) -> float:
+        if it < warmup:
+            return lr * it / warmup
+        ratio = (it - warmup) / (decay - warmup)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(ratio, 1.0))) * (lr - min_lr)
+
+    @torch.no_grad()
+    def estimate_loss() -> float:
+        model.eval()
+        out = {}
+        for split in ("train", "val"):
+            losses = torch.zeros(20)
+            for k in range(20):
+                _, loss = model(*batch(split))
+                losses[k] = loss.item()
+            out[split] = losses.mean()
+        model.train()
+        return float(out["val"])
+
+    setup = time.perf_counter() - t0
+    best, overhead = 1e9, 0.0
+    X, Y = batch("train")
+    t_loop = time.perf_counter()
+    for it in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it)
+        if eval_on and it % 250 == 0:
+            t = time.perf_counter()
+            val = estimate_loss()
+            if val < best:
+                best = val
+                if it > 0:
+                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iter_num": it},
+                               work / "nanogpt" / "ckpt.pt")
+            overhead += time.perf_counter() - t
+        _, loss = model(X, Y)
+        X, Y = batch("train")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # log_interval 1
+    loop = time.perf_counter() - t_loop
+    tokens = steps * B * T
+    return {"setup_seconds": setup, "loop_seconds": loop, "overhead_seconds": overhead, "tokens": tokens,
+            "final_loss": float(loss.item()), "flops_per_token": nanogpt_flops(model.get_num_params())}
+
+
+def nanogpt_flops(n_params: int) -> int:
+    """nanoGPT's own estimate_mfu count: 6 N + 12 L C T (N: params less the position table)."""
+    return 6 * n_params + 12 * SHAPE["n_layers"] * SHAPE["d_model"] * SHAPE["context"]
+
+
+def llmpipe_child(work: Path, variant: str) -> dict:
+    """The real Trainer (stages.train's code path) on the prepared workspace."""
+    sys.path.insert(0, str(REPO / "src"))
+    from llmpipe.params import load_params
+    from llmpipe.train.model import flops_per_token, model_config
+    from llmpipe.train.trainer import Paths, Trainer
+    ws = work / variant
+    p = load_params(ws / "params.yaml")
+    paths = Paths(ws / "data/mix", ws / "artifacts/tokenizer", ws / "runs/throughput.json", ws / "runs/train")
+    t = Trainer(paths, p.model, p.train, p.cost)
+    t.setup()
+    res = t.run()
+    timing = json.loads((ws / "runs/train/timing.json").read_text())
+    cfg = model_config(p.model, t.cfg.vocab_size)
+    return {"setup_seconds": timing["setup_seconds"], "loop_seconds": timing["loop_seconds"],
+            "overhead_seconds": timing["overhead_seconds"], "tokens": timing["loop_tokens"],
+            "steps": res["steps"], "flops_per_token": flops_per_token(cfg)}
+
+
+def prepare(work: Path, corpus: Path, vocab: int, steps: int) -> dict:
+    """nanoGPT's char-level files (its prepare.py's split) and one llmpipe workspace per variant."""
+    import yaml
+    sys.path.insert(0, str(REPO / "src"))
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_text_recipe import workspace
+    text = corpus.read_text(encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    (work / "nanogpt").mkdir(parents=True)
+    for split, part in (("train", text[:cut]), ("val", text[cut:])):
+        np.array([stoi[c] for c in part], dtype=np.uint16).tofile(work / "nanogpt" / f"{split}.bin")
+    (work / "nanogpt" / "meta.json").write_text(json.dumps({"vocab_size": len(chars)}))
+    B, T = SHAPE["batch"], SHAPE["context"]
+    train = {"tokens": steps * B * T, "batch_tokens": B * T, "micro_batch": B, "lr": 3e-3, "warmup": 20}
+    for variant, ffn in VARIANTS.items():
+        ws = work / variant
+        workspace(ws, text[:cut], text[cut:], vocab, train)
+        params = yaml.safe_load((ws / "params.yaml").read_text())
+        params["model"] = {"preset": "tiny", "context": T, "ffn_hidden": ffn}
+        (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return {"train_chars": cut, "nanogpt_vocab": len(chars), "llmpipe_vocab": vocab}
+
+
+def child(role: str, work: Path, nanogpt: Path | None, steps: int, eval_on: bool, threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    cmd = [sys.executable, __file__, "--child", role, "--work", str(work), "--steps", str(steps),
+           "--threads", str(threads)]
+    if nanogpt:
+        cmd += ["--nanogpt", str(nanogpt)]
+    if not eval_on:
+        cmd += ["--no-eval"]
+    load0 = os.getloadavg()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
+    if p.returncode:
+        raise SystemExit(f"{role} failed:\n{p.stderr[-3000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    steps_s = r["loop_seconds"] - r["overhead_seconds"]
+    r.update(loadavg_before=load0, loadavg_after=os.getloadavg(),
+             tokens_per_s_with_overhead=r["tokens"] / r["loop_seconds"],
+             tokens_per_s_steps_only=r["tokens"] / steps_s)
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nanogpt", type=Path, help="a checkout of karpathy/nanoGPT (its model.py is imported)")
+    ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/shakespeare/tinyshakespeare.txt"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=300, help="optimizer steps per run (768 tokens each)")
+    ap.add_argument("--vocab", type=int, default=320)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--work", type=Path, help="workspace (kept; prepared again only when empty)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch's default)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--no-eval", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        import torch
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        r = (nanogpt_child(a.work, a.nanogpt, a.steps, not a.no_eval) if a.child == "nanogpt"
+             else llmpipe_child(a.work, a.child))
+        r["threads"] = torch.get_num_threads()
+        print(json.dumps(r))
+        return
+    if a.nanogpt is None or not (a.nanogpt / "model.py").exists():
+        raise SystemExit("--nanogpt PATH: a checkout of https://github.com/karpathy/nanoGPT (with model.py) is needed")
+    if a.out is None:
+        raise SystemExit("--out FILE is needed")
+    import torch
+    work = a.work or Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
+    info_path = work / "prepared.json"
+    if info_path.exists() and (json.loads(info_path.read_text())["steps"], json.loads(info_path.read_text())["llmpipe_vocab"]) == (a.steps, a.vocab):
+        info = json.loads(info_path.read_text())
+    else:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        info = {**prepare(work, a.corpus, a.vocab, a.steps), "steps": a.steps}
+        info_path.write_text(json.dumps(info))
+    roles = ["nanogpt", *VARIANTS]
+    rounds = []
+    for r in range(a.rounds):
+        order = roles[r % len(roles):] + roles[:r % len(roles)]
+        runs = {}
+        for role in order:
+            if role != "nanogpt":  # a fresh run each round (no resume)
+                import shutil
+                shutil.rmtree(work / role / "runs", ignore_errors=True)
+            runs[role] = child(role, work, a.nanogpt, a.steps, True, a.threads)
+            print(role, {k: round(v) for k, v in runs[role].items() if k.startswith("tokens_per_s")}, flush=True)
+        base = runs["nanogpt"]
+        for role in VARIANTS:
+            x = runs[role]
+            x["ratio_steps_only"] = x["tokens_per_s_steps_only"] / base["tokens_per_s_steps_only"]
+            x["ratio_with_overhead"] = x["tokens_per_s_with_overhead"] / base["tokens_per_s_with_overhead"]
+            x["ratio_flops_steps_only"] = x["ratio_steps_only"] * x["flops_per_token"] / base["flops_per_token"]
+        rounds.append({"order": order, "runs": runs})
+        summary = {role: {k: statistics.median(rd["runs"][role][k] for rd in rounds)
+                          for k in ("ratio_steps_only", "ratio_with_overhead", "ratio_flops_steps_only")}
+                   for role in VARIANTS}
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "shape": SHAPE, "steps": a.steps, **info,
+            "median_ratios_vs_nanogpt": summary, "rounds": rounds}, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -46,7 +46,7 @@ import numpy as np
 
 from llmpipe.data.dedup import KEPT, NEAR
 from llmpipe.data.dedup_ext import (ROW_BITS, SORT_FACTOR, _hash2, _load_partition, _Npy, _part_of, _pieces,
-                                    _save, _shared, _sorted_run)
+                                    _save, _shared, _sorted_run, read_pair_partition)
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 MIN_RATIO = 2     # a container holds at least twice the samples of what it contains
@@ -274,20 +274,7 @@ def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int
 def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], least: int) -> np.ndarray:
     """Pair partition q (a range of cells of every pair file): its pairs sharing at least `least`
     samples (`counted`)."""
-    c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
-    spans = []
-    for path in pair_files:
-        with _Npy(Path(path).with_suffix(".off.npy")) as f:
-            off = f.flat(c0, c1 - c0 + 1)
-        spans.append((path, int(off[0]), int(off[-1])))
-    pr = np.empty((sum(b - a for _p, a, b in spans), 6), np.uint64)
-    at = 0
-    for path, a, b in spans:
-        if b > a:
-            with _Npy(path) as f:
-                f._read_into(pr[at:at + b - a], a * f.row_bytes)
-            at += b - a
-    return counted(pr, least)
+    return counted(read_pair_partition(q, parts, cell_bits, pair_files, 6), least)
 
 
 def _task_common(paths: list[str], locs_path: str) -> np.ndarray:

@@ -441,24 +441,31 @@ def _gather(locs: np.ndarray, sig_paths: list[str], num_perm: int, rows_paths=No
     return out
 
 
-def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_paths: list[str],
-                 num_perm: int, threshold: float, chunk: int,
-                 rows_paths=None) -> tuple[int, np.ndarray, np.ndarray]:
-    """Pair partition q (cells [q, q+1) * 2^cell_bits / parts of every pair file): the unique
-    candidate count and the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots."""
+def read_pair_partition(q: int, parts: int, cell_bits: int, pair_files: list[str], width: int) -> np.ndarray:
+    """Pair partition q of every pair file (the rows of cells [q, q+1) * 2^cell_bits / parts, found
+    through each file's `.off.npy` cell offsets), as one (rows, width) uint64 array."""
     c0, c1 = (q << cell_bits) // parts, ((q + 1) << cell_bits) // parts
     spans = []
     for path in pair_files:
         with _Npy(Path(path).with_suffix(".off.npy")) as f:
             off = f.flat(c0, c1 - c0 + 1)
         spans.append((path, int(off[0]), int(off[-1])))
-    pr = np.empty((sum(b - a for _p, a, b in spans), 4), np.uint64)
+    pr = np.empty((sum(b - a for _p, a, b in spans), width), np.uint64)
     at = 0
     for path, a, b in spans:
         if b > a:
             with _Npy(path) as f:
                 f._read_into(pr[at:at + b - a], a * f.row_bytes)
             at += b - a
+    return pr
+
+
+def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_paths: list[str],
+                 num_perm: int, threshold: float, chunk: int,
+                 rows_paths=None) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pair partition q (cells [q, q+1) * 2^cell_bits / parts of every pair file): the unique
+    candidate count and the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots."""
+    pr = read_pair_partition(q, parts, cell_bits, pair_files, 4)
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
     first = np.ones(len(pr), bool)
     first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])

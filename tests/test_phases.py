@@ -174,11 +174,28 @@ def test_phase_params_are_checked(tmp_path):
     ok = {"after": "train", "data": {}, "train": {"tokens": 4096}, "eval": {}}
     check({"a": ok, "b": ok}, r"phases\.b\.after: is 'train', but phases run in file order: set it to 'a'")
     check({"train": ok}, r"phases\.train: a phase name is .* not 'train'")
-    check({"a": {**ok, "data": {"chat": "c4"}}}, r"phases\.a\.data\.chat: chat sources .* not supported")
+    check({"a": {**ok, "data": {"chat": "c4"}}}, r"phases\.a\.data\.chat: is not a key: an SFT phase gives its "
+                                                 r"`kind: chat` source a weight in data\.weights and sets train\.sft: true")
     check({"a": {**ok, "data": {"weights": {"c4": 1}}}}, r"phases\.a\.data\.weights: names c4 but not wiki")
     check({"a": {k: v for k, v in ok.items() if k != "eval"}}, r"phases\.a: missing required key\(s\): eval")
     check({"a": {**ok, "train": {"tokens": 100}}}, r"phases\.a\.train\.tokens: 100 is less than one batch")
     check({"a": {**ok, "train": {"tokens": 4096, "average_last": 5}}}, r"average_last: averages 5 checkpoints")
+
+
+def test_an_sft_phase_switches_the_masked_loss_on_for_itself_only(tmp_path):
+    """phases.NAME.train.sft / doc_mask override train.* for that phase; null keeps the base's."""
+    from llmpipe.params import load_params
+    from llmpipe.train.phases import phase_train_params
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"sources": {"c4": {"kind": "c4", "uri": "sample://c4"}, "chat": {"kind": "chat", "uri": "sample://chat"}},
+         "mix": {"weights": {"c4": 1, "chat": 0}},
+         "phases": {"pre": {"after": "train", "data": {}, "train": {"tokens": 4096}, "eval": {}},
+                    "sft": {"after": "pre", "data": {"weights": {"c4": 0, "chat": 1}},
+                            "train": {"tokens": 4096, "sft": True, "doc_mask": True}, "eval": {}}}}))
+    p = load_params(tmp_path / "params.yaml")
+    assert not p.train.sft and not p.train.doc_mask
+    pre, sft = (phase_train_params(p.train, p.phases[k], 1e-3) for k in ("pre", "sft"))
+    assert (pre.sft, pre.doc_mask) == (False, False) and (sft.sft, sft.doc_mask) == (True, True)
 
 
 def test_plan_prices_every_phase_at_the_measured_throughput(phased, capsys, tmp_path):

@@ -73,8 +73,8 @@ class Params(Section):
                   f"is {ph.after!r}, but phases run in file order: set it to {prev!r} (the phase above "
                   "it; 'train' is the base phase)")
             check(ph.data.chat is None, f"phases.{name}.data.chat",
-                  "chat sources (SFT with a loss on assistant tokens) are not supported by this version; "
-                  "remove the key and give the phase mix weights (data.weights)")
+                  "is not a key: an SFT phase gives its `kind: chat` source a weight in data.weights "
+                  "and sets train.sft: true (README \"Phases\")")
             bt = ph.train.batch_tokens or self.train.batch_tokens
             check(ph.train.tokens >= bt, f"phases.{name}.train.tokens",
                   f"{ph.train.tokens} is less than one batch ({bt} tokens)")

@@ -238,6 +238,11 @@ class PhaseTrain(Section):
     count); weights: its final weights with a fresh AdamW."""
     average_last: Optional[int] = None
     """Checkpoints averaged into this phase's final model; null -> train.average_last."""
+    sft: Optional[bool] = None
+    """Loss on the mix's loss mask only (an SFT phase: give a `kind: chat` source a weight in
+    `data.weights`); null -> train.sft."""
+    doc_mask: Optional[bool] = None
+    """Attention inside each document of a packed window; null -> train.doc_mask."""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "average_last"):

@@ -183,7 +183,7 @@ def test_phase_params_are_checked(tmp_path):
 
 
 def test_an_sft_phase_switches_the_masked_loss_on_for_itself_only(tmp_path):
-    """phases.NAME.train.sft / doc_mask override train.* for that phase; null keeps the base's."""
+    """phases.NAME.train.sft overrides train.sft for that phase; null keeps the base's."""
     from llmpipe.params import load_params
     from llmpipe.train.phases import phase_train_params
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
@@ -191,11 +191,11 @@ def test_an_sft_phase_switches_the_masked_loss_on_for_itself_only(tmp_path):
          "mix": {"weights": {"c4": 1, "chat": 0}},
          "phases": {"pre": {"after": "train", "data": {}, "train": {"tokens": 4096}, "eval": {}},
                     "sft": {"after": "pre", "data": {"weights": {"c4": 0, "chat": 1}},
-                            "train": {"tokens": 4096, "sft": True, "doc_mask": True}, "eval": {}}}}))
+                            "train": {"tokens": 4096, "sft": True}, "eval": {}}}}))
     p = load_params(tmp_path / "params.yaml")
-    assert not p.train.sft and not p.train.doc_mask
+    assert not p.train.sft
     pre, sft = (phase_train_params(p.train, p.phases[k], 1e-3) for k in ("pre", "sft"))
-    assert (pre.sft, pre.doc_mask) == (False, False) and (sft.sft, sft.doc_mask) == (True, True)
+    assert not pre.sft and sft.sft
 
 
 def test_plan_prices_every_phase_at_the_measured_throughput(phased, capsys, tmp_path):

@@ -240,9 +240,8 @@ class PhaseTrain(Section):
     """Checkpoints averaged into this phase's final model; null -> train.average_last."""
     sft: Optional[bool] = None
     """Loss on the mix's loss mask only (an SFT phase: give a `kind: chat` source a weight in
-    `data.weights`); null -> train.sft."""
-    doc_mask: Optional[bool] = None
-    """Attention inside each document of a packed window; null -> train.doc_mask."""
+    `data.weights`); null -> train.sft. (`train.doc_mask` is the base's for every phase: the
+    bench measured the step with or without it, and the cost gate prices that step.)"""
 
     def __post_init__(self) -> None:
         for k in ("tokens", "lr", "batch_tokens", "average_last"):

@@ -81,15 +81,15 @@ def previous_run(run: Path, base_tp: TrainParams) -> dict[str, Any]:
 
 
 def phase_train_params(base: TrainParams, ph: PhaseParams, start_lr: float) -> TrainParams:
-    """`train.*` with the phase's keys: its tokens, batch, start LR and schedule, `sft` and
-    `doc_mask`; no warmup and no overfit pre-flight (the model already trained)."""
+    """`train.*` with the phase's keys: its tokens, batch, start LR and schedule, and `sft`; no
+    warmup and no overfit pre-flight (the model already trained)."""
     t = ph.train
     return dataclasses.replace(
         base, tokens=t.tokens, lr=start_lr, warmup=0, schedule=_SCHEDULE[t.schedule],
         decay_fraction=t.decay_fraction if t.schedule == "decay" else base.decay_fraction,
         min_lr_ratio=base.min_lr_ratio if t.min_lr_ratio is None else t.min_lr_ratio,
         batch_tokens=t.batch_tokens or base.batch_tokens, average_last=t.average_last or base.average_last,
-        sft=base.sft if t.sft is None else t.sft, doc_mask=base.doc_mask if t.doc_mask is None else t.doc_mask,
+        sft=base.sft if t.sft is None else t.sft,
         overfit_check=False)
 
 

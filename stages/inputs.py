@@ -12,7 +12,6 @@ unchanged file is not read again. Indexes of sources no longer in params are not
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from llmpipe.core.errors import entry
 from llmpipe.core.log import get_logger
 from llmpipe.params import load_params
 from llmpipe.data.sources import input_index
+from llmpipe.data.sources.ingest import hash_memory
 
 log = get_logger("inputs")
 
@@ -34,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(a.params)
     out = Path(a.out)
-    state_path = out.parent / f".{out.name}.state.json"
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
-    except (OSError, ValueError):  # a damaged memory only costs hashing again
-        state = {}
+    state_path, state = hash_memory(out)
     files = 0
     with atomic_path(out) as tmp:
         tmp.mkdir()

@@ -107,6 +107,17 @@ def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
     return read_file(f, text_field, columns, sp.txt_mode, sp.txt_chunk_bytes)
 
 
+def hash_memory(out: str | Path) -> tuple[Path, dict]:
+    """(path, contents) of the sha256 memory of the inputs behind output `out`: `.OUT.state.json`
+    beside it ({path: [size, mtime_ns, inode, sha256]}); a missing or damaged one is empty (it
+    only costs hashing again). The caller writes it back with `write_json` when it holds anything."""
+    path = Path(out).parent / f".{Path(out).name}.state.json"
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        return path, {}
+
+
 def _input_sha(f, state: dict) -> str:
     """sha256 of a local file (remembered in `state` by size, mtime and inode), or the checksum a
     remote filesystem reports (no download)."""
@@ -284,11 +295,8 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
 def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int,
             executor=None) -> tuple[dict, ShardedDir]:
     units = input_units(name, sp)
-    state_path = out.parent / f".{out.name}.state.json"
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
-    except (OSError, ValueError):
-        state = {}
+    state_path, state = hash_memory(out)
+
     def sha_of(u: dict) -> str:
         return _input_sha(u["file"], state) if u["file"] else \
             digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2])

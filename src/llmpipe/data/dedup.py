@@ -487,27 +487,32 @@ def digest_of(clean_shard: dict, filter_shard: dict, name: str) -> str:
     return clean_shard["files"][f"{name}.minhash.npy"]["sha256"]
 
 
+def _cross_pass_on(on: bool, params: DedupParams, units: list[SourceShard], attr: str, what: str,
+                   suffix: str, key: str) -> bool:
+    """Whether a cross-source pass runs (`on`, `dedup.near`, two sources or more); a user error
+    naming the shard when a clean shard lacks the file it needs (`attr` of SourceShard)."""
+    if not (on and params.near) or len({u.source for u in units}) < 2:
+        return False
+    for u in units:
+        if getattr(u, attr) is None:
+            raise UserError(f"clean@{u.source}: shard {u.name} has no {what} ({u.name}.{suffix}); "
+                            f"rerun `dvc repro clean@{u.source}` (or set dedup.{key}: false)")
+    return True
+
+
 def cross_settings(params: DedupParams, units: list[SourceShard]) -> tuple[int, int] | None:
     """(bands, rows) of the cross-source pass, or None when it is off or has nothing to do
     (`dedup.cross_source` false, `near` off, fewer than two sources)."""
-    if not (params.cross_source and params.near) or len({u.source for u in units}) < 2:
+    if not _cross_pass_on(params.cross_source, params, units, "canon_path", "canonical signatures",
+                          "canon.npy", "cross_source"):
         return None
-    for u in units:
-        if u.canon_path is None:
-            raise UserError(f"clean@{u.source}: shard {u.name} has no canonical signatures ({u.name}.canon.npy); "
-                            f"rerun `dvc repro clean@{u.source}` (or set dedup.cross_source: false)")
     return resolve_bands(params.cross_threshold, params.num_perm, None, None, params.false_negative_weight)
 
 
 def contain_settings(params: DedupParams, units: list[SourceShard]) -> bool:
     """Whether the containment pass runs (`dedup.containment`, `near`, two sources or more)."""
-    if not (params.containment and params.near) or len({u.source for u in units}) < 2:
-        return False
-    for u in units:
-        if u.contain_path is None:
-            raise UserError(f"clean@{u.source}: shard {u.name} has no containment samples ({u.name}.contain.npy); "
-                            f"rerun `dvc repro clean@{u.source}` (or set dedup.containment: false)")
-    return True
+    return _cross_pass_on(params.containment, params, units, "contain_path", "containment samples",
+                          "contain.npy", "containment")
 
 
 def decide_in_memory(units: list[SourceShard], threshold: float, bands: int, rows: int, *, exact: bool,

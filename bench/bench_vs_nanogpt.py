@@ -11,7 +11,7 @@ forward/backward, clip, AdamW, `loss.item()` (log_interval 1).
 
 llmpipe runs its real `Trainer` (what `python -m stages.train` runs: overfit check, DVCLive,
 checkpoints every 25 steps, val loss and greedy samples every 25) on tinyshakespeare's first 90%
-(nanoGPT's prepare.py cut) encoded with a SentencePiece vocabulary of `--vocab` (320, the
+(nanoGPT's prepare.py cut) encoded with a SentencePiece vocabulary of `--vocab` (324, the
 smallest SentencePiece accepts here) in 64 KiB `chunks` documents, at the same shape: d_model
 128, 4 layers, 4 heads, context 64, 12 sequences per step. Two llmpipe variants:
   tiny-ffn384  the `tiny` preset's SwiGLU width (384): ~12% more FLOPs per token than nanoGPT
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/shakespeare/tinyshakespeare.txt"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps per run (768 tokens each)")
-    ap.add_argument("--vocab", type=int, default=320)
+    ap.add_argument("--vocab", type=int, default=324)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--work", type=Path, help="workspace (kept; prepared again only when empty)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch's default)")

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory of Document shards")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", help="output JSON report (DVC metric)")
+    ap.add_argument("--inputs", help="the `inputs` stage's output folder: the sha256s it remembers "
+                    "(by size, mtime and inode) are not computed again")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(a.params)
     source = source_params(ap, params, a.source)
     with executor.make(params.exec) as ex:
-        report = ingest_source(a.source, source, a.out, progress=not a.no_progress, jobs=a.jobs, executor=ex)
+        report = ingest_source(a.source, source, a.out, progress=not a.no_progress, jobs=a.jobs, executor=ex,
+                               inputs=a.inputs)
     if a.report:
         write_json(a.report, report)
     return 0

@@ -310,3 +310,30 @@ def test_max_docs_stops_reading_once_the_budget_is_met(tmp_path):
     assert ids(docs) == ["1", "2"] and (rep["docs_in"], rep["skipped_by_reason"]) == (2, {})
     docs, rep = ingest(tmp_path, d, id_field="id", max_docs=2, on_bad_record="skip")
     assert ids(docs) == ["1", "2"] and (rep["docs_in"], rep["skipped_by_reason"]) == (2, {})
+
+
+# --------------------------------------------------------------------------- one hash per new file
+
+def test_ingest_takes_a_files_sha256_from_the_inputs_stages_memory(tmp_path):
+    """`inputs` hashes every new file just before its ingest runs: ingest looks the sha256 up in
+    that memory (same size, mtime and inode) instead of reading the file again, and hashes a file
+    the memory does not match. Shown by planting a sha256 no file has in the inputs memory."""
+    from llmpipe.core.atomic import write_json
+    from llmpipe.data.sources.ingest import hash_memory, input_index
+    from llmpipe.data.sources import ingest_source
+    from test_sources import sp
+    d = folder(tmp_path, {"a": 2, "b": 1})
+    inputs = tmp_path / "data" / "inputs"
+    memory_path, memory = hash_memory(inputs)
+    input_index("src", sp(str(d), id_field="id"), memory)  # what stage `inputs` remembers
+    a, b = str(d / "a.jsonl"), str(d / "b.jsonl")
+    assert memory[a][3] == hashlib.sha256(Path(a).read_bytes()).hexdigest()
+    memory[a][3] = "f" * 64
+    write_json(memory_path, memory)
+    os.utime(b, ns=(1, 1))  # b changed after `inputs` ran: its remembered key no longer matches
+
+    out = out_dir(tmp_path)
+    ingest_source("src", sp(str(d), id_field="id"), str(out), progress=False, jobs=1, inputs=inputs)
+    own = hash_memory(out)[1]
+    assert own[a][3] == "f" * 64  # taken from the inputs memory, not read again
+    assert own[b][3] == hashlib.sha256(Path(b).read_bytes()).hexdigest() and own[b][1] == 1

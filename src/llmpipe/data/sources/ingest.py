@@ -118,16 +118,19 @@ def hash_memory(out: str | Path) -> tuple[Path, dict]:
         return path, {}
 
 
-def _input_sha(f, state: dict) -> str:
-    """sha256 of a local file (remembered in `state` by size, mtime and inode), or the checksum a
-    remote filesystem reports (no download)."""
+def _input_sha(f, state: dict, hints: dict | None = None) -> str:
+    """sha256 of a local file (remembered in `state` by size, mtime and inode; `hints`: another such
+    memory to consult before reading the file, e.g. the `inputs` stage's, which hashed every new
+    file just before its ingest runs), or the checksum a remote filesystem reports (no download)."""
     try:
         if isinstance(f.fs, LocalFileSystem):
             st = os.stat(f.path)
             key = [st.st_size, st.st_mtime_ns, st.st_ino]
-            known = state.get(f.path)
-            if known and known[:3] == key:
-                return known[3]
+            for memory in (state, hints or {}):
+                known = memory.get(f.path)
+                if known and known[:3] == key:
+                    state[f.path] = known
+                    return known[3]
             sha = sha256_file(f.path)
             state[f.path] = [*key, sha]
             return sha
@@ -202,11 +205,13 @@ BROKEN_NAMED = 3  # broken files the summary line names; the report lists them a
 
 
 def ingest_source(name: str, sp: SourceParams, out: str | Path, progress: bool = True,
-                  jobs: int = 0, executor=None) -> dict:
+                  jobs: int = 0, executor=None, inputs: str | Path | None = None) -> dict:
     """Write source `name` as a sharded Document directory `out`; return the report. The input
-    files are ingested on `executor` (`core.executor`; default: `jobs` local processes)."""
+    files are ingested on `executor` (`core.executor`; default: `jobs` local processes).
+    `inputs`: the `inputs` stage's output folder, whose sha256 memory spares hashing a file twice."""
+    hints = hash_memory(inputs)[1] if inputs is not None else None
     with Timer() as t:
-        report, d = _ingest(name, sp, Path(out), progress, jobs, executor)
+        report, d = _ingest(name, sp, Path(out), progress, jobs, executor, hints)
     broken = report["files_failed_list"]
     (log.warning if broken else log.info)(
         f"ingest {name}: {n(report['docs_out'])} docs written of {n(report['docs_in'])} read, "
@@ -293,12 +298,12 @@ def ingest_unit(name: str, sp: SourceParams, unit: dict, tmp: Path, budget: int 
 
 
 def _ingest(name: str, sp: SourceParams, out: Path, progress: bool, jobs: int,
-            executor=None) -> tuple[dict, ShardedDir]:
+            executor=None, hints: dict | None = None) -> tuple[dict, ShardedDir]:
     units = input_units(name, sp)
     state_path, state = hash_memory(out)
 
     def sha_of(u: dict) -> str:
-        return _input_sha(u["file"], state) if u["file"] else \
+        return _input_sha(u["file"], state, hints) if u["file"] else \
             digest(sp.uri, sp.sample_docs, sp.sample_seed, sys.version_info[:2])
 
     def reusable(d, u: dict, fp: str, sha: str) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from llmpipe.core.seeds import unit_hash
 from llmpipe.data import quality_model as qm
-from llmpipe.data.table import read_batches
+from llmpipe.data.table import ZSTD_LEVEL, read_batches
 
 _SPACE = re.compile(r"\s")
 
@@ -94,7 +94,7 @@ def sample_passages(clean_root: Path, ingested_root: Path, sources: dict[str, st
                       "label": pa.array([r[2] for r in rows], pa.int8())})
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        pq.write_table(table, tmp / SAMPLE, compression="zstd")
+        pq.write_table(table, tmp / SAMPLE, compression="zstd", compression_level=ZSTD_LEVEL)
         (tmp / SAMPLE_META).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return info
 

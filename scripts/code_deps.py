@@ -1,14 +1,18 @@
-"""Keep each dvc.yaml stage's code dependencies equal to what its script imports.
+"""Keep each dvc.yaml stage's code dependency the stage's own fingerprint file.
 
-    python scripts/code_deps.py           # exit 1 and list the stages whose code deps are stale
+    python scripts/code_deps.py           # exit 1 and list the stages whose code dep is stale
     python scripts/code_deps.py --write   # rewrite them in dvc.yaml (`make deps`)
 
-A stage's code deps are its script (`cmd: python -m stages.NAME`) and every file of `src/` and
-`stages/` it can import, found statically: the closure of `import` / `from ... import` statements
-(function-level imports included, so lazy imports count), with each imported package's
-`__init__.py`. `src/llmpipe/__init__.py` holds only the version and is left out. Data deps and
-everything else in `deps:` are kept as written; the code lines are replaced in place, sorted.
-tests/test_pipeline_contract.py checks dvc.yaml against this and the modules a real run imported.
+A stage's code is its script (`cmd: python -m stages.NAME`) and every file of `src/` and
+`stages/` it can import, found statically (`llmpipe.core.code.closure`: the closure of `import` /
+`from ... import` statements, function-level imports included, with each imported package's
+`__init__.py`). The stage `code` (stages/code.py) writes that list, with each file's sha256, to
+`data/code/stages.NAME.json`; every other stage depends on its own file there, one dep line
+instead of ~25 (a no-op `dvc repro` checks ~25x fewer code files; an edit still reruns exactly
+the stages whose closure holds the file). This script puts that one line in each stage (in place
+of any code lines it finds, old per-file lists included). Data deps and everything else in
+`deps:` are kept as written. tests/test_pipeline_contract.py checks the closure against the
+modules a real run imported.
 """
 from __future__ import annotations
 
@@ -18,20 +22,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from llmpipe.core.code import COLLAPSE, ROOT, SKIP, closure, module_file  # noqa: E402
-
-
-def stage_code_deps(script: str) -> list[str]:
-    files = closure(module_file(script))
-    rel = {str(f.relative_to(ROOT)) for f in files} - SKIP
-    rel = {next((c for c in COLLAPSE if r.startswith(c + "/")), r) for r in rel}
-    return sorted(rel, key=lambda r: (not r.startswith("stages/"), r))
+from llmpipe.core.code import COLLAPSE, ROOT  # noqa: E402
 
 
 _STAGE = re.compile(r"^  ([A-Za-z0-9_-]+):\n", re.M)
 _CMD = re.compile(r"python -m (stages\.[A-Za-z0-9_]+)")
 _CODE = re.compile(r"^(\s*)- ((?:src|stages)/[^\s$]+\.py|" + "|".join(map(re.escape, COLLAPSE))
-                   + r")\s*(#.*)?$")  # templated lines (${...}) are kept
+                   + r"|data/code/stages\.[A-Za-z0-9_]+\.json)\s*(#.*)?$")  # templated lines (${...}) are kept
+CODE_STAGE = "stages.code"  # depends on src/llmpipe and stages as folders (written by hand)
+
+
+def code_dep(script: str) -> str:
+    """The one code dependency of the stage that runs `python -m SCRIPT`."""
+    return f"data/code/{script}.json"
 
 
 def rewrite(text: str) -> tuple[str, list[str]]:
@@ -43,7 +46,7 @@ def rewrite(text: str) -> tuple[str, list[str]]:
         block = body[a:b]
         name = _STAGE.match(block).group(1)
         cmd = _CMD.search(block)
-        if cmd is None:
+        if cmd is None or cmd.group(1) == CODE_STAGE:
             out.append(block)
             continue
         lines = block.split("\n")
@@ -52,7 +55,7 @@ def rewrite(text: str) -> tuple[str, list[str]]:
             out.append(block)
             continue
         indent = _CODE.match(lines[code_at[0]]).group(1)
-        want = [f"{indent}- {d}" for d in stage_code_deps(cmd.group(1))]
+        want = [f"{indent}- {code_dep(cmd.group(1))}"]
         have = [lines[i] for i in code_at]
         if [h.split("#")[0].rstrip() for h in have] != want:
             changed.append(name)
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         a.dvc_yaml.write_text(new, encoding="utf-8")
         print(f"code_deps: rewrote the code deps of {', '.join(changed)}", file=sys.stderr)
         return 0
-    print(f"code_deps: stale code deps in {', '.join(changed)}; run `make deps`", file=sys.stderr)
+    print(f"code_deps: stale code deps in {', '.join(changed)} (want one line, data/code/stages.NAME.json); "
+          "run `make deps`", file=sys.stderr)
     return 1
 
 

@@ -26,7 +26,7 @@ def docs(repo: Path, src: str) -> int:
 def test_ingest_repro_outputs_noop_and_one_source_rerun(tmp_path):
     repo = make_repo(tmp_path / "repo")
     first = dvc(repo, "repro", "ingest")  # the foreach group: all four sources
-    assert stages_ran(first) == {"inputs", *TARGETS}
+    assert stages_ran(first) == {"code", "inputs", *TARGETS}
 
     for src in SOURCES:
         out = repo / "data" / "ingested" / src
@@ -104,13 +104,17 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     used = {str(Path(f).resolve().relative_to(repo / "src")) for f in p.stdout.split()}
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["ingest"]["do"]
-    declared = {d[len("src/"):] for d in stage["deps"] if d.startswith("src/")}
-    # the source kinds are one folder dep (found by discovery): it covers every file inside it
-    folders = {d for d in declared if not d.endswith(".py")}
-    assert folders == {"llmpipe/data/kinds"}
-    assert {u for u in used if not any(u.startswith(f + "/") for f in folders)} == declared - folders
-    assert any(u.startswith("llmpipe/data/kinds/") for u in used)
-    assert "stages/ingest.py" in stage["deps"] and stage["params"] == ["sources.${key}"]
+    assert "data/code/stages.ingest.json" in stage["deps"] and stage["params"] == ["sources.${key}"]
+    assert not [d for d in stage["deps"] if d.startswith(("src/", "stages/"))]  # one code dep, not a list
+    # what stage `code` writes there: the closure, every source kind included (found by discovery)
+    sys.path.insert(0, str(repo))
+    from stages.code import record
+    files = record("stages.ingest")["files"]
+    declared = {f[len("src/"):] for f in files if f.startswith("src/")}
+    kinds = {d for d in declared if d.startswith("llmpipe/data/kinds/")}
+    assert kinds and {u for u in used if u != "llmpipe/__init__.py"} - kinds == declared - kinds
+    assert {str(p_.relative_to(repo / "src")) for p_ in (repo / "src/llmpipe/data/kinds").rglob("*.py")} == kinds
+    assert "stages/ingest.py" in files
 
 
 @pytest.mark.slow
@@ -124,7 +128,7 @@ def test_a_new_raw_file_reruns_only_its_sources_ingest(tmp_path):
                       "sources.fineweb.id_field": None})
     write_jsonl(repo / "data/raw/c4/a.jsonl", c4_docs(30, seed=1))
     write_jsonl(repo / "data/raw/web/a.jsonl", c4_docs(30, seed=2))
-    assert stages_ran(dvc(repo, "repro", *TARGETS)) == {"inputs", *TARGETS}
+    assert stages_ran(dvc(repo, "repro", *TARGETS)) == {"code", "inputs", *TARGETS}
     index = json.loads((repo / "data/inputs/c4.json").read_text())
     raw = (repo / "data/raw/c4/a.jsonl").read_bytes()
     assert index["files"] == [["a.jsonl", len(raw), hashlib.sha256(raw).hexdigest()]]

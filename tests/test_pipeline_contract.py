@@ -15,7 +15,6 @@ cluster address must rerun nothing.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -44,6 +43,8 @@ def audited(built_repo: Path) -> dict[str, dict]:
         by_cmd[(module, tuple(argv[1:]))] = rec
     out = {}
     for name, st in lock.items():
+        if name == "code":  # reads no params; its deps are the folders src/llmpipe and stages
+            continue
         words = shlex.split(st["cmd"])
         assert words[:2] == ["python", "-m"], f"{name}: cmd should be `python -m stages.NAME ...`"
         rec = by_cmd.get((words[2], tuple(words[3:])))
@@ -54,6 +55,8 @@ def audited(built_repo: Path) -> dict[str, dict]:
             "modules": {str(Path(m).resolve().relative_to(src.resolve())) for m in rec["modules"]},
             "declared_params": set((st.get("params") or {}).get("params.yaml", {})),
             "deps": {d["path"] for d in st.get("deps", [])},
+            "code": {f[len("src/"):] for d in st.get("deps", []) if d["path"].startswith("data/code/")
+                     for f in json.loads((built_repo / d["path"]).read_text())["files"] if f.startswith("src/")},
         }
     return out
 
@@ -82,11 +85,14 @@ def test_params_declared_are_read(audited):
 
 
 def test_modules_a_real_run_imported_are_declared(audited):
-    """What the audited run imported is a subset of the generated code deps (which also hold
-    the lazy imports a given run may not reach)."""
+    """What the audited run imported is a subset of the code the stage depends on: the closure
+    listed in its data/code/stages.NAME.json (which also holds the lazy imports a given run may
+    not reach), plus any src/ path it names directly."""
     problems = []
     for n, a in sorted(audited.items()):
-        declared = {d[len("src/"):] for d in a["deps"] if d.startswith("src/")}
+        declared = a["code"] | {d[len("src/"):] for d in a["deps"] if d.startswith("src/")}
+        if not any(d.startswith("data/code/") for d in a["deps"]):
+            problems.append(f"{n}: no data/code/stages.NAME.json dependency")
         for m in sorted(a["modules"] - {"llmpipe/__init__.py"}):
             if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in declared):
                 problems.append(f"{n}: imports src/{m} but does not depend on it")

@@ -121,6 +121,40 @@ def test_a_threshold_change_rewrites_only_masks(local_repo: Path, tmp_path: Path
 
 
 @pytest.mark.slow
+def test_a_deleted_shard_reruns_only_its_stage_which_rebuilds_the_same_bytes(local_repo: Path, tmp_path: Path):
+    """Per-source stages depend on the upstream folder's manifest.json (every file's sha256), not
+    on the folder (docs/ARCHITECTURE.md): a clean shard deleted by hand is still seen, because DVC
+    checks the folder as clean@c4's output. DVC checks it out of its cache again; gone from the
+    cache too, clean@c4 rebuilds that one unit, byte for byte. Either way the manifest and the folder come
+    back unchanged and nothing downstream reruns."""
+    import shutil
+    repo = tmp_path / "repo"
+    shutil.copytree(local_repo, repo, symlinks=True)
+    assert stages_ran(dvc(repo, "repro", "tokenize@c4")) == set()
+    clean = repo / "data/clean/c4"
+    before, manifest = snapshot(clean), sha(clean / "manifest.json")
+    digests = {k: v[0] for k, v in before.items()}
+    victim = sorted(clean.glob("*.parquet"))[1]
+
+    victim.unlink()
+    p = dvc(repo, "repro", "tokenize@c4")
+    assert "Stage 'clean@c4' is cached - skipping run, checking out outputs" in p.stdout
+    assert stages_ran(p) == set()  # nothing downstream of it either
+    assert {k: v[0] for k, v in snapshot(clean).items()} == digests
+
+    inode = victim.stat().st_ino  # now also gone from DVC's cache: clean@c4 must build it again
+    for obj in [o for o in (repo / ".dvc/cache").rglob("*") if o.is_file() and o.stat().st_ino == inode]:
+        obj.unlink()
+    victim.unlink()
+    p = dvc(repo, "repro", "--force", "--single-item", "clean@c4")
+    units = len(json.loads((clean / "manifest.json").read_text())["units"])  # 3, or 4 after the new-file test
+    assert shard_line(p, "clean") == f"{units} shard units: 1 built, {units - 1} reused (dvc cache)"
+    assert {k: v[0] for k, v in snapshot(clean).items()} == digests
+    assert sha(clean / "manifest.json") == manifest
+    assert stages_ran(dvc(repo, "repro", "tokenize@c4")) == set()
+
+
+@pytest.mark.slow
 def test_token_counts_are_those_of_each_kept_document_encoded_alone(built_repo: Path):
     from llmpipe.core.shards import read_manifest, shards
     from llmpipe.data.tokenizer import load

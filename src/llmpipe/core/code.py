@@ -77,7 +77,9 @@ def _imported(path: Path) -> set[str]:
 
 @lru_cache(maxsize=None)
 def closure(path: Path) -> frozenset[Path]:
-    """Every project file importing `path` executes (itself, imports, their packages)."""
+    """Every project file importing `path` executes (itself, imports, their packages); reaching a
+    discovering package (`COLLAPSE`) takes every .py file under its folder, since modules there
+    are imported by name at run time (`kinds.text(kind)` loads `kinds/KIND/text.py`)."""
     seen: set[Path] = set()
     todo = [path]
     while todo:
@@ -85,6 +87,10 @@ def closure(path: Path) -> frozenset[Path]:
         if f in seen:
             continue
         seen.add(f)
+        for folder in COLLAPSE:
+            base = ROOT / folder
+            if f.is_relative_to(base):
+                todo.extend(p for p in sorted(base.rglob("*.py")) if "__pycache__" not in p.parts)
         for name in _imported(f):
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__

@@ -83,6 +83,13 @@ def dvc(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> 
     return run([str(BIN / "dvc"), *args], cwd=repo, check=check, env=env)
 
 
+def code_files(script: str) -> set[str]:
+    """The files stage `code` lists for `script` (`stages.NAME`): its import closure, which is
+    what the stage's one code dep, data/code/stages.NAME.json, holds."""
+    from stages.code import record
+    return set(record(script)["files"])
+
+
 def stages_ran(p: subprocess.CompletedProcess) -> set[str]:
     """Names of the stages `dvc repro` / `dvc exp run` actually executed."""
     out = p.stdout + p.stderr

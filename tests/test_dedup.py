@@ -301,9 +301,11 @@ def test_dvc_stage_declares_what_it_reads():
                                    "cross_source", "cross_threshold", "containment", "contain_threshold",
                                    "contain_min_samples", "contain_max_docs")}
     assert set(stage["params"]) == read | {"sources"}
+    from conftest import code_files
+    assert "data/code/stages.dedup.json" in stage["deps"]
     for dep in ("stages/dedup.py", "src/llmpipe/data/dedup.py", "src/llmpipe/data/minhash.py",
                 "src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/shards.py"):
-        assert dep in stage["deps"]
+        assert dep in code_files("stages.dedup")
     # folders in, one folder out: adding a source is a params.yaml edit only
     assert {"data/clean", "data/filtered"} <= set(stage["deps"]) and stage["outs"] == ["data/dedup"]
     assert "--clean data/clean --filtered data/filtered --out-dir data/dedup" in stage["cmd"]

@@ -66,12 +66,15 @@ def test_declared_params_and_deps_are_exact():
     assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
     assert filt["params"] == ["filter.global", "filter.enabled", "filter.keep_rejects", "filter.${item.kind}",
                               "sources.${key}.kind"]
+    from conftest import code_files
+    assert "data/code/stages.clean.json" in clean["deps"] and "data/code/stages.filter.json" in filt["deps"]
+    code = {"clean": code_files("stages.clean"), "filter": code_files("stages.filter")}
     pkg = sorted(p.name for p in (repo / "src/llmpipe/data/clean").glob("*.py"))
-    clean_mods = sorted(Path(d).name for d in clean["deps"] if d.startswith("src/llmpipe/data/clean/"))
+    clean_mods = sorted(Path(d).name for d in code["clean"] if d.startswith("src/llmpipe/data/clean/"))
     assert clean_mods == [p for p in pkg if p != "rules.py"]          # rules.py is filter's
-    assert sorted(Path(d).name for d in filt["deps"] if d.startswith("src/llmpipe/data/clean/")) == \
+    assert sorted(Path(d).name for d in code["filter"] if d.startswith("src/llmpipe/data/clean/")) == \
         ["__init__.py", "rules.py"]
-    for stage in (clean, filt):
+    for files in code.values():
         assert {"src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/atomic.py",
-                "src/llmpipe/core/log.py"} <= set(stage["deps"])
-    assert "src/llmpipe/data/minhash.py" in clean["deps"]
+                "src/llmpipe/core/log.py"} <= files
+    assert "src/llmpipe/data/minhash.py" in code["clean"]

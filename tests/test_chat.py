@@ -328,6 +328,30 @@ def test_generate_chat_prints_the_reply_up_to_end_of_turn(tmp_path, spm, capsys)
         assert capsys.readouterr().out == want  # the reply only: no prompt, no marker
 
 
+def test_eval_chat_prompts_feed_the_template_ids_and_stop_at_end_of_turn(spm):
+    """eval.chat_prompts reach the model as `llmpipe generate --chat`'s ids (EOS, <|user|>, the
+    message's ids, <|end|>, <|assistant|>), not as plain text; the reply stops at <|end|>."""
+    from _evalkit import constant_logits_model, tiny_model
+    from llmpipe.eval.evaluate import chat_markdown
+    from llmpipe.eval.generate import chat_prompt
+    tok = load(spm)
+    prompt = "What does the red fox do?"
+    model = tiny_model(tok.vocab_size)
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args, kw: seen.append(args[0][0].tolist()), with_kwargs=True)
+    md, counts = chat_markdown(model, tok, [prompt], max_new_tokens=4)
+    want = chat_prompt(tok.sp, prompt)
+    assert seen[0] == want == [tok.eos_id, chat.CHAT_IDS["user"], *tok.sp.encode(prompt), chat.CHAT_IDS["end"],
+                               chat.CHAT_IDS["assistant"]]
+    assert seen[0] != [tok.eos_id] + tok.encode(prompt)
+    assert counts["prompts"] == 1 and 1 <= counts["new_tokens"] <= 4 and f"## 1. {prompt}" in md
+    word = next(i for i in range(tok.vocab_size) if tok.piece(i).isalpha() and len(tok.piece(i)) > 2)
+    for logits, reply, ended in (({word: 5.0}, tok.piece(word) * 3, 0),
+                                 ({word: 5.0, chat.CHAT_IDS["end"]: 9.0}, "", 1)):
+        md, counts = chat_markdown(constant_logits_model(tok.vocab_size, logits), tok, [prompt], max_new_tokens=3)
+        assert counts["ended"] == ended and md.splitlines()[-1] == f"- greedy: {reply}" + (" `<|end|>`" if ended else "")
+
+
 @pytest.mark.slow
 def test_sft_phase_on_the_pretrained_sample_model_with_dvc_repro(repo_copy):
     """Adding sample://chat (weight 0 in the pretraining mix and tokenizer sample) and an SFT

@@ -150,6 +150,24 @@ def test_ingest_stores_valid_conversations_and_names_bad_ones(tmp_path):
                                         "missing_messages_field": 1}
 
 
+def test_parquet_chat_source_without_the_messages_column_names_it(tmp_path):
+    import pyarrow as pa
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "conversation": [json.dumps(CONV)]}), src / "talk.parquet")
+    sp = SourceParams(kind="chat", uri=str(src))
+    with pytest.raises(UserError) as e:
+        ingest_source("talk", sp, tmp_path / "out", progress=False, jobs=1)
+    msg = str(e.value)
+    assert "talk.parquet: missing_messages_field: no column 'messages' (columns: id, conversation); " \
+           "set messages_field to the column holding each conversation's" in msg, msg
+    assert "text_field" not in msg and "\n" not in msg
+    pq.write_table(pa.table({"id": ["b"], "messages": [CONV]}), src / "good.parquet")
+    rep = ingest_source("talk", SourceParams(kind="chat", uri=str(src), on_bad_record="skip"), tmp_path / "skip",
+                        progress=False, jobs=1)
+    assert rep["skipped_by_reason"] == {"missing_messages_field": 1} and rep["docs_out"] == 1
+
+
 def test_chat_params_rules():
     with pytest.raises(ValueError, match="sample://chat holds conversations"):
         SourceParams(kind="c4", uri="sample://chat")

@@ -226,6 +226,42 @@ def test_tokenize_writes_the_mask_beside_the_tokens(mixed, spm):
     assert open_tokens(root / "tokens" / "web", "train").mask is None  # a plain source has none
 
 
+def test_a_chat_shard_that_loses_conversations_to_dedup_is_trimmed_mask_and_all(tmp_path, spm, monkeypatch):
+    """Dedup dropping conversations from a chat shard: its tokens and loss mask are cut from the
+    previous version (no encode), byte for byte what a fresh encode writes, both splits."""
+    import shutil
+    from llmpipe.data import encode
+    rows = [{"id": f"t{i}", "text": chat.render(CONV if i % 7 == 0 else user_bot(i))} for i in range(70)]
+    parts = [rows[:50], rows[50:]]
+    kw = dict(chat=True, val_fraction=0.3)
+    write_source_shards(tmp_path, "talk", parts, row_group_size=16)
+    tokenize(tmp_path, "talk", spm, **kw)
+    drop = np.zeros(50, np.uint8)
+    drop[[0, 3, 17, 18, 41]] = 2  # near duplicates of another source's conversations
+    write_source_shards(tmp_path, "talk", parts, row_group_size=16, dedup={"part-00.00000": drop})
+    calls = []  # the real encoder, counted
+    real = encode._encode_shard
+    monkeypatch.setattr(encode, "_encode_shard", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    meta = tokenize(tmp_path, "talk", spm, **kw)
+    assert (meta["shards_trimmed"], meta["shards_reused"], calls) == (1, 1, [])
+    out = tmp_path / "tokens/talk"
+    verify_dir(out, spm)
+    fresh = tmp_path / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    assert tokenize(tmp_path, "talk", spm, fresh, **kw)["shards_reused"] == 0 and len(calls) == 2
+    got, want = ({p.name: p.read_bytes() for p in sorted(d.iterdir())} for d in (out, fresh))
+    assert got == want and any(n.endswith(".train.mask") for n in got)
+    kept = {f"t{i}" for i in range(70)} - {f"t{i}" for i in (0, 3, 17, 18, 41)}
+    tok = load(spm)
+    for split in ("train", "val"):
+        tf = open_tokens(out, split)
+        for k, doc_id in enumerate(tf.doc_table(["id"]).column("id").to_pylist()):
+            kept.discard(doc_id)
+            lo, hi = int(tf.offsets[k]), int(tf.offsets[k + 1])
+            assert np.asarray(tf.mask[lo:hi]).tolist() == chat.encode(tok.sp, rows[int(doc_id[1:])]["text"])[1] + [0]
+    assert not kept
+
+
 def test_mix_gathers_masks_and_plain_documents_train_on_every_token(mixed):
     root, _, meta = mixed
     verify_dir(root / "mix")

@@ -406,36 +406,5 @@ def test_eval_chat_prompts_feed_the_template_ids_and_stop_at_end_of_turn(spm):
         assert counts["ended"] == ended and md.splitlines()[-1] == f"- greedy: {reply}" + (" `<|end|>`" if ended else "")
 
 
-@pytest.mark.slow
-def test_sft_phase_on_the_pretrained_sample_model_with_dvc_repro(repo_copy):
-    """Adding sample://chat (weight 0 in the pretraining mix and tokenizer sample) and an SFT
-    phase (phases.sft: the chat source alone, train.sft) to the built sample: the real
-    `dvc repro` reuses the tokenizer byte for byte, re-encodes no other source, and trains the
-    phase from the pretrained model with the loss on assistant tokens only."""
-    from conftest import dvc, run, set_params, stages_ran, BIN
-    repo = repo_copy
-    before = (repo / "artifacts/tokenizer/spm.model").read_bytes()
-    base = json.loads((repo / "runs/train/config.json").read_text())
-    set_params(repo, {"sources.chat": {"kind": "chat", "uri": "sample://chat", "id_field": "id", "sample_docs": 200},
-                      "tokenizer.sample_weights": {"c4": 1, "wikipedia": 1, "gutenberg": 1, "fineweb": 1, "chat": 0},
-                      "mix.weights": {"c4": 0.4, "wikipedia": 0.3, "gutenberg": 0.1, "fineweb": 0.2, "chat": 0},
-                      "phases": {"sft": {"after": "train",
-                                         "data": {"weights": {"c4": 0, "wikipedia": 0, "gutenberg": 0, "fineweb": 0,
-                                                              "chat": 1}, "train_tokens": 60000},
-                                         "train": {"tokens": 4096, "lr": 0.001, "init": "weights", "sft": True},
-                                         "eval": {"max_regression": 10.0}}}})
-    ran = stages_ran(dvc(repo, "repro"))
-    assert {"ingest@chat", "tokenize@chat", "mix_phase@sft", "train_phase@sft", "eval_phase@sft"} <= ran, ran
-    assert not any(f"tokenize@{s}" in ran for s in ("c4", "wikipedia", "gutenberg", "fineweb")), ran
-    assert (repo / "artifacts/tokenizer/spm.model").read_bytes() == before
-    meta = json.loads((repo / "data/phases/sft/data_meta.json").read_text())
-    assert 0 < meta["splits"]["train"]["loss_tokens"] < meta["splits"]["train"]["tokens"]
-    cost = json.loads((repo / "runs/sft/cost.json").read_text())
-    assert 0 < cost["loss_tokens_seen"] < cost["tokens_seen"] == 4096
-    done = json.loads((repo / "runs/sft/config.json").read_text())["train"]
-    assert done["phase"] == "sft" and done["tokens_before"] == base["train"]["tokens_seen"] > 0  # from pretraining
-    assert done["loss_tokens_seen"] == cost["loss_tokens_seen"]
-    assert (repo / "runs/sft/promotion.json").exists()
-    p = run([str(BIN / "llmpipe"), "generate", "--chat", "--model", "runs/sft", "--prompt",
-             "What does `os.getcwd()` do?", "--max-new-tokens", "8", "--temperature", "0"], cwd=repo)
-    assert p.stdout.strip() and "<|" not in p.stdout
+# The SFT phase on the pretrained sample model with the real `dvc repro` (sample://chat beside the
+# built sample, the loss on assistant tokens, the chat prompts in its eval): tests/test_phases_dvc.py.

@@ -243,12 +243,12 @@ def chat_markdown(model: Transformer, tokenizer, prompts: list[str], *, max_new_
             raise UserError(f"eval.chat_prompts[{i}]: {bad[1]}; write it without the marker")
         new = generate(model, chat.prompt_ids(tokenizer.sp, messages, eos), max_new, temperature=0.0,
                        stop_id=end)
-        stop = new[-1] if new and new[-1] in (end, eos) else None
-        reply = tokenizer.sp.decode([t for t in new if t not in (end, eos)])
-        ended += stop == end
+        closed = new[-1] == end  # else it ran to max_new
+        reply = tokenizer.sp.decode([t for t in new[:len(new) - closed] if t != eos])  # as generate --chat prints it
+        ended += closed
         new_tokens += len(new)
         lines += [f"## {i + 1}. {prompt}", "", f"- greedy: {reply.replace(chr(10), ' ⏎ ')}"
-                  + (" `<|end|>`" if stop == end else " `<eos>`" if stop == eos else ""), ""]
+                  + (" `<|end|>`" if closed else ""), ""]
     return "\n".join(lines), {"prompts": len(prompts), "ended": ended, "new_tokens": new_tokens}
 
 

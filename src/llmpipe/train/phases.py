@@ -44,8 +44,6 @@ def mix_dir(name: str) -> Path:
     return Path("data/mix") if name == BASE else Path("data/phases") / name
 
 
-
-
 @dataclass(frozen=True)
 class PhaseStart:
     """What a later phase takes from the run it continues (read from that run's files)."""

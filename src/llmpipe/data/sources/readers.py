@@ -7,8 +7,9 @@ that breaks), to fail with the message or to count it. Positions: `FILE:LINE` (1
 formats, `FILE:row N` (0-based) for Parquet.
 
 Record reasons: malformed_json, not_an_object, invalid_utf8, missing_text_field (a Parquet file
-without the text column: all its rows; missing_messages_field for a chat source's messages column). A file that breaks yields one last `Bad` with `file` set
-and one of the reasons in `FILE_REASONS`: truncated_file (a compressed stream that ends before its
+without the text column: all its rows; missing_messages_field when it is a chat source's messages
+column). A file that breaks yields one last `Bad` with `file` set and one of the reasons in
+`FILE_REASONS`: truncated_file (a compressed stream that ends before its
 end marker), corrupt_file (invalid compressed data, or Parquet pages that do not decode),
 not_parquet (no readable Parquet footer: cut short, or another format), unreadable_file (the
 filesystem refuses the read). The records before the break have been yielded as usual.

@@ -6,8 +6,9 @@
     python -m stages.eval --phase NAME --model runs/NAME --metrics metrics/phases/NAME.json ...
         (a later phase: its gate compares with the phase it continues, README "Phases")
 
-When the gate passes (or there is none), MODEL/promotion.json names the model: the next phase
-trains only from a promoted model.
+When the gate passes (or there is none), MODEL/promotion.json names the model (the next phase
+trains only from a promoted model) and MODEL/gate.json holds its bits per byte (the next phase's
+eval gates against it: a declared dependency of that stage, README "Phases").
 """
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--phase {a.phase!r} is not in params.yaml phases ({', '.join(params.phases) or 'none'})")
         ph = params.phases[a.phase]
         limit = ph.eval.max_regression
-        gate = (str(phases.metrics_path(ph.after)), params.eval.max_regression if limit is None else limit,
+        gate = (str(phases.run_dir(ph.after) / phases.GATE), params.eval.max_regression if limit is None else limit,
                 "eval.max_regression" if limit is None else f"phases.{a.phase}.eval.max_regression")
-    run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
-             samples_path=a.samples, plot_path=a.plot, gate=gate)
+    metrics = run_eval(a.model, a.tokenizer, token_dirs, params.eval, metrics_path=a.metrics,
+                       samples_path=a.samples, plot_path=a.plot, gate=gate)
+    write_json(Path(a.model) / phases.GATE, phases.gate_record(metrics, a.metrics))
     write_json(Path(a.model) / phases.PROMOTION, phases.promotion_record(Path(a.model)))
     return 0
 

@@ -150,6 +150,24 @@ def test_ingest_stores_valid_conversations_and_names_bad_ones(tmp_path):
                                         "missing_messages_field": 1}
 
 
+def test_parquet_chat_source_without_the_messages_column_names_it(tmp_path):
+    import pyarrow as pa
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "conversation": [json.dumps(CONV)]}), src / "talk.parquet")
+    sp = SourceParams(kind="chat", uri=str(src))
+    with pytest.raises(UserError) as e:
+        ingest_source("talk", sp, tmp_path / "out", progress=False, jobs=1)
+    msg = str(e.value)
+    assert "talk.parquet: missing_messages_field: no column 'messages' (columns: id, conversation); " \
+           "set messages_field to the column holding each conversation's" in msg, msg
+    assert "text_field" not in msg and "\n" not in msg
+    pq.write_table(pa.table({"id": ["b"], "messages": [CONV]}), src / "good.parquet")
+    rep = ingest_source("talk", SourceParams(kind="chat", uri=str(src), on_bad_record="skip"), tmp_path / "skip",
+                        progress=False, jobs=1)
+    assert rep["skipped_by_reason"] == {"missing_messages_field": 1} and rep["docs_out"] == 1
+
+
 def test_chat_params_rules():
     with pytest.raises(ValueError, match="sample://chat holds conversations"):
         SourceParams(kind="c4", uri="sample://chat")
@@ -206,6 +224,42 @@ def test_tokenize_writes_the_mask_beside_the_tokens(mixed, spm):
             assert tf.tokens[lo:hi].tolist() == want_ids + [tok.eos_id]
             assert np.asarray(tf.mask[lo:hi]).tolist() == want_mask + [0]
     assert open_tokens(root / "tokens" / "web", "train").mask is None  # a plain source has none
+
+
+def test_a_chat_shard_that_loses_conversations_to_dedup_is_trimmed_mask_and_all(tmp_path, spm, monkeypatch):
+    """Dedup dropping conversations from a chat shard: its tokens and loss mask are cut from the
+    previous version (no encode), byte for byte what a fresh encode writes, both splits."""
+    import shutil
+    from llmpipe.data import encode
+    rows = [{"id": f"t{i}", "text": chat.render(CONV if i % 7 == 0 else user_bot(i))} for i in range(70)]
+    parts = [rows[:50], rows[50:]]
+    kw = dict(chat=True, val_fraction=0.3)
+    write_source_shards(tmp_path, "talk", parts, row_group_size=16)
+    tokenize(tmp_path, "talk", spm, **kw)
+    drop = np.zeros(50, np.uint8)
+    drop[[0, 3, 17, 18, 41]] = 2  # near duplicates of another source's conversations
+    write_source_shards(tmp_path, "talk", parts, row_group_size=16, dedup={"part-00.00000": drop})
+    calls = []  # the real encoder, counted
+    real = encode._encode_shard
+    monkeypatch.setattr(encode, "_encode_shard", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    meta = tokenize(tmp_path, "talk", spm, **kw)
+    assert (meta["shards_trimmed"], meta["shards_reused"], calls) == (1, 1, [])
+    out = tmp_path / "tokens/talk"
+    verify_dir(out, spm)
+    fresh = tmp_path / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    assert tokenize(tmp_path, "talk", spm, fresh, **kw)["shards_reused"] == 0 and len(calls) == 2
+    got, want = ({p.name: p.read_bytes() for p in sorted(d.iterdir())} for d in (out, fresh))
+    assert got == want and any(n.endswith(".train.mask") for n in got)
+    kept = {f"t{i}" for i in range(70)} - {f"t{i}" for i in (0, 3, 17, 18, 41)}
+    tok = load(spm)
+    for split in ("train", "val"):
+        tf = open_tokens(out, split)
+        for k, doc_id in enumerate(tf.doc_table(["id"]).column("id").to_pylist()):
+            kept.discard(doc_id)
+            lo, hi = int(tf.offsets[k]), int(tf.offsets[k + 1])
+            assert np.asarray(tf.mask[lo:hi]).tolist() == chat.encode(tok.sp, rows[int(doc_id[1:])]["text"])[1] + [0]
+    assert not kept
 
 
 def test_mix_gathers_masks_and_plain_documents_train_on_every_token(mixed):
@@ -328,36 +382,29 @@ def test_generate_chat_prints_the_reply_up_to_end_of_turn(tmp_path, spm, capsys)
         assert capsys.readouterr().out == want  # the reply only: no prompt, no marker
 
 
-@pytest.mark.slow
-def test_sft_phase_on_the_pretrained_sample_model_with_dvc_repro(repo_copy):
-    """Adding sample://chat (weight 0 in the pretraining mix and tokenizer sample) and an SFT
-    phase (phases.sft: the chat source alone, train.sft) to the built sample: the real
-    `dvc repro` reuses the tokenizer byte for byte, re-encodes no other source, and trains the
-    phase from the pretrained model with the loss on assistant tokens only."""
-    from conftest import dvc, run, set_params, stages_ran, BIN
-    repo = repo_copy
-    before = (repo / "artifacts/tokenizer/spm.model").read_bytes()
-    base = json.loads((repo / "runs/train/config.json").read_text())
-    set_params(repo, {"sources.chat": {"kind": "chat", "uri": "sample://chat", "id_field": "id", "sample_docs": 200},
-                      "tokenizer.sample_weights": {"c4": 1, "wikipedia": 1, "gutenberg": 1, "fineweb": 1, "chat": 0},
-                      "mix.weights": {"c4": 0.4, "wikipedia": 0.3, "gutenberg": 0.1, "fineweb": 0.2, "chat": 0},
-                      "phases": {"sft": {"after": "train",
-                                         "data": {"weights": {"c4": 0, "wikipedia": 0, "gutenberg": 0, "fineweb": 0,
-                                                              "chat": 1}, "train_tokens": 60000},
-                                         "train": {"tokens": 4096, "lr": 0.001, "init": "weights", "sft": True},
-                                         "eval": {"max_regression": 10.0}}}})
-    ran = stages_ran(dvc(repo, "repro"))
-    assert {"ingest@chat", "tokenize@chat", "mix_phase@sft", "train_phase@sft", "eval_phase@sft"} <= ran, ran
-    assert not any(f"tokenize@{s}" in ran for s in ("c4", "wikipedia", "gutenberg", "fineweb")), ran
-    assert (repo / "artifacts/tokenizer/spm.model").read_bytes() == before
-    meta = json.loads((repo / "data/phases/sft/data_meta.json").read_text())
-    assert 0 < meta["splits"]["train"]["loss_tokens"] < meta["splits"]["train"]["tokens"]
-    cost = json.loads((repo / "runs/sft/cost.json").read_text())
-    assert 0 < cost["loss_tokens_seen"] < cost["tokens_seen"] == 4096
-    done = json.loads((repo / "runs/sft/config.json").read_text())["train"]
-    assert done["phase"] == "sft" and done["tokens_before"] == base["train"]["tokens_seen"] > 0  # from pretraining
-    assert done["loss_tokens_seen"] == cost["loss_tokens_seen"]
-    assert (repo / "runs/sft/promotion.json").exists()
-    p = run([str(BIN / "llmpipe"), "generate", "--chat", "--model", "runs/sft", "--prompt",
-             "What does `os.getcwd()` do?", "--max-new-tokens", "8", "--temperature", "0"], cwd=repo)
-    assert p.stdout.strip() and "<|" not in p.stdout
+def test_eval_chat_prompts_feed_the_template_ids_and_stop_at_end_of_turn(spm):
+    """eval.chat_prompts reach the model as `llmpipe generate --chat`'s ids (EOS, <|user|>, the
+    message's ids, <|end|>, <|assistant|>), not as plain text; the reply stops at <|end|>."""
+    from _evalkit import constant_logits_model, tiny_model
+    from llmpipe.eval.evaluate import chat_markdown
+    from llmpipe.eval.generate import chat_prompt
+    tok = load(spm)
+    prompt = "What does the red fox do?"
+    model = tiny_model(tok.vocab_size)
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args, kw: seen.append(args[0][0].tolist()), with_kwargs=True)
+    md, counts = chat_markdown(model, tok, [prompt], max_new_tokens=4)
+    want = chat_prompt(tok.sp, prompt)
+    assert seen[0] == want == [tok.eos_id, chat.CHAT_IDS["user"], *tok.sp.encode(prompt), chat.CHAT_IDS["end"],
+                               chat.CHAT_IDS["assistant"]]
+    assert seen[0] != [tok.eos_id] + tok.encode(prompt)
+    assert counts["prompts"] == 1 and 1 <= counts["new_tokens"] <= 4 and f"## 1. {prompt}" in md
+    word = next(i for i in range(tok.vocab_size) if tok.piece(i).isalpha() and len(tok.piece(i)) > 2)
+    for logits, reply, ended in (({word: 5.0}, tok.piece(word) * 3, 0),
+                                 ({word: 5.0, chat.CHAT_IDS["end"]: 9.0}, "", 1)):
+        md, counts = chat_markdown(constant_logits_model(tok.vocab_size, logits), tok, [prompt], max_new_tokens=3)
+        assert counts["ended"] == ended and md.splitlines()[-1] == f"- greedy: {reply}" + (" `<|end|>`" if ended else "")
+
+
+# The SFT phase on the pretrained sample model with the real `dvc repro` (sample://chat beside the
+# built sample, the loss on assistant tokens, the chat prompts in its eval): tests/test_phases_dvc.py.

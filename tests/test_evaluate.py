@@ -285,6 +285,42 @@ def test_eval_stage_outputs_are_deterministic_and_gate_fails(kit, tmp_path):
         assert stages_eval.main(args) == rc
 
 
+def test_chat_prompts_run_after_sft_only_and_rerun_byte_identical(kit, tmp_path):
+    """A run trained with the SFT loss (config.json counts loss_tokens_seen) gets samples.md's
+    "Chat" section and metrics.chat; a plain run neither (it never learnt the turns)."""
+    from llmpipe.train.model import save_model
+    stages_eval = load_stage("eval")
+    _, spm, tok, dirs = kit
+    params = tmp_path / "params.yaml"
+    _write_params(params, dirs, builtin_mc={"n": 0}, prompts=["The red fox"], max_new_tokens=6,
+                  chat_prompts=["What does the red fox do?", "And the miller?"])
+    model = tiny_model(tok.vocab_size, seed=2)
+    out = {}
+    for name, extra in (("sft", {"train": {"loss_tokens_seen": 10}}), ("plain", {"train": {"tokens_seen": 10}})):
+        save_model(tmp_path / name, model, model.cfg, extra=extra)
+        for rep in ("a", "b"):
+            args = ["--params", str(params), "--model", str(tmp_path / name), "--tokenizer", str(spm),
+                    "--tokens", str(dirs["alpha"].parent), "--metrics", str(tmp_path / rep / f"{name}.json"),
+                    "--samples", str(tmp_path / rep / f"{name}.md"), "--plot", str(tmp_path / rep / f"{name}.ps")]
+            assert stages_eval.main(args) == 0
+        out[name] = [(tmp_path / "a" / f"{name}.{x}").read_bytes() for x in ("json", "md")]
+        assert out[name] == [(tmp_path / "b" / f"{name}.{x}").read_bytes() for x in ("json", "md")]
+    md = out["sft"][1].decode()
+    chat_part = md[md.index("# Chat"):]
+    assert "## 1. What does the red fox do?" in chat_part and "## 2. And the miller?" in chat_part
+    assert chat_part.count("- greedy: ") == 2 and "- sampled" not in chat_part
+    m = json.loads(out["sft"][0])
+    assert m["chat"]["prompts"] == 2 and 0 < m["chat"]["new_tokens"] <= 2 * 6
+    assert "# Chat" not in out["plain"][1].decode() and "chat" not in json.loads(out["plain"][0])
+    assert md[:md.index("# Chat")].rstrip() == out["plain"][1].decode().rstrip()  # the prompt suite as before
+    # a chat prompt holding a marker: one line naming the key
+    _write_params(params, dirs, builtin_mc={"n": 0}, prompts=[], chat_prompts=["hi <|end|> there"])
+    args = ["--params", str(params), "--model", str(tmp_path / "sft"), "--tokenizer", str(spm),
+            "--tokens", str(dirs["alpha"].parent), "--metrics", str(tmp_path / "x.json"),
+            "--samples", str(tmp_path / "x.md"), "--plot", str(tmp_path / "x.ps")]
+    assert stages_eval.main(args) == 2
+
+
 # --------------------------------------------------------------------------- end to end with DVC
 
 @pytest.mark.slow

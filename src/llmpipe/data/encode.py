@@ -9,8 +9,8 @@ tokenizer, the split params or the code changed (or a document of it joined or l
 val set, below); a new input file re-encodes its own shard. A shard whose mask only lost
 documents (dedup found copies of them in a new file of a higher-priority source) is not encoded
 again: its new token files are copied from its previous ones without those documents
-(`_trim_shard`, byte-identical to a fresh encode), so a new file costs its own shard plus a
-token copy of each shard it removes documents from.
+(`_trim_shard`, byte-identical to a fresh encode; a chat shard's loss mask is cut with them), so a
+new file costs its own shard plus a token copy of each shard it removes documents from.
 
 Each document goes to `val` when unit_hash(split.seed, id) < split.val_fraction, else to `train`
 (sha256 of the id: stable across runs, machines and mix weights, so val never shares a document
@@ -384,13 +384,12 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
             p["text_fp"] = digest(base, p["clean_sha"], seed, min_val_docs, mine, *lone)
 
         def trim(p: dict) -> dict | None:
-            if chat:  # masks are not trimmed (yet): a chat shard that lost documents is encoded again
-                return None
             old = d.previous.get(p["name"])
             if tail is not None or old is None or old.get("stats", {}).get("text_fp") != p["text_fp"]:
                 return None  # a cut lone document is always encoded
             splits = _trim_shard({f: d.previous.files[f] for f in old["files"]}, old["stats"]["splits"],
-                                 clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype)
+                                 clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype,
+                                 chat)
             if splits is not None:
                 trimmed.append(p["name"])
             return splits
@@ -476,13 +475,14 @@ def _take_docs(tokens: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tupl
 
 
 def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, keep: np.ndarray, tmp: Path,
-                name: str, source: str, dtype) -> dict | None:
+                name: str, source: str, dtype, chat: bool = False) -> dict | None:
     """Write NAME.{train,val}.* for the documents `keep` selects by copying them from the previous
     version of the shard (`old_files`: encoded from the same text, tokenizer and split, with a mask
     that kept more), in the blocks `_write_blocks` would write, so the bytes are those of a fresh
     encode (tested). This is what a shard costs when dedup drops some of its documents because
     another source gained a copy of them: a copy of its tokens, not a re-encode. None when a kept
-    document is not in the previous version (it was dropped there): then the shard is encoded."""
+    document is not in the previous version (it was dropped there): then the shard is encoded.
+    `chat`: the loss mask (`NAME.SPLIT.mask`, one byte per token) is cut with the tokens."""
     pf = pq.ParquetFile(clean_path)
     rows = np.array([pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)], np.int64)
     kept_rows = np.flatnonzero(keep)
@@ -499,23 +499,25 @@ def _trim_shard(old_files: dict[str, Path], old_splits: dict, clean_path: Path, 
             return None  # not the layout a previous encode of this text writes
         split_of[hit], old_pos[hit] = k, pos[hit]
         offsets = np.fromfile(old_files[files["idx"]["name"]], dtype=np.uint64).astype(np.int64)
+        loss = memmap_tokens(old_files[files["mask"]["name"]], np.uint8) if chat else None
         old.append((memmap_tokens(old_files[files["bin"]["name"]], dtype), offsets,
-                    table.column("utf8_bytes").to_numpy()))
+                    table.column("utf8_bytes").to_numpy(), loss))
     if (split_of < 0).any():
         return None
     rg_ends = np.searchsorted(kept_rows, np.cumsum(rows))  # kept docs before each row group's end
     with contextlib.ExitStack() as stack:
-        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}")) for s in SPLITS}
+        writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}", mask=chat)) for s in SPLITS}
         lo_rg = 0
         for hi_rg in rg_ends.tolist():  # blocks of WRITE_DOCS kept docs, cut at row-group ends
             for lo in range(lo_rg, hi_rg, WRITE_DOCS):
                 hi = min(lo + WRITE_DOCS, hi_rg)
                 for k, sp in enumerate(SPLITS):
                     sel = lo + np.flatnonzero(split_of[lo:hi] == k)
-                    tokens, offsets, nbytes = old[k]
+                    tokens, offsets, nbytes, loss = old[k]
                     toks, lengths = _take_docs(tokens, offsets, old_pos[sel])
                     writers[sp].add(toks, lengths, nbytes[old_pos[sel]], new_ids.take(pa.array(sel)).to_pylist(),
-                                    [source] * len(sel))
+                                    [source] * len(sel),
+                                    mask=None if loss is None else _take_docs(loss, offsets, old_pos[sel])[0])
             lo_rg = hi_rg
         return {s: w.close() for s, w in writers.items()}
 

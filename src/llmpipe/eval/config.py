@@ -10,6 +10,9 @@ from llmpipe.core.config import Section, check, check_nonneg, check_positive
 DEFAULT_PROMPTS = ("The history of the", "In the beginning", "Once upon a time, there was",
                    "The most important thing about science is")
 
+DEFAULT_CHAT_PROMPTS = ("What does `os.getcwd()` do?", "Explain `str.upper()` in one sentence.",
+                        "Hello! What can you help me with?")
+
 
 @dataclass
 class McTaskParams(Section):
@@ -66,6 +69,10 @@ class EvalParams(Section):
     """Prompt suite for reports/samples.md (greedy and sampled continuation of each)."""
     prompts_file: Optional[str] = None
     """Extra prompts, one per line (blank lines and lines starting with # skipped)."""
+    chat_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_CHAT_PROMPTS))
+    """User messages answered through the chat template (greedy, up to max_new_tokens, stopping at
+    `<|end|>`) in samples.md's "Chat" section, for a model trained with the SFT loss only (its
+    config.json counts `loss_tokens_seen`); [] switches them off."""
     temperature: float = 0.8
     """Sampled continuations; the greedy one is always written too."""
     top_k: int = 50
@@ -96,5 +103,7 @@ class EvalParams(Section):
         check_positive(self.max_new_tokens, "max_new_tokens")
         check_nonneg(self.max_regression, "max_regression")
         check_nonneg(self.stride, "stride")
+        for i, m in enumerate(self.chat_prompts):
+            check(isinstance(m, str) and bool(m.strip()), f"chat_prompts[{i}]", "must be a non-empty string")
         self.mc_tasks = [McTaskParams(path=t) if isinstance(t, str) else t for t in self.mc_tasks]
 

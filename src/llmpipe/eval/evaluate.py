@@ -223,6 +223,42 @@ def samples_markdown(model: Transformer, tokenizer, prompts: list[str], *, tempe
     return "\n".join(lines)
 
 
+def chat_markdown(model: Transformer, tokenizer, prompts: list[str], *, max_new_tokens: int
+                  ) -> tuple[str, dict]:
+    """Greedy replies to each user message through the chat template, with the ids `llmpipe
+    generate --chat` prompts with (`chat.prompt_ids`: EOS, the user turn, `<|assistant|>`), up
+    to `<|end|>`: a Markdown section for samples.md and counts for the metrics."""
+    from llmpipe.data import chat
+    from llmpipe.train.sampling import generate
+
+    end, eos = chat.CHAT_IDS["end"], tokenizer.eos_id
+    max_new = min(max_new_tokens, model.cfg.context - 1)
+    lines = ["# Chat", "", f"Greedy replies through the chat template (as `llmpipe generate --chat`), up to "
+             f"{max_new} new tokens, stopping at `<|end|>`.", ""]
+    ended = new_tokens = 0
+    for i, prompt in enumerate(prompts):
+        messages = [{"role": "user", "content": prompt}]
+        bad = chat.check_messages(messages + [{"role": "assistant", "content": "x"}])
+        if bad is not None:
+            raise UserError(f"eval.chat_prompts[{i}]: {bad[1]}; write it without the marker")
+        new = generate(model, chat.prompt_ids(tokenizer.sp, messages, eos), max_new, temperature=0.0,
+                       stop_id=end)
+        closed = new[-1] == end  # else it ran to max_new
+        reply = tokenizer.sp.decode([t for t in new[:len(new) - closed] if t != eos])  # as generate --chat prints it
+        ended += closed
+        new_tokens += len(new)
+        lines += [f"## {i + 1}. {prompt}", "", f"- greedy: {reply.replace(chr(10), ' ⏎ ')}"
+                  + (" `<|end|>`" if closed else ""), ""]
+    return "\n".join(lines), {"prompts": len(prompts), "ended": ended, "new_tokens": new_tokens}
+
+
+def trained_sft(model_dir: str | Path) -> bool:
+    """Whether the run's loss counted the SFT mask only (its config.json reports `loss_tokens_seen`
+    exactly then): the chat prompts are for such a model."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return "loss_tokens_seen" in cfg.get("train", {})
+
+
 def _emphasise(prompt: str, continuation: str) -> str:
     """One Markdown line: the prompt, then the continuation in bold (newlines shown as ⏎; the
     bold markers go inside the surrounding spaces, or Markdown would not render them)."""
@@ -304,6 +340,9 @@ def run_eval(model_dir: str | Path, tokenizer_path: str | Path, token_dirs: dict
         prompts = load_prompts(p.prompts, p.prompts_file)
         samples = samples_markdown(model, tok, prompts, temperature=p.temperature, top_k=p.top_k,
                                    max_new_tokens=p.max_new_tokens, seed=p.seed)
+        if p.chat_prompts and trained_sft(model_dir):  # after SFT: the chat suite, as a user meets it
+            section, metrics["chat"] = chat_markdown(model, tok, p.chat_prompts, max_new_tokens=p.max_new_tokens)
+            samples += "\n" + section
     metrics = _rounded(metrics)
     write_json(metrics_path, metrics)
     write_text(samples_path, samples)

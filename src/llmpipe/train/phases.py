@@ -5,9 +5,12 @@ The base phase is the plain `mix`, `train`, `eval` stages (`mix.*`, `train.*`); 
 `phases` (file order) adds `mix_phase@NAME`, `train_phase@NAME`, `eval_phase@NAME`, whose
 `train` continues the run of the phase named by its `after` key:
 
-    phase   mix            run dir        eval metrics
-    train   data/mix       runs/train     metrics/eval.json
-    NAME    data/phases/NAME  runs/NAME   metrics/phases/NAME.json
+    phase   mix               run dir      eval metrics
+    train   data/mix          runs/train   metrics/eval.json
+    NAME    data/phases/NAME  runs/NAME    metrics/phases/NAME.json
+
+Each eval writes `gate.json` (its bits per byte) and `promotion.json` into its run directory;
+the next phase's eval gates against `runs/AFTER/gate.json` (a declared dependency).
 
 A later phase reads from the previous run directory only what it records: `config.json`
 (`train.final_lr`, `train.global_step`, `train.cumulative_tokens`), `model.safetensors` (the
@@ -29,6 +32,7 @@ from llmpipe.train.optim import lr_at
 
 BASE = "train"  # the base phase's name (its stages are mix, train, eval)
 PROMOTION = "promotion.json"
+GATE = "gate.json"  # the promoted model's bits per byte: what the next phase's eval gates against
 _SCHEDULE = {"constant": "constant", "decay": "wsd", "cosine": "cosine"}
 
 
@@ -38,10 +42,6 @@ def run_dir(name: str) -> Path:
 
 def mix_dir(name: str) -> Path:
     return Path("data/mix") if name == BASE else Path("data/phases") / name
-
-
-def metrics_path(name: str) -> Path:
-    return Path("metrics/eval.json") if name == BASE else Path("metrics/phases") / f"{name}.json"
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,14 @@ def promotion_record(run: Path) -> dict[str, Any]:
     """promotion.json: the model that passed its phase's gate. Only what identifies the model, so
     an eval-only change (prompts, max_tokens) rewrites the same bytes and retrains nothing."""
     return {"promoted": True, "model_sha256": sha256_file(run / "model.safetensors")}
+
+
+def gate_record(metrics: dict[str, Any], metrics_path: str | Path) -> dict[str, Any]:
+    """gate.json: the figure the next phase's regression gate compares with (`bits_per_byte`, as
+    in an `eval.baseline` file), in the run directory, so the next `eval_phase` declares it as a
+    dependency under one path whatever phase it continues (metrics/eval.json or
+    metrics/phases/NAME.json would need two)."""
+    return {"bits_per_byte": metrics["bits_per_byte"], "metrics": str(metrics_path)}
 
 
 def require_promotion(run: Path) -> None:

@@ -104,7 +104,7 @@ def iter_items(sp: SourceParams, f=None) -> Iterator[Item]:
         return ((f"{sp.uri}#{i}", r) for i, r in enumerate(recs))
     text_field = sp.messages_field if sp.kind == "chat" else sp.text_field
     columns = [c for c in (text_field, sp.id_field, sp.url_field, *sp.meta_fields) if c]
-    return read_file(f, text_field, columns, sp.txt_mode, sp.txt_chunk_bytes)
+    return read_file(f, text_field, columns, sp.txt_mode, sp.txt_chunk_bytes, chat=sp.kind == "chat")
 
 
 def hash_memory(out: str | Path) -> tuple[Path, dict]:

@@ -7,8 +7,9 @@ that breaks), to fail with the message or to count it. Positions: `FILE:LINE` (1
 formats, `FILE:row N` (0-based) for Parquet.
 
 Record reasons: malformed_json, not_an_object, invalid_utf8, missing_text_field (a Parquet file
-without the text column: all its rows). A file that breaks yields one last `Bad` with `file` set
-and one of the reasons in `FILE_REASONS`: truncated_file (a compressed stream that ends before its
+without the text column: all its rows; missing_messages_field when it is a chat source's messages
+column). A file that breaks yields one last `Bad` with `file` set and one of the reasons in
+`FILE_REASONS`: truncated_file (a compressed stream that ends before its
 end marker), corrupt_file (invalid compressed data, or Parquet pages that do not decode),
 not_parquet (no readable Parquet footer: cut short, or another format), unreadable_file (the
 filesystem refuses the read). The records before the break have been yielded as usual.
@@ -60,12 +61,13 @@ Item = Union[tuple[str, dict], Bad]
 
 
 def read_file(f: InputFile, text_field: str, columns: list[str], txt_mode: str = "file",
-              txt_chunk_bytes: int = 1 << 16) -> Iterator[Item]:
-    """The items of one file; a break comes last, with `records_before` filled in."""
+              txt_chunk_bytes: int = 1 << 16, chat: bool = False) -> Iterator[Item]:
+    """The items of one file; a break comes last, with `records_before` filled in. `chat`:
+    `text_field` is a chat source's `messages_field` (a Parquet file without it is named so)."""
     if f.format == "jsonl":
         items = _jsonl(f)
     elif f.format == "parquet":
-        items = _parquet(f, text_field, columns)
+        items = _parquet(f, text_field, columns, chat)
     elif f.format == "txt":
         items = _txt(f, text_field, txt_mode, txt_chunk_bytes)
     else:
@@ -181,7 +183,7 @@ def _jsonl(f: InputFile) -> Iterator[Item]:
         yield _broke(f, f"{f.display}:{lineno + 1}", e)
 
 
-def _parquet(f: InputFile, text_field: str, columns: list[str]) -> Iterator[Item]:
+def _parquet(f: InputFile, text_field: str, columns: list[str], chat: bool = False) -> Iterator[Item]:
     try:
         fh = f.fs.open(f.path, "rb")
     except OSError as e:
@@ -196,8 +198,10 @@ def _parquet(f: InputFile, text_field: str, columns: list[str]) -> Iterator[Item
             return
         names = pf.schema_arrow.names
         if text_field not in names:
-            yield Bad(f.display, "missing_text_field",
-                      f"no column {text_field!r} (columns: {', '.join(names)}); set text_field to the text column",
+            what = ("messages_field", "the column holding each conversation's [{role, content}, ...] list") \
+                if chat else ("text_field", "the text column")
+            yield Bad(f.display, f"missing_{what[0]}",
+                      f"no column {text_field!r} (columns: {', '.join(names)}); set {what[0]} to {what[1]}",
                       pf.metadata.num_rows)
             return
         row = 0

@@ -16,6 +16,9 @@ smallest SentencePiece accepts here) in 64 KiB `chunks` documents, at the same s
 128, 4 layers, 4 heads, context 64, 12 sequences per step. Two llmpipe variants:
   tiny-ffn384  the `tiny` preset's SwiGLU width (384): ~12% more FLOPs per token than nanoGPT
   eq-flops     SwiGLU width 320, so FLOPs per token equal nanoGPT's (within 0.1%, printed)
+  eq-flops-compiled  the same with `train.compile: true` (torch.compile, inductor's CPU kernels;
+               its compile time is part of setup, never of the loop). nanoGPT's baby CPU command
+               runs eager (`--compile=False`), so this row is llmpipe compiled vs nanoGPT eager.
 Each is timed as the loop only (setup, i.e. init, cost gate and the overfit check, reported
 apart), with its evals, samples, DVCLive writes and checkpoints (`with_overhead`) and without
 them (`steps_only`, the same run less the measured overhead). nanoGPT likewise, with its evals
@@ -45,7 +48,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = {"d_model": 128, "n_layers": 4, "n_heads": 4, "context": 64, "batch": 12}
-VARIANTS = {"llmpipe-tiny-ffn384": 384, "llmpipe-eq-flops": 320}
+# name: (SwiGLU width, train.compile)
+VARIANTS = {"llmpipe-tiny-ffn384": (384, False), "llmpipe-eq-flops": (320, False),
+            "llmpipe-eq-flops-compiled": (320, True)}
 
 
 def nanogpt_child(work: Path, nanogpt: Path, steps: int, eval_on: bool) -> dict:
@@ -135,9 +140,12 @@ def llmpipe_child(work: Path, variant: str) -> dict:
     res = t.run()
     timing = json.loads((ws / "runs/train/timing.json").read_text())
     cfg = model_config(p.model, t.cfg.vocab_size)
+    from llmpipe.core.atomic import sha256_file
     return {"setup_seconds": timing["setup_seconds"], "loop_seconds": timing["loop_seconds"],
             "overhead_seconds": timing["overhead_seconds"], "tokens": timing["loop_tokens"],
-            "steps": res["steps"], "flops_per_token": flops_per_token(cfg)}
+            "steps": res["steps"], "flops_per_token": flops_per_token(cfg), "compile": p.train.compile,
+            # the same params every round: equal hashes say the run is deterministic
+            "model_sha256": sha256_file(ws / "runs/train/model.safetensors")}
 
 
 def prepare(work: Path, corpus: Path, vocab: int, steps: int) -> dict:
@@ -156,11 +164,13 @@ def prepare(work: Path, corpus: Path, vocab: int, steps: int) -> dict:
     (work / "nanogpt" / "meta.json").write_text(json.dumps({"vocab_size": len(chars)}))
     B, T = SHAPE["batch"], SHAPE["context"]
     train = {"tokens": steps * B * T, "batch_tokens": B * T, "micro_batch": B, "lr": 3e-3, "warmup": 20}
-    for variant, ffn in VARIANTS.items():
+    for variant, (ffn, compiled) in VARIANTS.items():
         ws = work / variant
         workspace(ws, text[:cut], text[cut:], vocab, train)
         params = yaml.safe_load((ws / "params.yaml").read_text())
         params["model"] = {"preset": "tiny", "context": T, "ffn_hidden": ffn}
+        if compiled:
+            params["train"]["compile"] = True
         (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return {"train_chars": cut, "nanogpt_vocab": len(chars), "llmpipe_vocab": vocab}
 
@@ -214,13 +224,15 @@ def main() -> None:
     import torch
     work = a.work or Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
     info_path = work / "prepared.json"
-    if info_path.exists() and (json.loads(info_path.read_text())["steps"], json.loads(info_path.read_text())["llmpipe_vocab"]) == (a.steps, a.vocab):
-        info = json.loads(info_path.read_text())
+    want = (a.steps, a.vocab, sorted(VARIANTS))
+    old = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if (old.get("steps"), old.get("llmpipe_vocab"), old.get("variants")) == want:
+        info = old
     else:
         import shutil
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        info = {**prepare(work, a.corpus, a.vocab, a.steps), "steps": a.steps}
+        info = {**prepare(work, a.corpus, a.vocab, a.steps), "steps": a.steps, "variants": sorted(VARIANTS)}
         info_path.write_text(json.dumps(info))
     roles = ["nanogpt", *VARIANTS]
     rounds = []
@@ -240,8 +252,10 @@ def main() -> None:
             x["ratio_with_overhead"] = x["tokens_per_s_with_overhead"] / base["tokens_per_s_with_overhead"]
             x["ratio_flops_steps_only"] = x["ratio_steps_only"] * x["flops_per_token"] / base["flops_per_token"]
         rounds.append({"order": order, "runs": runs})
-        summary = {role: {k: statistics.median(rd["runs"][role][k] for rd in rounds)
-                          for k in ("ratio_steps_only", "ratio_with_overhead", "ratio_flops_steps_only")}
+        summary = {role: {**{k: statistics.median(rd["runs"][role][k] for rd in rounds)
+                             for k in ("ratio_steps_only", "ratio_with_overhead", "ratio_flops_steps_only")},
+                          "ratio_steps_only_rounds": [round(rd["runs"][role]["ratio_steps_only"], 3) for rd in rounds],
+                          "same_model_every_round": len({rd["runs"][role]["model_sha256"] for rd in rounds}) == 1}
                    for role in VARIANTS}
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({

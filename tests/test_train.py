@@ -315,3 +315,24 @@ def test_a_grown_mix_resumes_with_on_new_data_continue_and_restarts_by_default(t
         assert "the 1,536 tokens seen stay counted" in r.stderr
     else:
         assert "starting fresh: checkpoint step_00000006 was made with different data" in r.stderr
+
+
+def test_compile_step_in_setup_leaves_weights_optimizer_and_rng_as_they_were(tmp_path):
+    """train.compile's setup step (Trainer.compile_step: one forward/backward so torch.compile
+    compiles before the loop) must not move anything a run's outputs depend on. Run here on the
+    eager forward (compiling takes ~45 s): the same method, minus inductor."""
+    from llmpipe.params import load_params
+    from llmpipe.train.trainer import Paths, Trainer
+
+    root = make_inputs(tmp_path / "w")
+    p = load_params(write_params(root, train={"overfit_check": False}, cost={"require_benchmark": False}))
+    t = Trainer(Paths(root / "data/mix", root / "artifacts/tokenizer", root / "runs/throughput.json",
+                      root / "runs/train"), p.model, p.train, p.cost)
+    t.setup()
+    before = ({k: v.clone() for k, v in t.model.state_dict().items()}, torch.get_rng_state().clone(),
+              repr(t.opt.state_dict()), t.step, t.windows.cursor)
+    t.compile_step()
+    assert all(q.grad is None for q in t.model.parameters())
+    after = (t.model.state_dict(), torch.get_rng_state(), repr(t.opt.state_dict()), t.step, t.windows.cursor)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert torch.equal(before[1], after[1]) and before[2:] == after[2:]

@@ -84,9 +84,9 @@ class TokenWindows:
 
     def loss_tokens(self, step: int) -> int:
         """Targets the loss counts in all windows of step `step` (every target without a mask)."""
+        if self.mask is None:  # without drawing the step's offsets (this runs every step)
+            return self.seqs_per_step * self.context
         starts = self.offsets(step, self.seqs_per_step)
-        if self.mask is None:
-            return len(starts) * self.context
         idx = starts[:, None] + np.arange(1, self.context + 1, dtype=np.int64)[None, :]
         return int(np.count_nonzero(self.mask[idx]))
 

@@ -196,9 +196,11 @@ class Attention(nn.Module):
         # at small widths the per-op cost, not the FLOPs, is what a CPU step spends its time on
         w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         qkv = F.linear(x, w).view(B, T, H + 2 * Hkv, D)          # (B, T, H + 2 Hkv, D)
-        qk = rope_rotate(qkv[:, :, :H + Hkv].transpose(1, 2), cos, sin_signed)  # (B, H + Hkv, T, D)
-        q, k = qk[:, :H], qk[:, H:]                               # (B, H, T, D), (B, Hkv, T, D)
-        v = qkv[:, :, H + Hkv:].transpose(1, 2)                   # (B, Hkv, T, D)
+        # split, not slicing: a split's backward is one cat, each slice's a zero-filled copy + add
+        qk, v = qkv.split([H + Hkv, Hkv], dim=2)
+        qk = rope_rotate(qk.transpose(1, 2), cos, sin_signed)     # (B, H + Hkv, T, D)
+        q, k = qk.split([H, Hkv], dim=1)                          # (B, H, T, D), (B, Hkv, T, D)
+        v = v.transpose(1, 2)                                     # (B, Hkv, T, D)
         mask, causal = None, T > 1
         if attn_mask is not None:  # (B, 1, T, T) bool: causal and within one document
             mask, causal = attn_mask, False
@@ -272,6 +274,7 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(cfg.head_dim, cfg.context, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (context, D), float32
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_sin_signed", signed_sin(sin), persistent=False)  # what forward uses
         self.reset_parameters()
 
     @torch.no_grad()
@@ -303,7 +306,7 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache full: {start} + {T} > max_len {cache.max_len}")
-        cos, sin = self.rope_cos[start:start + T], signed_sin(self.rope_sin[start:start + T])
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin_signed[start:start + T]
         x = self.model.embed_tokens(idx)  # (B, T, C)
         attn_mask = None
         if segments is not None and cache is None:

@@ -17,7 +17,7 @@ test:
 	LLMPIPE_EXTRAS=dev,ray bash scripts/setup.sh
 	python -m pytest -q
 
-# dvc.yaml's code deps from the import graph (after moving code between modules)
+# each dvc.yaml stage's one code dep, data/code/stages.NAME.json (after adding a stage)
 deps:
 	python scripts/code_deps.py --write
 

@@ -107,9 +107,8 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
     assert "data/code/stages.ingest.json" in stage["deps"] and stage["params"] == ["sources.${key}"]
     assert not [d for d in stage["deps"] if d.startswith(("src/", "stages/"))]  # one code dep, not a list
     # what stage `code` writes there: the closure, every source kind included (found by discovery)
-    sys.path.insert(0, str(repo))
-    from stages.code import record
-    files = record("stages.ingest")["files"]
+    from conftest import code_files
+    files = code_files("stages.ingest")
     declared = {f[len("src/"):] for f in files if f.startswith("src/")}
     kinds = {d for d in declared if d.startswith("llmpipe/data/kinds/")}
     assert kinds and {u for u in used if u != "llmpipe/__init__.py"} - kinds == declared - kinds

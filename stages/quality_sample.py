@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     get_logger("quality_sample").info(
         f"quality_sample: {n(info['positive'])} reference passages ({', '.join(info['positive_sources']) or 'none'}), "
         f"{n(info['negative'])} web passages ({', '.join(info['negative_sources']) or 'none'}), picked by "
-        f"{info['picked_by']}, in {t.seconds:.1f}s -> {args.out}")
+        f"{info['picked_by']}, in {t.seconds:.1f}s -> {args.out}"
+        + (f" (reused from the {info['reused']}: its pinned shards and params are unchanged)" if "reused" in info else ""))
     return 0
 
 

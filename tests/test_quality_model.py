@@ -178,6 +178,23 @@ def test_named_reference_sources_keep_the_sample_when_a_source_is_added(corpus, 
     assert out["kinds+web2"][1]["negative_sources"] == ["web", "web2"]
 
 
+def test_the_sample_is_linked_back_while_its_pinned_shards_and_params_are_unchanged(corpus, tmp_path):
+    """quality_sample reruns whenever a source folder changes; with the same pinned shards (names
+    and sha256) and params it links its previous files back instead of reading the shards again."""
+    import dataclasses
+    out = tmp_path / "s"
+    first = sample_passages(corpus / "clean", corpus / "ingested", KINDS, PARAMS, out)
+    ino = (out / "passages.parquet").stat().st_ino
+    again = sample_passages(corpus / "clean", corpus / "ingested", KINDS, PARAMS, out)
+    assert "reused" not in first and again.pop("reused") == "workspace" and again == first
+    assert (out / "passages.parquet").stat().st_ino == ino                 # linked, not rewritten
+    fresh = sample_passages(corpus / "clean", corpus / "ingested", KINDS, PARAMS, tmp_path / "fresh")
+    assert (tmp_path / "fresh" / "passages.parquet").read_bytes() == (out / "passages.parquet").read_bytes()
+    more = sample_passages(corpus / "clean", corpus / "ingested", KINDS, dataclasses.replace(PARAMS, sample_shards=2), out)
+    assert "reused" not in more and more["negative"] > first["negative"]     # the second shards are read
+    assert (out / "passages.parquet").stat().st_ino != ino
+
+
 def test_eval_ngrams_are_compared_on_64_bit_hashes():
     """32-bit n-gram hashes collide ~S x I / 2^32 times over S corpus shingles and I item n-grams
     (23 false flags on the real samples against a 200-item task: bench/results/contamination.json)."""

@@ -67,15 +67,19 @@ SAMPLE, SAMPLE_META = "passages.parquet", "sample.json"
 def sample_passages(clean_root: Path, ingested_root: Path, sources: dict[str, str], params, out_dir: Path) -> dict:
     """The `quality_sample` stage: the training passages of `sources` ({name: kind}) into the
     folder `out_dir` (passages.parquet: key, text, label 1 reference / 0 web, each class in hash
-    order; sample.json: the sources and counts). The model trains on this folder alone, so a
-    change that leaves it byte-identical (a source that is neither a positive nor a negative
-    added, a file after the first `sample_shards`) keeps `quality_model` cached."""
+    order; sample.json: the sources and counts; manifest.json). The model trains on this folder
+    alone, so a change that leaves it byte-identical (a source that is neither a positive nor a
+    negative added, a file after the first `sample_shards`) keeps `quality_model` cached. Such a
+    change reruns this stage (its deps are the whole clean and ingested folders), which then reads
+    nothing: the previous sample is linked back when its pinned shards (names and sha256) and
+    params are unchanged, as the tokenizer does."""
     import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from llmpipe.core.atomic import atomic_path
+    from llmpipe.core import code
+    from llmpipe.core.shards import ShardedDir, digest
     pos_src, neg_src = params.reference_sources(sources)
     absent = [s for s in (params.positives or []) + (params.negatives or []) if s not in sources]
     if absent:
@@ -84,19 +88,38 @@ def sample_passages(clean_root: Path, ingested_root: Path, sources: dict[str, st
                                              ", ".join(absent))
     pos = [(s, Path(clean_root) / s) for s in pos_src]
     neg = [(s, Path(ingested_root) / s) for s in neg_src]
-    sample = {1: _sample(pos, params, "clean"), 0: _sample(neg, params, "ingest")}
-    rows = [(key, t, y) for y in (1, 0) for _, key, t in sample[y]]
-    info = {"format": "llmpipe.quality_sample/1", "positive_sources": pos_src, "negative_sources": neg_src,
-            "positive": len(sample[1]), "negative": len(sample[0]),
-            "picked_by": "quality.positives/negatives" if params.positives is not None or params.negatives is not None
-            else "quality.positive_kinds/negative_kinds", "named_but_absent": absent}
-    table = pa.table({"key": pa.array([r[0] for r in rows], pa.string()), "text": pa.array([r[1] for r in rows], pa.string()),
-                      "label": pa.array([r[2] for r in rows], pa.int8())})
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        pq.write_table(table, tmp / SAMPLE, compression="zstd", compression_level=ZSTD_LEVEL)
-        (tmp / SAMPLE_META).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    picked = {"clean": _pinned(pos, params, "clean"), "ingest": _pinned(neg, params, "ingest")}
+    picked_by = ("quality.positives/negatives" if params.positives is not None or params.negatives is not None
+                 else "quality.positive_kinds/negative_kinds")
+    fp = digest("quality_sample", code.fingerprint("stages.quality_sample"), pos_src, neg_src, absent, picked_by,
+                picked, {k: getattr(params, k) for k in ("sample_shards", "max_docs", "chunk_chars", "seed")})
+    with ShardedDir(out_dir, stage="quality_sample") as d:
+        if d.reuse("sample", fp) is not None:
+            info = json.loads((d.tmp / SAMPLE_META).read_text(encoding="utf-8"))
+            d.finish()
+            info["reused"] = d.previous.where
+            return info
+        sample = {1: _sample(pos, params, "clean"), 0: _sample(neg, params, "ingest")}
+        rows = [(key, t, y) for y in (1, 0) for _, key, t in sample[y]]
+        info = {"format": "llmpipe.quality_sample/1", "positive_sources": pos_src, "negative_sources": neg_src,
+                "positive": len(sample[1]), "negative": len(sample[0]), "picked_by": picked_by,
+                "named_but_absent": absent}
+        table = pa.table({"key": pa.array([r[0] for r in rows], pa.string()),
+                          "text": pa.array([r[1] for r in rows], pa.string()),
+                          "label": pa.array([r[2] for r in rows], pa.int8())})
+        pq.write_table(table, d.tmp / SAMPLE, compression="zstd", compression_level=ZSTD_LEVEL)
+        (d.tmp / SAMPLE_META).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        d.add("sample", fp, [SAMPLE, SAMPLE_META], shards=[])
+        d.finish()
     return info
+
+
+def _pinned(dirs: list[tuple[str, Path]], params, stage: str) -> dict[str, list[list[str]]]:
+    """{source: [[shard name, sha256 of its parquet], ...]} of the shards `_sample` reads."""
+    from llmpipe.core.shards import read_manifest, shards
+    return {source: [[sh["name"], sh["files"][f"{sh['name']}.parquet"]["sha256"]]
+                     for sh in shards(read_manifest(d, f"{stage}@{source}"))[: params.sample_shards]]
+            for source, d in dirs}
 
 
 def train_model(clean_root: Path, ingested_root: Path, sources: dict[str, str], params, out_dir: Path) -> dict:

@@ -300,8 +300,8 @@ def test_dvc_stage_declares_what_it_reads():
                                    "false_negative_weight", "priority", "max_examples", "memory_mb", "jobs",
                                    "cross_source", "cross_threshold", "containment", "contain_threshold",
                                    "contain_min_samples", "contain_max_docs")}
-    assert set(stage["params"]) == read | {"sources"}
-    from conftest import code_files
+    from conftest import code_files, declared_params
+    assert set(declared_params(stage)) == read | {"sources"}
     assert "data/code/stages.dedup.json" in stage["deps"]
     for dep in ("stages/dedup.py", "src/llmpipe/data/dedup.py", "src/llmpipe/data/minhash.py",
                 "src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/shards.py"):

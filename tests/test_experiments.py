@@ -38,14 +38,18 @@ def exp_run(repo, *overrides: str, target: str | None = None) -> set[str]:
 
 
 def locked_param(repo, stage: str, key: str):
-    """The value of `key` that dvc.lock recorded for `stage`'s last run."""
-    params = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]["params"]["params.yaml"]
-    if key in params:
-        return params[key]
-    # a whole section (`filter.global`) is tracked: walk into it from the declared prefix
-    prefix = max((k for k in params if key.startswith(k + ".")), key=len)
-    node = params[prefix]
-    for part in key[len(prefix) + 1:].split("."):
+    """The value of `key` that `stage` last ran with: the data/params file of the key (or of the
+    section holding it) that the stage depends on, as dvc.lock recorded it (the workspace file's
+    md5 must be the locked one)."""
+    import hashlib
+    from conftest import PARAMS_DIR, declared_params
+    st = yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+    prefix = max((k for k in declared_params(st) if key == k or key.startswith(k + ".")), key=len)
+    path = repo / f"{PARAMS_DIR}{prefix}.json"
+    locked = {d["path"]: d["md5"] for d in st["deps"]}[f"{PARAMS_DIR}{prefix}.json"]
+    assert hashlib.md5(path.read_bytes()).hexdigest() == locked, f"{stage}: {path} is not what it ran with"
+    node = json.loads(path.read_text())
+    for part in key[len(prefix) + 1:].split(".") if key != prefix else []:
         node = node[part]
     return node
 
@@ -137,7 +141,8 @@ def test_queued_train_sweep_reuses_tokens_and_records_metrics(repo_copy):
     exps = baseline["experiments"] or []
     assert len(exps) == 2, json.dumps(shown)[:3000]
     base_outs = baseline["data"]["outs"]
-    upstream = [p for p in base_outs if p.startswith(("data/", "artifacts/"))]
+    # data/params holds the params themselves (stage `params`): it differs in each experiment
+    upstream = [p for p in base_outs if p.startswith(("data/", "artifacts/")) and p != "data/params"]
     assert any(p.startswith("data/tokens/") for p in upstream)
 
     lrs, train_objects = set(), set()
@@ -154,11 +159,12 @@ def test_queued_train_sweep_reuses_tokens_and_records_metrics(repo_copy):
         for p in upstream:
             assert data["outs"][p]["hash"] == base_outs[p]["hash"], p
         for p, out in data["outs"].items():
-            if p.startswith("runs/train/") and out["hash"]:
+            if p.startswith(("runs/train/", "data/params")) and out["hash"]:
                 train_objects.add(out["hash"])
                 if out["hash"].endswith(".dir"):
                     train_objects |= dir_entries(repo, out["hash"])
     assert lrs == {0.001, 0.01}
-    # Cache entries: the sweep added only train outputs (model, config, checkpoints).
+    # Cache entries: the sweep added only train outputs (model, config, checkpoints) and the
+    # params files of the keys it set (data/params/train.json, train.lr.json, ...).
     added = cache_objects(repo) - cache_before
     assert added and added <= train_objects, added - train_objects

@@ -63,8 +63,9 @@ def test_declared_params_and_deps_are_exact():
     repo = Path(__file__).resolve().parents[1]
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     clean, filt = stages["clean"]["do"], stages["filter"]["do"]
-    assert clean["params"] == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
-    assert filt["params"] == ["filter.global", "filter.enabled", "filter.keep_rejects", "filter.${item.kind}",
+    from conftest import declared_params
+    assert declared_params(clean) == ["clean", "sources.${key}.kind", "dedup.ngram", "dedup.num_perm", "dedup.seed"]
+    assert declared_params(filt) == ["filter.global", "filter.enabled", "filter.keep_rejects", "filter.${item.kind}",
                               "sources.${key}.kind"]
     from conftest import code_files
     assert "data/code/stages.clean.json" in clean["deps"] and "data/code/stages.filter.json" in filt["deps"]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from _shardkit import check_manifest, dir_bytes, manifest, read_docs, shard_files
-from conftest import dvc, make_repo, set_params, stages_ran
+from conftest import declared_params, dvc, make_repo, set_params, stages_ran
 from llmpipe.core.shards import shards
 from llmpipe.data.table import DOC_SCHEMA
 
@@ -104,7 +104,7 @@ def test_ingest_stage_deps_are_exactly_the_code_it_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     used = {str(Path(f).resolve().relative_to(repo / "src")) for f in p.stdout.split()}
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["ingest"]["do"]
-    assert "data/code/stages.ingest.json" in stage["deps"] and stage["params"] == ["sources.${key}"]
+    assert "data/code/stages.ingest.json" in stage["deps"] and declared_params(stage) == ["sources.${key}"]
     assert not [d for d in stage["deps"] if d.startswith(("src/", "stages/"))]  # one code dep, not a list
     # what stage `code` writes there: the closure, every source kind included (found by discovery)
     from conftest import code_files

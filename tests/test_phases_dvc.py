@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, dvc, run, set_params, stages_ran
+from conftest import BIN, declared_params, dvc, run, set_params, stages_ran
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def check_audit(repo, audit) -> None:
     for name in PHASE_STAGES:
         argv = tuple(lock[name]["cmd"].split()[3:])
         read_keys = {k for k in recs[argv] if not k.endswith("[]") and not k.startswith("exec.")}
-        declared = set(lock[name]["params"]["params.yaml"])
+        declared = set(declared_params(lock[name]))
         assert all(any(k == d or k.startswith(d + ".") for d in declared) for k in read_keys), (name, read_keys, declared)
         assert all(any(k == d or k.startswith(d + ".") for k in read_keys) for d in declared), (name, read_keys, declared)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import audit_dir
+from conftest import audit_dir, declared_params
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,8 @@ def audited(built_repo: Path) -> dict[str, dict]:
         by_cmd[(module, tuple(argv[1:]))] = rec
     out = {}
     for name, st in lock.items():
-        if name == "code":  # reads no params; its deps are the folders src/llmpipe and stages
-            continue
+        if name in ("code", "params"):  # code reads no params (its deps: the folders src/llmpipe and
+            continue                     # stages); params reads them all (it tracks the whole file)
         words = shlex.split(st["cmd"])
         assert words[:2] == ["python", "-m"], f"{name}: cmd should be `python -m stages.NAME ...`"
         rec = by_cmd.get((words[2], tuple(words[3:])))
@@ -53,7 +53,7 @@ def audited(built_repo: Path) -> dict[str, dict]:
         out[name] = {
             "params": set(rec["params"]),
             "modules": {str(Path(m).resolve().relative_to(src.resolve())) for m in rec["modules"]},
-            "declared_params": set((st.get("params") or {}).get("params.yaml", {})),
+            "declared_params": set(declared_params(st)),
             "deps": {d["path"] for d in st.get("deps", [])},
             "code": {f[len("src/"):] for d in st.get("deps", []) if d["path"].startswith("data/code/")
                      for f in json.loads((built_repo / d["path"]).read_text())["files"] if f.startswith("src/")},

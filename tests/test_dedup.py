@@ -538,3 +538,20 @@ def test_real_stages_filter_threshold_change_rewrites_only_the_filter_masks(tmp_
     assert all(new_masks[k][0] != masks[k][0] for k in masks)  # every mask rewritten (new rules) ...
     assert any(new_masks[k][2] != masks[k][2] for k in masks)  # ... and their codes changed
     assert (second == FILTERED).sum() == 0 and (second == 0).sum() >= (first == 0).sum()
+
+
+def test_read_row_finds_any_row_of_any_row_group_whatever_the_batch(tmp_path):
+    """`_read_row` (the report's examples) batches by the row group's average row size: the row
+    it returns is the asked one at a batch of one row, of a few and of the whole group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from llmpipe.data.dedup import _read_row
+    texts = [("x" * (k % 7 + 1)) + str(k) for k in range(1000)]
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"id": [f"d{k}" for k in range(1000)], "text": texts}), path, row_group_size=300)
+    for batch_bytes in (1, 64, 1 << 30):
+        for row in (0, 299, 300, 301, 731, 999):
+            t = _read_row(path, row, batch_bytes=batch_bytes)
+            assert (t.column("id")[0].as_py(), t.column("text")[0].as_py()) == (f"d{row}", texts[row])
+    with pytest.raises(IndexError):
+        _read_row(path, 1000)

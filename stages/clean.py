@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import argparse
 
+from llmpipe.core.shards import publish_manifest
 from llmpipe.data.clean.pipeline import clean_source, summary_line
 from stages import source_params
 from llmpipe.core.log import Timer, get_logger
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
     ap.add_argument("--in", dest="src", required=True, help="ingested shard directory")
     ap.add_argument("--out", required=True, help="clean shard directory to write")
+    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--jobs", type=int, default=None, help="override clean.jobs (0 = all cores)")
     args = ap.parse_args(argv)
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                                     seed=params.dedup.seed, jobs=args.jobs, executor=ex)
     stats["shards"] = reuse
     get_logger("clean").info(summary_line(args.source, kind, stats, params.clean, t.seconds, args.out))
+    publish_manifest(args.out, args.manifest)
     return 0
 
 

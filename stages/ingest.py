@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import argparse
 
+from llmpipe.core.shards import publish_manifest
 from llmpipe.core.atomic import write_json
 from llmpipe.core import executor
 from llmpipe.core.errors import entry
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="a key of `sources` in params.yaml")
     ap.add_argument("--out", required=True, help="output directory of Document shards")
+    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", help="output JSON report (DVC metric)")
     ap.add_argument("--inputs", help="the `inputs` stage's output folder: the sha256s it remembers "
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                                inputs=a.inputs)
     if a.report:
         write_json(a.report, report)
+    publish_manifest(a.out, a.manifest)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llmpipe.core.shards import publish_manifest
 from llmpipe.data.encode import summary_line, tokenize_source
 from llmpipe.core.log import Timer, get_logger
 from llmpipe.core import executor
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup", type=Path, required=True, help="dedup mask directory of the source")
     ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer/spm.model"))
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
     ap.add_argument("--jobs", type=int, default=None, help="override tokenize.jobs (output is the same)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                                jobs=params.tokenize.jobs if args.jobs is None else args.jobs, executor=ex,
                                chat=source_params(ap, params, args.source).kind == "chat")
     get_logger("tokenize").info(summary_line(args.source, meta, t.seconds))
+    publish_manifest(args.out, args.manifest)
     return 0
 
 

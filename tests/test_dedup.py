@@ -307,7 +307,8 @@ def test_dvc_stage_declares_what_it_reads():
                 "src/llmpipe/data/table.py", "src/llmpipe/params.py", "src/llmpipe/core/shards.py"):
         assert dep in code_files("stages.dedup")
     # folders in, one folder out: adding a source is a params.yaml edit only
-    assert {"data/clean", "data/filtered"} <= set(stage["deps"]) and stage["outs"] == ["data/dedup"]
+    # (the folders of every source's manifest copy: each changes exactly when its shards do)
+    assert {"data/manifests/clean", "data/manifests/filtered"} <= set(stage["deps"]) and stage["outs"] == ["data/dedup"]
     assert "--clean data/clean --filtered data/filtered --out-dir data/dedup" in stage["cmd"]
 
 

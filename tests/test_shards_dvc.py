@@ -204,3 +204,22 @@ def test_built_outputs_are_links_into_the_cache_not_copies(built_repo: Path):
         files = [p for p in (built_repo / d).rglob("*") if p.is_file() and not p.name.startswith(".")]
         assert files, d
         assert all(p.stat().st_ino in cache for p in files), d
+
+
+def test_stages_reading_every_source_depend_on_manifest_copies_not_shard_folders(built_repo: Path):
+    """data/manifests/STAGE/SRC.json is byte for byte STAGE@SRC's manifest (it lists every shard
+    file's size and sha256), and no stage depends on a folder of every source's shards: a no-op
+    then stats ~4 manifest copies per such stage instead of every shard file (README "Shards")."""
+    import yaml
+    folders = {"ingested": "ingest", "clean": "clean", "filtered": "filter", "tokens": "tokenize"}
+    srcs = list(yaml.safe_load((built_repo / "params.yaml").read_text())["sources"])
+    for folder in folders:
+        copies = sorted(p.name for p in (built_repo / "data/manifests" / folder).iterdir() if p.name != ".gitignore")
+        assert copies == sorted(f"{s}.json" for s in srcs), folder
+        for s in srcs:
+            assert (built_repo / f"data/manifests/{folder}/{s}.json").read_bytes() == \
+                (built_repo / f"data/{folder}/{s}/manifest.json").read_bytes(), (folder, s)
+    lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
+    whole = {f"data/{f}" for f in folders}
+    assert not [(n, d["path"]) for n, st in lock.items() for d in st.get("deps", []) if d["path"] in whole]
+    assert {"data/manifests/clean", "data/manifests/filtered"} <= {d["path"] for d in lock["dedup"]["deps"]}

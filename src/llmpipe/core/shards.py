@@ -94,6 +94,21 @@ def read_manifest(out_dir: str | Path, rerun: str) -> dict:
     return m
 
 
+def publish_manifest(out_dir: str | Path, copy: str | Path | None) -> None:
+    """Copy `out_dir`'s manifest.json to `copy` (written atomically), when one is given: a stage
+    that reads every source depends on the folder of these copies (`data/manifests/STAGE/`, one
+    small file per source) instead of the shard folders, so DVC checks ~4 files there instead of
+    every shard file of every source on each `dvc repro` (docs/ARCHITECTURE.md). The manifest holds
+    each file's size and sha256, so the copy changes exactly when the folder's bytes do."""
+    if copy is None:
+        return
+    from llmpipe.core.atomic import atomic_path
+    copy = Path(copy)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(copy) as tmp:
+        shutil.copyfile(Path(out_dir) / MANIFEST, tmp)
+
+
 def shards(manifest: dict) -> list[dict]:
     """Every shard of a manifest in order: {name, docs, unit (its key), files and stats (of its unit)}."""
     return [{**s, "unit": u["key"], "files": u["files"], "stats": u["stats"]}

@@ -219,6 +219,13 @@ def test_stages_reading_every_source_depend_on_manifest_copies_not_shard_folders
         for s in srcs:
             assert (built_repo / f"data/manifests/{folder}/{s}.json").read_bytes() == \
                 (built_repo / f"data/{folder}/{s}/manifest.json").read_bytes(), (folder, s)
+            m = json.loads((built_repo / f"data/{folder}/{s}/manifest.json").read_text())
+            listed = {f for u in m["units"] for f in u["files"]} | {"manifest.json"}
+            others = {p.name for p in (built_repo / f"data/{folder}/{s}").iterdir()} - listed
+            # every other file of the folder is covered too: tokens' meta.json by its sha256
+            assert others == ({"meta.json"} if folder == "tokens" else set()), (folder, s, others)
+            if folder == "tokens":
+                assert m["meta_sha256"] == sha(built_repo / f"data/tokens/{s}/meta.json")
     lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
     whole = {f"data/{f}" for f in folders}
     assert not [(n, d["path"]) for n, st in lock.items() for d in st.get("deps", []) if d["path"] in whole]

@@ -439,7 +439,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                                 "group_by": group_by, "forced_val_ids": sorted(forced),
                                 **({"lone_document_tail": tail} if tail is not None else {})}, shards=per_shard)
         write_json(d.tmp / "meta.json", meta)
-        d.finish()
+        # the manifest covers every byte of the folder (data/manifests/tokens/SRC.json stands for it)
+        d.finish(meta_sha256=sha256_file(d.tmp / "meta.json"))
     meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
     meta["shards_trimmed"] = len(trimmed)
     meta["reuse"] = d.summary() + (f" ({len(trimmed)} of the built shards trimmed from their previous version: "

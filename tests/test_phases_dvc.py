@@ -47,6 +47,9 @@ def tsv_steps(repo, run_name: str) -> list[int]:
 
 
 def status(repo) -> set[str]:
+    """The stages `dvc status` lists once stage `params` has cut the edited params.yaml into its
+    files (before that, a params edit shows as `params` alone: README "The pipeline")."""
+    dvc(repo, "repro", "params")
     return set(json.loads(dvc(repo, "status", "--json").stdout or "{}"))
 
 

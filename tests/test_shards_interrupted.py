@@ -33,8 +33,10 @@ def corpus(root: Path, files: int = 6, docs: int = 60) -> Path:
 def stage(root: Path, *args: str, wait: bool = True):
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     cmd = [sys.executable, "-m", *args, "--params", str(root / "params.yaml")]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:  # SIGINT at its default in the child: a shell's background job inherits it ignored,
+        # and Python then installs no KeyboardInterrupt handler (the stage would never see Ctrl-C)
+        return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -10,7 +10,7 @@ import argparse
 
 from llmpipe.core.shards import publish_manifest
 from llmpipe.data.clean.pipeline import clean_source, summary_line
-from stages import source_params
+from stages import manifest_arg, source_params
 from llmpipe.core.log import Timer, get_logger
 from llmpipe.core import executor
 from llmpipe.core.errors import entry
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
     ap.add_argument("--in", dest="src", required=True, help="ingested shard directory")
     ap.add_argument("--out", required=True, help="clean shard directory to write")
-    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
+    manifest_arg(ap)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--jobs", type=int, default=None, help="override clean.jobs (0 = all cores)")
     args = ap.parse_args(argv)

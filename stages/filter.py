@@ -13,7 +13,7 @@ import argparse
 from llmpipe.core.shards import publish_manifest
 from llmpipe.core.atomic import write_json
 from llmpipe.data.clean.rules import filter_source, summary_line
-from stages import source_params
+from stages import manifest_arg, source_params
 from llmpipe.core.log import Timer, get_logger
 from llmpipe.core import executor
 from llmpipe.core.errors import entry
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", required=True, help="key of `sources` in params.yaml")
     ap.add_argument("--in", dest="src", required=True, help="clean shard directory (signals)")
     ap.add_argument("--out", required=True, help="mask directory to write")
-    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
+    manifest_arg(ap)
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", required=True, help="JSON metrics to write")
     ap.add_argument("--rejects", default=None,

@@ -19,7 +19,7 @@ from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
 from llmpipe.data.sources import ingest_source
-from stages import source_params
+from stages import manifest_arg, source_params
 
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", required=True, help="a key of `sources` in params.yaml")
     ap.add_argument("--out", required=True, help="output directory of Document shards")
-    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
+    manifest_arg(ap)
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores; same output)")
     ap.add_argument("--report", help="output JSON report (DVC metric)")
     ap.add_argument("--inputs", help="the `inputs` stage's output folder: the sha256s it remembers "

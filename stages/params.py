@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmpipe.core.atomic import atomic_path
-from llmpipe.core.config import read_yaml
 from llmpipe.core.errors import entry
 from llmpipe.core.log import get_logger
-from llmpipe.params import load_params
+from llmpipe.params import load_params, read_params_tree
 
 log = get_logger("params")
 
@@ -60,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", required=True, help="output directory: one KEY.json per key")
     a = ap.parse_args(argv)
-    load_params(a.params)          # a bad value anywhere fails here, before any stage runs
-    tree = read_yaml(a.params) or {}
+    tree = read_params_tree(a.params)
+    load_params(a.params, tree)    # a bad value anywhere fails here, before any stage runs
     n = 0
     with atomic_path(Path(a.out)) as tmp:
         tmp.mkdir()
-        for key, value in slices(tree):
+        for key, value in slices(tree or {}):
             (tmp / f"{key}.json").write_text(encode(value), encoding="utf-8")
             n += 1
     log.info("params: %d keys of %s -> %s", n, a.params, a.out)

@@ -18,7 +18,7 @@ from llmpipe.core.log import Timer, get_logger
 from llmpipe.core import executor
 from llmpipe.core.errors import entry
 from llmpipe.params import load_params
-from stages import source_params
+from stages import manifest_arg, source_params
 
 
 @entry("tokenize")
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dedup", type=Path, required=True, help="dedup mask directory of the source")
     ap.add_argument("--tokenizer", type=Path, default=Path("artifacts/tokenizer/spm.model"))
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--manifest", default=None, help="write a copy of OUT/manifest.json here (what stages reading every source depend on)")
+    manifest_arg(ap)
     ap.add_argument("--jobs", type=int, default=None, help="override tokenize.jobs (output is the same)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)

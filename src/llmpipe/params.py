@@ -87,12 +87,20 @@ class Params(Section):
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and validate the whole params file."""
+def read_params_tree(path: str | Path = "params.yaml"):
+    """The params file parsed as DVC parses it (YAML 1.2), not yet checked."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the repo root, or pass --params)")
-    data = read_yaml(path)
+    return read_yaml(path)
+
+
+def load_params(path: str | Path = "params.yaml", data=None) -> Params:
+    """Load and validate the whole params file (`data`: its tree from `read_params_tree`, when the
+    caller needs the raw values too, so the file is parsed once)."""
+    path = Path(path)
+    if data is None:
+        data = read_params_tree(path)
     try:
         params = from_dict(Params, data, "")
     except ParamsError as e:

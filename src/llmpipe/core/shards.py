@@ -102,7 +102,6 @@ def publish_manifest(out_dir: str | Path, copy: str | Path | None) -> None:
     each file's size and sha256, so the copy changes exactly when the folder's bytes do."""
     if copy is None:
         return
-    from llmpipe.core.atomic import atomic_path
     copy = Path(copy)
     copy.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(copy) as tmp:

@@ -41,17 +41,17 @@ def passages(text: str, chunk_chars: int) -> list[str]:
     return out
 
 
-def _sample(dirs: list[tuple[str, Path]], params, stage: str) -> list[tuple[float, str, str]]:
-    """The class's passages: [(hash, key, text)] of the `max_docs` lowest hashes, sorted."""
-    from llmpipe.core.shards import read_manifest, shards
+def _sample(dirs: list[tuple[str, Path]], pinned: dict[str, list[list[str]]], params) -> list[tuple[float, str, str]]:
+    """The class's passages: [(hash, key, text)] of the `max_docs` lowest hashes, sorted, from the
+    shards `_pinned` named (the ones the stage's fingerprint covers)."""
     heap: list[tuple[float, str, str]] = []   # max-heap by -hash
     for source, d in dirs:
-        for sh in shards(read_manifest(d, f"{stage}@{source}"))[: params.sample_shards]:
+        for name, _sha in pinned[source]:
             row = 0
-            for batch in read_batches(d / f"{sh['name']}.parquet", ["text"]):
+            for batch in read_batches(d / f"{name}.parquet", ["text"]):
                 for text in batch.column("text").to_pylist():
                     for k, piece in enumerate(passages(text or "", params.chunk_chars)):
-                        key = f"{source}/{sh['name']}/{row}/{k}"
+                        key = f"{source}/{name}/{row}/{k}"
                         h = unit_hash(params.seed, key)
                         if len(heap) < params.max_docs:
                             heapq.heappush(heap, (-h, key, piece))
@@ -99,7 +99,7 @@ def sample_passages(clean_root: Path, ingested_root: Path, sources: dict[str, st
             d.finish()
             info["reused"] = d.previous.where
             return info
-        sample = {1: _sample(pos, params, "clean"), 0: _sample(neg, params, "ingest")}
+        sample = {1: _sample(pos, picked["clean"], params), 0: _sample(neg, picked["ingest"], params)}
         rows = [(key, t, y) for y in (1, 0) for _, key, t in sample[y]]
         info = {"format": "llmpipe.quality_sample/1", "positive_sources": pos_src, "negative_sources": neg_src,
                 "positive": len(sample[1]), "negative": len(sample[0]), "picked_by": picked_by,

@@ -94,6 +94,26 @@ def test_clean_source_bytes_do_not_depend_on_jobs_and_unchanged_shards_are_reuse
     assert read_shards(tmp_path / "a", ["id"]).num_rows == 19
 
 
+def test_one_document_shards_are_cleaned_a_shard_per_worker_with_the_same_bytes(tmp_path):
+    """A book per shard is one batch: cleaned shard after shard, one core would work. With several
+    to build each worker takes whole shards (`core.executor.shard_tasks`), with the bytes of one
+    process; one new shard alone is split over the pool's batches as before."""
+    shard_rows = {f"pg{k}.txt.00000": doc_rows([f"Book {k}. " + BASE * 3], f"b{k}-") for k in range(5)}
+    ing = write_ingested(tmp_path / "ingested", shard_rows)
+    st1, _ = clean_dir(ing, tmp_path / "a", "gutenberg", jobs=1)
+    st2, how = clean_dir(ing, tmp_path / "b", "gutenberg", jobs=2)
+    assert (st1["jobs"], st1["over"]) == (1, "batches")
+    assert (st2["jobs"], st2["over"], how) == (2, "shards", "5 shard units: 5 built, 0 reused")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(files) == 5 * 4 + 1 and sorted(p.name for p in (tmp_path / "b").iterdir()) == files
+    for f in files:
+        assert sha256_file(tmp_path / "a" / f) == sha256_file(tmp_path / "b" / f), f
+    shard_rows["pg5.txt.00000"] = doc_rows(["Book 5. " + BASE * 2], "b5-")
+    write_ingested(ing, shard_rows)
+    st3, how = clean_dir(ing, tmp_path / "b", "gutenberg", jobs=2)
+    assert (st3["over"], how) == ("batches", "6 shard units: 1 built, 5 reused (workspace)")
+
+
 def test_clean_stage_refuses_missing_input(tmp_path, capsys):
     assert stage("clean").main(["--source", "c4", "--in", str(tmp_path / "nope.parquet"),
                                 "--out", str(tmp_path / "o.parquet"), "--params", str(REPO / "params.yaml")]) == 2

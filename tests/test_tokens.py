@@ -257,3 +257,24 @@ def test_not_a_token_dir(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli_main(["verify", str(tmp_path)]) == 2
     assert "no meta.json" in capsys.readouterr().err
+
+
+def test_many_one_document_shards_are_encoded_a_shard_per_worker_with_the_same_bytes(built, tmp_path):
+    """A book per shard (Gutenberg) cannot be split over workers: with several such shards to
+    build, each worker encodes whole shards (`core.executor.shard_tasks`); the bytes are those of
+    one process, and one new shard alone is split over the workers as before."""
+    words = texts_of(built, "a")
+    body = " ".join(words.values())
+    docs = [[{"id": f"g{k}", "text": f"Book {k}.\n\n" + body[k * 50:k * 50 + 4000]}] for k in range(6)]
+    write_source_shards(tmp_path, "g", docs)
+    one = tokenize(tmp_path, "g", built / "tok/spm.model", tmp_path / "one", val_fraction=VAL, jobs=1)
+    two = tokenize(tmp_path, "g", built / "tok/spm.model", tmp_path / "two", val_fraction=VAL, jobs=2)
+    assert (one["jobs"], one["jobs_over"]) == (1, "documents")
+    assert (two["jobs"], two["jobs_over"], two["shards_built"]) == (2, "shards", 6)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert len(names) == 6 * 6 + 2 and sorted(p.name for p in (tmp_path / "two").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    write_source_shards(tmp_path, "g", docs + [[{"id": "g6", "text": "Book 6.\n\n" + body[:4000]}]])
+    again = tokenize(tmp_path, "g", built / "tok/spm.model", tmp_path / "two", val_fraction=VAL, jobs=2)
+    assert (again["jobs_over"], again["shards_built"], again["shards_reused"]) == ("documents", 1, 6)

@@ -135,6 +135,21 @@ class Executor:
 LOCAL = Executor()
 
 
+def shard_tasks(executor: "Executor | None", jobs: int, todo: int, per_shard: float, fill: float) -> "Executor | None":
+    """Where a stage should run whole shards as tasks: the cluster `executor` always; locally a
+    pool of `jobs` processes, one shard each, when that keeps more cores busy than splitting each
+    shard over the pool in turn: at least two shards to build, and either 2 x jobs of them (the
+    uneven last ones balance out) or shards too small to fill the pool alone (`per_shard`, the
+    mean work units of a shard to build, below `fill`, what `jobs` workers need: a Gutenberg
+    shard is one book, one batch, one busy core). None: shard after shard, each split over
+    `jobs` workers (one new shard of a big source, or a single core)."""
+    if executor is not None and not executor.local:
+        return executor
+    if jobs <= 1 or todo < 2:
+        return None
+    return Executor(jobs) if todo >= 2 * jobs or per_shard < fill else None
+
+
 def _in_cwd(cwd: str, fn: Callable, args: tuple) -> Any:
     """The body of every Ray task: run `fn(*args)` in the driver's working directory."""
     if os.getcwd() != cwd:

@@ -319,12 +319,14 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                     min_val_docs: int = 0, jobs: int = 0, executor=None, group_by: str | None = None,
                     chat: bool = False) -> dict:
     """Write the sharded token directory `out_dir` atomically, re-encoding only the shards whose
-    fingerprint changed: locally one shard after another by `jobs` encoders, or each shard as one
-    task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
+    fingerprint changed: locally one shard after another by `jobs` encoders, or, when the shards are
+    many or small, each by one of `jobs` processes (`core.executor.shard_tasks`), or each shard as
+    one task of a cluster `executor` (`core.executor`; trimming a shard stays in this process).
     `chat`: the documents are rendered conversations (`kind: chat`), encoded by the chat template
     with a loss mask beside the tokens (`NAME.SPLIT.mask`, uint8, 1 on assistant tokens).
     Returns meta.json (with `shards_built`, `shards_reused`)."""
     from llmpipe.core import code
+    from llmpipe.core.executor import shard_tasks
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     clean_dir, dedup_dir = Path(clean_dir), Path(dedup_dir)
     clean = shards(read_manifest(clean_dir, f"clean@{source}"))
@@ -396,20 +398,23 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
 
         built = {}
         initargs = (str(tok.path), tok.eos_id, dtype.name, chat)
-        if executor is not None and not executor.local:  # each shard to encode is one task of the cluster
-            todo = []
-            for p in plan:
-                if not d.has(p["name"], p["fp"]):
-                    splits = trim(p)
-                    if splits is not None:
-                        built[p["name"]] = splits
-                    else:
-                        todo.append(p)
+        todo = []
+        for p in plan:
+            if not d.has(p["name"], p["fp"]):
+                splits = trim(p)
+                if splits is not None:
+                    built[p["name"]] = splits
+                else:
+                    todo.append(p)
+        # whole shards as tasks: a cluster's, or local processes when the shards are many or too
+        # small to split over the workers (a book per shard is one task: one busy core)
+        tasks = shard_tasks(executor, jobs, len(todo), sum(p["kept"] for p in todo) / max(1, len(todo)), 2 * jobs)
+        if tasks is not None:
             calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
-                      (val_fraction, seed, forced, group_by, tail if p["kept"] else None), executor.task_jobs())
+                      (val_fraction, seed, forced, group_by, tail if p["kept"] else None), tasks.task_jobs())
                      for p in todo]
-            built.update(zip([p["name"] for p in todo], executor.map(encode_shard_task, calls,
-                                                                     desc=f"tokenize {source}")))
+            built.update(zip([p["name"] for p in todo], tasks.map(encode_shard_task, calls,
+                                                                  desc=f"tokenize {source}")))
         with contextlib.ExitStack() as stack:
             ex, ready = None, False
             for p in plan:
@@ -419,7 +424,7 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                 elif d.reuse(name, fp) is not None:
                     continue
                 else:
-                    splits = trim(p)
+                    splits = None
                     if splits is None:
                         if not ready:
                             ex = stack.enter_context(_executor(jobs, initargs))
@@ -443,6 +448,8 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
         d.finish(meta_sha256=sha256_file(d.tmp / "meta.json"))
     meta["shards_built"], meta["shards_reused"] = len(d.built), len(d.reused)
     meta["shards_trimmed"] = len(trimmed)
+    # not in meta.json (they depend on the machine): how many workers, and what they split
+    meta["jobs"], meta["jobs_over"] = jobs, ("shards" if tasks is not None and todo else "documents")
     meta["reuse"] = d.summary() + (f" ({len(trimmed)} of the built shards trimmed from their previous version: "
                                    "dedup dropped documents, none was encoded)" if trimmed else "")
     if trimmed:
@@ -539,7 +546,8 @@ def summary_line(source: str, meta: dict, seconds: float) -> str:
     """The tokenize stage's one-line summary."""
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     total = tr["tokens"] + va["tokens"]
+    jobs = f"{meta['jobs']} jobs over {meta['jobs_over']}; " if "jobs" in meta else ""
     return (f"tokenize {source}: {n(tr['docs'] + va['docs'])} docs -> train {n(tr['docs'])} docs / "
             f"{n(tr['tokens'])} tokens, val {n(va['docs'])} docs / {n(va['tokens'])} tokens "
             f"({meta['dtype']}) in {seconds:.1f}s, {(tr['utf8_bytes'] + va['utf8_bytes']) / max(total, 1):.2f} "
-            f"bytes/token; {meta.get('reuse', '')}")
+            f"bytes/token; {jobs}{meta.get('reuse', '')}")

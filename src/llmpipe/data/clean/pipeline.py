@@ -221,10 +221,13 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                  num_perm: int, seed: int, jobs: int | None = None, executor=None) -> tuple[dict, str]:
     """Clean every shard of the ingested directory `in_dir` into `out_dir` (sharded), reusing the
     shards whose fingerprint is unchanged. Locally (`executor` None or local) shards are cleaned
-    one after another, each by `jobs` processes; on a cluster executor each shard is a task.
+    one after another, each by `jobs` processes, or, when there are many or small ones (a book per
+    shard), each shard by one of `jobs` processes (`core.executor.shard_tasks`); on a cluster
+    executor each shard is a task.
     Returns (stats summed over shards, reuse summary)."""
     from llmpipe.core import code
     from llmpipe.core.config import as_dict
+    from llmpipe.core.executor import shard_tasks
     from llmpipe.core.shards import ShardedDir, digest, read_manifest, shards
     in_dir = Path(in_dir)
     manifest = read_manifest(in_dir, f"ingest@{source}")
@@ -239,13 +242,16 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
             plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"]))
                     for sh in shards(manifest)]
             built = {}
-            if executor is not None and not executor.local:
-                todo = [name for name, fp in plan if not d.has(name, fp)]
+            docs = {sh["name"]: sh["docs"] for sh in shards(manifest)}
+            todo = [name for name, fp in plan if not d.has(name, fp)]
+            tasks = shard_tasks(executor, jobs, len(todo), sum(docs[x] for x in todo) / max(1, len(todo)),
+                                jobs * params.batch_docs)
+            if tasks is not None:  # whole shards as tasks: a cluster's, or local processes for many small shards
                 calls = [(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", d.tmp / f"{name}.minhash.npy",
-                          d.tmp / f"{name}.canon.npy", kind, params, ngram, num_perm, seed, executor.task_jobs())
+                          d.tmp / f"{name}.canon.npy", kind, params, ngram, num_perm, seed, tasks.task_jobs())
                          for name in todo]
-                built = dict(zip(todo, executor.map(clean_shard, calls, desc=f"clean {source}")))
-                jobs = executor.slots() if todo else jobs
+                built = dict(zip(todo, tasks.map(clean_shard, calls, desc=f"clean {source}")))
+                jobs = tasks.slots() if todo else jobs
             for name, fp in plan:
                 if name in built:
                     st = built[name]
@@ -263,6 +269,7 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                       shards=[{"name": name, "docs": st["docs"]}], stats={k: st[k] for k in SUM_KEYS})
             stats = {k: sum(u["stats"][k] for u in d.units) for k in SUM_KEYS}
             stats["jobs"] = jobs
+            stats["over"] = "shards" if tasks is not None and todo else "batches"  # how the jobs split the work
             d.finish(kind=kind, num_perm=num_perm, **{k: stats[k] for k in ("docs", "chars")})
     finally:
         if pool is not None:
@@ -277,4 +284,4 @@ def summary_line(source: str, kind: str, stats: dict, params, seconds: float, ou
             if stats["long_docs"] else "")
     return (f"clean@{source} ({kind}): {n(stats['docs'])} docs, {n(stats['chars_raw'])} -> {n(stats['chars'])} "
             f"chars{long} in {seconds:.1f}s ({n(stats['docs'] / max(seconds, 1e-9))} docs/s, "
-            f"{stats['jobs']} jobs; {stats.get('shards', '')}) -> {out}")
+            f"{stats['jobs']} jobs over {stats.get('over', 'batches')}; {stats.get('shards', '')}) -> {out}")

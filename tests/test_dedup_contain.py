@@ -183,9 +183,10 @@ def test_the_pass_matches_a_set_based_brute_force_and_never_removes_every_copy()
         assert not set(want.values()) & set(want)        # every root survives
 
 
-def test_many_small_partitions_on_two_workers_decide_what_memory_decides(tmp_path):
+def test_many_small_partitions_on_two_workers_decide_what_memory_decides(tmp_path, monkeypatch):
     """The bounded pass at a 32 KiB budget (many hash and pair partitions) on two worker
     processes gives the in-memory decision, document by document, cluster heads included."""
+    monkeypatch.setattr(contain, "PAIR_BYTES", 48)  # pair partitions sized as for 48-byte pairs: several here
     from llmpipe.data import dedup_ext
     from llmpipe.data.dedup import cross_settings, decide, load_shards, resolve_bands
     books = [book(CHAPTERS[:6]), book(CHAPTERS[6:])]
@@ -236,3 +237,37 @@ def test_the_pass_as_ray_tasks_writes_the_masks_the_local_run_writes(tmp_path, r
     finally:
         ray.shutdown()
     assert outs[0] == outs[1] and dedup_status(tmp_path / "out-1", root / "clean", "web").tolist() == [2, 0, 0]
+
+
+def test_pair_keys_count_what_the_wide_pairs_count():
+    """The bounded pass counts one uint64 per pair (ordinals), the reference 48-byte rows: on
+    random records they find the same pairs, in the same orientation, with the same shared and
+    common counts."""
+    rng = np.random.default_rng(7)
+    from llmpipe.data.dedup_ext import ROW_BITS
+    for trial in range(20):
+        ns = rng.integers(1, 30, size=4)
+        base = np.concatenate(([0], np.cumsum(ns)))
+        recs, recs_ord = [], []
+        for u, n in enumerate(ns.tolist()):
+            for row in range(n):
+                hashes = np.unique(rng.integers(0, 60, size=int(rng.integers(1, 25))))
+                r = np.empty((len(hashes), 4), np.uint64)
+                r[:, 0] = hashes
+                r[:, 1] = int(rng.permutation(1000)[0]) * 1000 + u * 100 + row    # unique prefs
+                r[:, 2] = (u << ROW_BITS) | row
+                r[:, 3] = ((u % 2) << 32) | len(hashes)
+                recs.append(r)
+                o = r.copy()
+                o[:, 2] = base[u] + row
+                recs_ord.append(o)
+        rec, rec_ord = np.concatenate(recs), np.concatenate(recs_ord)
+        wide, common = contain.pairs(rec, 6)
+        want = {(int(a), int(b)): int(n) for a, b, n in contain.counted(wide, 2)[:, [2, 3, 6]]}
+        keys, common_ord = contain.pair_keys(rec_ord, 6)
+        assert len(keys) == len(wide)
+        to_loc = {int(base[u] + row): (u << ROW_BITS) | row for u, n in enumerate(ns.tolist()) for row in range(n)}
+        got = {(to_loc[int(k >> np.uint64(32))], to_loc[int(k & np.uint64(0xFFFFFFFF))]): int(n)
+               for k, n in contain.count_keys(keys, 2)}
+        assert got == want, trial
+        assert sorted((to_loc[int(o)], int(c)) for o, c in common_ord) == [tuple(map(int, x)) for x in common]

@@ -15,12 +15,15 @@ only joins documents of different sources (within a source nothing changes):
      document with at least `min_samples` samples go to partitions by hash (a smaller one can
      neither be judged nor contain a judged one);
   2. per partition, the documents sharing a hash are paired when they are at most `max_docs`
-     and lie in different sources; the pairs are written by cells of a hash of the pair, as in
-     `dedup_ext`. A hash that more surviving documents share is common phrasing (a licence, a
+     and lie in different sources; each pair is one uint64 of the two documents' ordinals
+     (the better-ranked first; a run holds at most 2^32 documents) and the pairs are written by
+     cells of a hash of it, as in `dedup_ext` (8 bytes a pair, not the 48 of the reference's
+     rows, which `in_memory` keeps: the 16x bench's pass went from 9.8 to 4.7 s). A hash that more surviving documents share is common phrasing (a licence, a
      site footer): it is no evidence either way, so it is counted per document as "common" and
      left out of that document's size;
-  3. per pair partition, pairs are counted (`shared`); then, with the common counts of the
-     documents of the pairs that share enough to matter, document a is contained in b when a has
+  3. per pair partition, pairs are counted (`shared`); the few that share enough to matter get
+     their prefs, locs and sample counts back from the ordinals; then, with the common counts of
+     the documents of those pairs, document a is contained in b when a has
      at least `min_samples` samples (common ones left out) and shared >= threshold x samples(a).
   4. a contained document is removed (status NEAR) into its container when the container holds
      at least MIN_RATIO (2) times its samples: two documents of similar size are alike, not one
@@ -45,11 +48,13 @@ from pathlib import Path
 import numpy as np
 
 from llmpipe.data.dedup import KEPT, NEAR
-from llmpipe.data.dedup_ext import (ROW_BITS, SORT_FACTOR, _hash2, _load_partition, _Npy, _part_of, _pieces,
+from llmpipe.data.dedup_ext import (ROW_BITS, ROW_MASK, SORT_FACTOR, _load_partition, _Npy, _part_of, _pieces,
                                     _save, _shared, _sorted_run, read_pair_partition)
+from llmpipe.data.minhash import mix64
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 MIN_RATIO = 2     # a container holds at least twice the samples of what it contains
+PAIR_BYTES = 8    # one pair key (`pair_keys`): sizes the pair partitions
 
 
 @dataclass(frozen=True)
@@ -94,13 +99,23 @@ def _doc_of(samples: np.ndarray, doc_rows: np.ndarray) -> tuple[np.ndarray, np.n
     return at, ok
 
 
-def pairs(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
-    """((P, 6) uint64 (pref_a, pref_b, loc_a, loc_b, meta_a, meta_b), pref_a < pref_b: every two
-    records of one hash in different groups, for hashes held by 2..max_docs records; (C, 2)
-    uint64 (loc, n) ascending: per document, its samples whose hash more than max_docs records
-    hold (common phrasing: neither evidence for a copy nor against it, `edges`))."""
-    rec = _shared(rec, 0)                 # most sampled shingles are in one document only
-    rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+def _groups(rec: np.ndarray, max_docs: int, by_pref: bool = True):
+    """The records of hashes held by 2..max_docs records, sorted by (hash, pref) (`by_pref`; else
+    by hash, in input order within a hash), with each one's
+    place in its hash group, the group's size and the record's group (source); and (C, 2) uint64
+    (column 2 value, n) ascending: per document, its samples whose hash more than max_docs records
+    hold (common phrasing: neither evidence for a copy nor against it, `edges`)."""
+    if by_pref:
+        rec = _shared(rec, 0)                 # most sampled shingles are in one document only
+        rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+    else:  # by hash only, in one stable sort: the records that share their hash, in input order within it
+        order = np.argsort(rec[:, 0], kind="stable")
+        v = rec[order, 0]
+        same = v[1:] == v[:-1]
+        many = np.zeros(len(rec), bool)
+        many[1:] |= same
+        many[:-1] |= same
+        rec = rec[order[many]]
     h = rec[:, 0]
     head = np.ones(len(rec), bool)
     head[1:] = h[1:] != h[:-1]
@@ -112,18 +127,61 @@ def pairs(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
     keep = np.repeat((size >= 2) & (size <= max_docs), size)
     rec, pos = rec[keep], (np.arange(len(rec)) - np.repeat(start, size))[keep]
     size = np.repeat(size, size)[keep]
-    group = rec[:, 3] >> np.uint64(32)
-    out = []
-    i_all = np.arange(len(rec))
-    for o in range(1, int(size.max(initial=1))):       # partner o places later in the same hash
+    return rec, pos, size, rec[:, 3] >> np.uint64(32), common
+
+
+def _partners(pos: np.ndarray, size: np.ndarray, group: np.ndarray):
+    """For o = 1, 2, ...: (o, indices i of records whose partner o places later in the same hash
+    lies in another group)."""
+    i_all = np.arange(len(pos))
+    for o in range(1, int(size.max(initial=1))):
         i_all = i_all[pos[i_all] + o < size[i_all]]     # records with a partner that far: shrinks
         i = i_all[group[i_all] != group[i_all + o]]
         if len(i):
-            p = np.empty((len(i), 6), np.uint64)
-            p[:, 0], p[:, 1], p[:, 2] = rec[i, 1], rec[i + o, 1], rec[i, 2]
-            p[:, 3], p[:, 4], p[:, 5] = rec[i + o, 2], rec[i, 3], rec[i + o, 3]
-            out.append(p)
+            yield o, i
+
+
+def pairs(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """((P, 6) uint64 (pref_a, pref_b, loc_a, loc_b, meta_a, meta_b), pref_a < pref_b: every two
+    records of one hash in different groups, for hashes held by 2..max_docs records; (C, 2)
+    uint64 (loc, n) ascending: per document, its common samples (`_groups`)."""
+    rec, pos, size, group, common = _groups(rec, max_docs)
+    out = []
+    for o, i in _partners(pos, size, group):
+        p = np.empty((len(i), 6), np.uint64)
+        p[:, 0], p[:, 1], p[:, 2] = rec[i, 1], rec[i + o, 1], rec[i, 2]
+        p[:, 3], p[:, 4], p[:, 5] = rec[i + o, 2], rec[i, 3], rec[i + o, 3]
+        out.append(p)
     return (np.concatenate(out) if out else np.empty((0, 6), np.uint64)), common
+
+
+def pair_keys(rec: np.ndarray, max_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """`pairs` with column 2 a document ordinal (< 2^32) instead of loc, each pair as one uint64
+    ord_a << 32 | ord_b (a: the better-ranked, smaller pref): 8 bytes a pair instead of 48, so
+    the bounded pass moves, sorts and counts a sixth of the bytes; the pairs that share enough
+    are turned back into `counted` rows afterwards (`containment_pass`). Common counts by ordinal."""
+    rec, pos, size, group, common = _groups(rec, max_docs, by_pref=False)
+    pref, ords = rec[:, 1], rec[:, 2]
+    out = []
+    for o, i in _partners(pos, size, group):
+        j = i + o
+        first = pref[i] < pref[j]             # a hash's records are not in pref order: orient each pair
+        out.append((np.where(first, ords[i], ords[j]) << np.uint64(32)) | np.where(first, ords[j], ords[i]))
+    return (np.concatenate(out) if out else np.empty(0, np.uint64)), common
+
+
+def count_keys(keys: np.ndarray, min_shared: int) -> np.ndarray:
+    """(C, 2) uint64 (pair key, shared) ascending by key: the `pair_keys` keys (each shared hash
+    once, any order) that occur at least `min_shared` times."""
+    if not len(keys):
+        return np.empty((0, 2), np.uint64)
+    keys = np.sort(keys)
+    first = np.ones(len(keys), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    start = np.flatnonzero(first)
+    shared = np.diff(np.append(start, len(keys)))
+    ok = shared >= min_shared
+    return np.stack((keys[start[ok]], shared[ok].astype(np.uint64)), axis=1)
 
 
 def counted(pr: np.ndarray, min_shared: int) -> np.ndarray:
@@ -226,7 +284,9 @@ def _task_offsets(sample_path: str, clean_rows: int, out: str) -> int:
 
 
 def _piece_records(unit: int, lo: int, hi: int, staged: str, status_path: str, rows_path: str | None,
-                   sample_path: str, off_path: str, group: int, min_samples: int) -> np.ndarray:
+                   sample_path: str, off_path: str, group: int, min_samples: int, first_ord: int) -> np.ndarray:
+    """`records` of rows [lo, hi) of a unit, column 2 the documents' ordinals (`pair_keys`): the
+    unit's first ordinal `first_ord` + row."""
     with _Npy(status_path) as f:
         alive = f.rows(lo, hi) == KEPT
     with _Npy(staged) as f:
@@ -241,12 +301,14 @@ def _piece_records(unit: int, lo: int, hi: int, staged: str, status_path: str, r
         b = int(f.flat(int(doc_rows[-1]) + 1, 1)[0])
     with _Npy(sample_path) as f:
         samples = f.flat(a, b - a)
-    return records(samples, doc_rows, alive, pref, unit, lo, group, min_samples)
+    rec = records(samples, doc_rows, alive, pref, unit, lo, group, min_samples)
+    rec[:, 2] = (rec[:, 2] & ROW_MASK) + np.uint64(first_ord)
+    return rec
 
 
 def _task_scatter(pieces: list[tuple], parts: int, out: str) -> int:
     """Records of `pieces` [(unit, lo, hi, staged, status, rows, samples, offsets, group,
-    min_samples)], sorted by hash partition, into one run."""
+    min_samples, first ordinal)], sorted by hash partition, into one run."""
     recs = [_piece_records(*p) for p in pieces]
     rec = np.concatenate(recs) if recs else np.empty((0, 4), np.uint64)
     if parts == 1:                        # one partition: nothing to sort
@@ -258,12 +320,12 @@ def _task_scatter(pieces: list[tuple], parts: int, out: str) -> int:
 
 
 def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int) -> int:
-    """Hash partition p: its pairs (`pairs`), sorted by the top bits (cells) of a hash of
-    (pref_a, pref_b), with the offsets of the 2^cell_bits cells (OUT.off.npy), and its documents'
-    common-sample counts (OUT.common.npy)."""
-    pr, common = pairs(_load_partition(p, runs, 4), max_docs)
+    """Hash partition p: its pair keys (`pair_keys`), sorted by the top bits (cells) of a hash of
+    the key, with the offsets of the 2^cell_bits cells (OUT.off.npy), and its documents'
+    common-sample counts (OUT.common.npy, by ordinal)."""
+    pr, common = pair_keys(_load_partition(p, runs, 4), max_docs)
     _save(Path(out).with_suffix(".common.npy"), common)
-    cell = (_hash2(pr[:, 0], pr[:, 1]) >> np.uint64(64 - cell_bits)).astype(np.int64)
+    cell = (mix64(pr.copy()) >> np.uint64(64 - cell_bits)).astype(np.int64)
     order = np.argsort(cell, kind="stable")
     _save(Path(out), pr[order])
     _save(Path(out).with_suffix(".off.npy"),
@@ -272,14 +334,14 @@ def _task_pairs(p: int, runs: list[str], out: str, cell_bits: int, max_docs: int
 
 
 def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], least: int) -> np.ndarray:
-    """Pair partition q (a range of cells of every pair file): its pairs sharing at least `least`
-    samples (`counted`)."""
-    return counted(read_pair_partition(q, parts, cell_bits, pair_files, 6), least)
+    """Pair partition q (a range of cells of every pair file): its pair keys sharing at least
+    `least` samples (`count_keys`)."""
+    return count_keys(read_pair_partition(q, parts, cell_bits, pair_files, 1)[:, 0], least)
 
 
 def _task_common(paths: list[str], locs_path: str) -> np.ndarray:
-    """(len(locs),) uint64: the common-sample counts of the locs in `locs_path` (ascending),
-    summed over the partitions' common files (each read in slices)."""
+    """(len(locs),) uint64: the common-sample counts of the documents in `locs_path` (ascending
+    ordinals), summed over the partitions' common files (each read in slices)."""
     with _Npy(locs_path) as f:
         locs = f.rows(0, f.shape[0])
     total = np.zeros(len(locs), np.uint64)
@@ -312,6 +374,12 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     offs = [str(sub / f"off-{u:06d}.npy") for u in range(len(units))]
     cstats["samples"] = int(sum(runner.map(_task_offsets, ((str(cp.sample_paths[u]), clean_rows[u], offs[u])
                                                            for u in range(len(units))))))
+    # document ordinals: unit u's rows are base[u], base[u] + 1, ...; a pair is two of them in a uint64
+    base = np.concatenate(([0], np.cumsum(ns, dtype=np.int64)))
+    if base[-1] >= 1 << 32:
+        from llmpipe.core.errors import UserError
+        raise UserError(f"dedup: {base[-1]:,} documents, the containment pass handles at most 2^32 in one run; "
+                        "set dedup.containment: false")
     status_paths = []
     for u, unit in enumerate(units):
         status_paths.append(str(sub / f"status-{u:06d}.npy"))
@@ -327,7 +395,8 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
             yield ([(u, lo, hi, staged[u], status_paths[u], rows_paths[u], str(cp.sample_paths[u]), offs[u],
-                     cp.groups[u], cp.min_samples) for u, lo, hi in task], parts, str(sub / f"run-{k:06d}"))
+                     cp.groups[u], cp.min_samples, int(base[u])) for u, lo, hi in task], parts,
+                   str(sub / f"run-{k:06d}"))
 
     runs = [str(sub / f"run-{k:06d}") for k, _ in enumerate(runner.map(_task_scatter, scatter_tasks()))]
     pair_files = [str(sub / f"pairs-{p:06d}.npy") for p in range(parts)]
@@ -338,23 +407,56 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     for r in runs:
         os.unlink(f"{r}.rec.npy")
         os.unlink(f"{r}.off.npy")
-    q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * 48 * SORT_FACTOR / share)))
+    q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * PAIR_BYTES * SORT_FACTOR / share)))
     least = min_shared(cp.threshold, cp.min_samples)
-    cand = list(runner.map(_task_count, ((q, q_parts, cell_bits, pair_files, least) for q in range(q_parts))))
-    cand = np.concatenate(cand) if cand else np.empty((0, 7), np.uint64)
+    keys = list(runner.map(_task_count, ((q, q_parts, cell_bits, pair_files, least) for q in range(q_parts))))
+    keys = np.concatenate(keys) if keys else np.empty((0, 2), np.uint64)
+    ord_a, ord_b = keys[:, 0] >> np.uint64(32), keys[:, 0] & _LOW32
     # the common-sample counts of the candidates' documents (a few), from every partition's file
-    locs = np.unique(np.concatenate((cand[:, 2], cand[:, 3])))
-    _save(sub / "locs.npy", locs)
+    ords = np.unique(np.concatenate((ord_a, ord_b)))
+    _save(sub / "locs.npy", ords)
     common_files = [str(Path(f).with_suffix(".common.npy")) for f in pair_files]
-    common = next(iter(runner.map(_task_common, [(common_files, str(sub / "locs.npy"))]))) if len(locs) \
+    common = next(iter(runner.map(_task_common, [(common_files, str(sub / "locs.npy"))]))) if len(ords) \
         else np.zeros(0, np.uint64)
-    table = np.stack((locs, common), axis=1) if len(locs) else np.empty((0, 2), np.uint64)
-    found = edges(cand, common_of(cand[:, 2], table), common_of(cand[:, 3], table), cp.threshold, cp.min_samples)
+    table = np.stack((ords, common), axis=1) if len(ords) else np.empty((0, 2), np.uint64)
+    cand = _candidates(units, ords, base, rows_paths, offs, ord_a, ord_b, keys[:, 1])
+    found = edges(cand, common_of(ord_a, table)[cand[:, 7]], common_of(ord_b, table)[cand[:, 7]],
+                  cp.threshold, cp.min_samples)
     cstats.update(pairs=int(n_pairs), pair_partitions=q_parts, hash_partitions=parts, candidates=int(len(cand)))
     out = resolve(found)
     cstats["contained"] = int(len(out[0]))
     stats["containment"] = cstats
     return out
+
+
+def _candidates(units, ords: np.ndarray, base: np.ndarray, rows_paths, offs: list[str], ord_a: np.ndarray,
+                ord_b: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    """The counted pairs as `counted` rows (pref_a, pref_b, loc_a, loc_b, samples_a, samples_b,
+    shared), sorted by (pref_a, pref_b), plus column 7: each row's index in the inputs. `ords`:
+    every ordinal of ord_a and ord_b, ascending; a document's samples come from its unit's
+    offsets (`_task_offsets`), read once per unit that has a candidate."""
+    unit = np.searchsorted(base, ords.astype(np.int64), side="right") - 1
+    row = ords.astype(np.int64) - base[unit]
+    pref, size = np.empty(len(ords), np.uint64), np.empty(len(ords), np.uint64)
+    cut = np.flatnonzero(np.diff(unit)) + 1
+    for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(ords)])).tolist()):
+        if a == b:  # no candidate at all
+            break
+        u = int(unit[a])
+        pref[a:b] = units[u].pref[row[a:b]]
+        clean_row = row[a:b]
+        if rows_paths[u] is not None:
+            with _Npy(rows_paths[u]) as f:
+                clean_row = f.rows(0, f.shape[0])[clean_row]
+        with _Npy(offs[u]) as f:
+            off = f.rows(0, f.shape[0])
+        size[a:b] = (off[clean_row + 1] - off[clean_row]).astype(np.uint64)
+    loc = (unit.astype(np.uint64) << np.uint64(ROW_BITS)) | row.astype(np.uint64)
+    ia, ib = np.searchsorted(ords, ord_a), np.searchsorted(ords, ord_b)
+    out = np.empty((len(ord_a), 8), np.uint64)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = pref[ia], pref[ib], loc[ia], loc[ib]
+    out[:, 4], out[:, 5], out[:, 6], out[:, 7] = size[ia], size[ib], shared, np.arange(len(ord_a))
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
 
 
 def in_memory(samples: list[np.ndarray], doc_rows: list[np.ndarray], alive: list[np.ndarray],

@@ -459,15 +459,17 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
 
 def _encode_shard(path: Path, keep: np.ndarray, tmp: Path, name: str, source: str, dtype, is_val_doc,
                   jobs: int, ex, group_by: str | None = None, chat: bool = False,
-                  tail: float | None = None) -> dict:
-    """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp (+ .mask: chat)."""
+                  tail: float | None = None, progress: bool = True) -> dict:
+    """Encode the kept documents of one clean shard into NAME.{train,val}.* under tmp (+ .mask: chat);
+    `progress`: its own bar (off in a shard task: the stage's bar counts shards)."""
     text_bytes = _text_bytes(path)
     task_bytes = int(np.clip(text_bytes / (jobs * TASKS_PER_WORKER), TASK_BYTES_MIN, TASK_BYTES_MAX))
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(SplitWriter(tmp, s, dtype, stem=f"{name}.{s}", mask=chat))
                    for s in SPLITS}
         results = _run(_tasks(path, task_bytes, is_val_doc, keep, group_by, tail), jobs, ex)
-        with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False) as bar:
+        with tqdm(total=int(keep.sum()), desc=f"tokenize {source} {name}", unit="doc", leave=False,
+                  disable=None if progress else True) as bar:
             _write_blocks(results, writers, source, bar)
         return {s: w.close() for s, w in writers.items()}
 
@@ -539,7 +541,7 @@ def encode_shard_task(initargs: tuple, path: Path, keep: np.ndarray, tmp: Path, 
     with _executor(jobs, initargs) as ex:
         return _encode_shard(path, keep, tmp, name, source, np.dtype(dtype),
                              lambda i: is_val(i, val_fraction, seed, forced), jobs, ex, group_by,
-                             bool(initargs[3]), tail)
+                             bool(initargs[3]), tail, progress=False)
 
 
 def summary_line(source: str, meta: dict, seconds: float) -> str:

@@ -124,11 +124,13 @@ def _to_batch(docs: pa.RecordBatch, cols: dict, schema: pa.Schema) -> pa.RecordB
 
 def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int, num_perm: int,
                 seed: int, jobs: int | None = None, *, minhash: str | Path | None = None,
-                canon: str | Path | None = None, contain: str | Path | None = None, pool=None) -> dict:
+                canon: str | Path | None = None, contain: str | Path | None = None, pool=None,
+                progress: bool = True) -> dict:
     """Clean `src` (Document table) into `dst` (and the signatures into `minhash`, a .npy; default
     beside dst; the canonical ones into `canon`, default NAME.canon.npy beside dst; the containment
     samples into `contain`, default NAME.contain.npy); returns {docs, chars_raw, chars, long_docs, long_chars} (long: documents over
-    `params.max_doc_chars`, characters cut). `pool`: a worker pool to use (else one of `jobs`)."""
+    `params.max_doc_chars`, characters cut). `pool`: a worker pool to use (else one of `jobs`);
+    `progress`: its own bar (off in a shard task: the stage's bar counts shards)."""
     jobs = workers.resolve(params.jobs if jobs is None else jobs)
     schema = output_schema(kind, num_perm)
     args = (kind, params, ngram, num_perm, seed)
@@ -146,7 +148,7 @@ def clean_table(src: str | Path, dst: str | Path, kind: str, params, ngram: int,
         with TableWriter(dst, schema) as w, atomic_path(minhash) as sig_tmp, open(sig_tmp, "wb") as sig, \
                 atomic_path(canon) as canon_tmp, open(canon_tmp, "wb") as csig, \
                 atomic_path(contain) as contain_tmp, open(contain_tmp, "wb") as samples, \
-                tqdm(total=rows, unit="doc", desc=f"clean {kind}", disable=None) as bar:
+                tqdm(total=rows, unit="doc", desc=f"clean {kind}", disable=None if progress else True) as bar:
             for f in (sig, csig):
                 np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype("<u4")),
                                                          "fortran_order": False, "shape": (rows, num_perm)})
@@ -214,7 +216,8 @@ def clean_shard(src: str | Path, dst: str | Path, sig: str | Path, canon: str | 
     """One shard as one task of a cluster executor (`core.executor`): `clean_table` with `jobs`
     processes of the task's own (the containment samples beside `canon`)."""
     return clean_table(src, dst, kind, params, ngram, num_perm, seed, jobs, minhash=sig, canon=canon,
-                       contain=Path(canon).with_name(Path(canon).name.replace(".canon.npy", ".contain.npy")))
+                       contain=Path(canon).with_name(Path(canon).name.replace(".canon.npy", ".contain.npy")),
+                       progress=False)
 
 
 def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: str, params, ngram: int,

@@ -53,6 +53,28 @@ def test_local_is_the_default_and_maps_in_order_in_other_processes():
         LOCAL.map(refuse, [(0,), (1,)], jobs=2)
 
 
+def mark_then_maybe_fail(i: int, d: str) -> int:
+    """A task: task 0 fails at once; every other one writes d/i after 0.3 s."""
+    if i == 0:
+        raise UserError("data/x/0.parquet: row 3: bad thing; fix the input")
+    time.sleep(0.3)
+    Path(d, str(i)).write_text("ran")
+    return i
+
+
+def test_a_failing_task_cancels_the_queued_ones_and_each_yields_as_tasks_finish(tmp_path):
+    """`each` raises a task's error with the queued calls cancelled (a failed stage does not go on
+    cleaning 12 more shards to throw them away), and yields results one by one in call order."""
+    with pytest.raises(UserError, match=r"^data/x/0\.parquet"):
+        LOCAL.map(mark_then_maybe_fail, [(i, str(tmp_path)) for i in range(12)], jobs=2)
+    ran = sorted(int(p.name) for p in tmp_path.iterdir())
+    assert len(ran) < 11, ran            # the workers' running and prefetched calls at most
+    (tmp_path / "ok").mkdir()
+    gen = LOCAL.each(mark_then_maybe_fail, [(i, str(tmp_path / "ok")) for i in range(1, 5)], jobs=2)
+    assert next(gen) == 1 and (tmp_path / "ok/1").exists()
+    assert list(gen) == [2, 3, 4]
+
+
 def test_ray_backend_without_ray_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     ex = RayExecutor(ExecParams(backend="ray"))

@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def corpus(root: Path, files: int = 6, docs: int = 60) -> Path:
+def corpus(root: Path, files: int = 6, docs: int = 60, jobs: int = 1) -> Path:
     from llmpipe.data.sources.sample import sample_records
     recs = sample_records("c4", files * docs, 5)
     d = root / "raw"
@@ -26,7 +26,7 @@ def corpus(root: Path, files: int = 6, docs: int = 60) -> Path:
         (d / f"part-{k:02d}.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n"
                                                        for r in recs[k * docs:(k + 1) * docs]))
     (root / "params.yaml").write_text(yaml.safe_dump({"sources": {"c4": {"kind": "c4", "uri": str(d)}},
-                                                      "clean": {"jobs": 1, "batch_docs": 8}}))
+                                                      "clean": {"jobs": jobs, "batch_docs": 8}}))
     return root
 
 
@@ -44,11 +44,12 @@ def files(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
-def test_a_killed_clean_keeps_its_finished_shards_for_the_next_run(tmp_path, how):
+@pytest.mark.parametrize("how,jobs", [("SIGKILL", 1), ("SIGINT", 1), ("SIGKILL", 2), ("SIGINT", 2)])
+def test_a_killed_clean_keeps_its_finished_shards_for_the_next_run(tmp_path, how, jobs):
     # 12 shards, killed after 2: on a loaded CI box 6 left too small a margin (the run could
-    # finish and publish between the poll and the signal)
-    root = corpus(tmp_path, files=12)
+    # finish and publish between the poll and the signal). jobs 2: 12 shards to build are whole-shard
+    # tasks of a pool (core.executor.shard_tasks), each recorded as it returns
+    root = corpus(tmp_path, files=12, jobs=jobs)
     assert stage(root, "stages.ingest", "--source", "c4", "--out", "ing/c4", "--jobs", "1").returncode == 0
     ref = stage(root, "stages.clean", "--source", "c4", "--in", "ing/c4", "--out", "ref/c4")
     assert ref.returncode == 0, ref.stderr
@@ -59,7 +60,7 @@ def test_a_killed_clean_keeps_its_finished_shards_for_the_next_run(tmp_path, how
             break
         time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL if how == "SIGKILL" else signal.SIGINT)
-    p.communicate(timeout=60)
+    p.communicate(timeout=60)  # returns only when no worker holds the pipes: they die with the stage
     assert p.returncode != 0, "the stage finished before the signal: the test needs more shards"
     assert not (root / "out/c4").exists()  # nothing under the final name
     again = stage(root, "stages.clean", "--source", "c4", "--in", "ing/c4", "--out", "out/c4")

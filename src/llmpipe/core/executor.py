@@ -99,28 +99,42 @@ class Executor:
         """Processes one task may use for its own inner pool (ray: floor(cpus_per_task))."""
         return 1
 
-    def map(self, fn: Callable, calls: list[tuple], *, jobs: int | None = None, desc: str = "",
-            unit: str = "shard") -> list:
-        """[fn(*args) for args in calls], in `jobs` spawned processes when there are several
-        calls (0 = every core); a task's exception (a UserError included) is raised here."""
+    def each(self, fn: Callable, calls: list[tuple], *, jobs: int | None = None, desc: str = "",
+             unit: str = "shard") -> Iterator:
+        """fn(*args) for each call, in `jobs` spawned processes when there are several calls (0 =
+        every core), yielded in call order as each is done, so a stage records a unit as soon as
+        it is finished and a Ctrl-C or a failure keeps what was. A task's exception (a UserError
+        included) is raised here; then, or when the caller stops early (Ctrl-C), the queued calls
+        are cancelled and the running ones waited for (at most one unit per process: none is left
+        writing into a folder the stage is about to keep or remove)."""
         from tqdm import tqdm
+        calls = list(calls)
         jobs = min(self.slots(jobs), len(calls))
         with tqdm(total=len(calls), desc=desc, unit=unit, disable=None if calls else True, leave=False) as bar:
             if jobs <= 1:
-                out = []
                 for args in calls:
-                    out.append(fn(*args))
+                    out = fn(*args)
                     bar.update(1)
-                return out
+                    yield out
+                return
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-                futs = [ex.submit(fn, *args) for args in calls]
-                out = []
+            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=workers.die_with_parent)
+            done = False
+            try:
+                futs = [ex.submit(fn, *args) for args in calls]   # arguments are paths and small values
                 for f in futs:
-                    out.append(f.result())
+                    out = f.result()
                     bar.update(1)
-                return out
+                    yield out
+                done = True
+            finally:
+                ex.shutdown(wait=True, cancel_futures=not done)
+
+    def map(self, fn: Callable, calls: list[tuple], *, jobs: int | None = None, desc: str = "",
+            unit: str = "shard") -> list:
+        """[fn(*args) for args in calls], as `each` runs them."""
+        return list(self.each(fn, calls, jobs=jobs, desc=desc, unit=unit))
 
     def close(self) -> None:
         pass
@@ -247,17 +261,16 @@ class RayExecutor(Executor):
             for ref in pending:  # a failed stage leaves no task running on the cluster
                 self._ray.cancel(ref, force=True)
 
-    def map(self, fn: Callable, calls: list[tuple], *, jobs: int | None = None, desc: str = "",
-            unit: str = "shard") -> list:
+    def each(self, fn: Callable, calls: list[tuple], *, jobs: int | None = None, desc: str = "",
+             unit: str = "shard") -> Iterator:
         from tqdm import tqdm
-        out: list = []
+        calls = list(calls)
         if not calls:  # nothing to do: the cluster is not even joined
-            return out
+            return
         with tqdm(total=len(calls), desc=desc, unit=unit, disable=None, leave=False) as bar:
             for r in self.imap(fn, calls):
-                out.append(r)
                 bar.update(1)
-        return out
+                yield r
 
 
 def make(params: ExecParams | None) -> Executor:

@@ -74,7 +74,7 @@ import numpy as np
 
 from llmpipe.core import atomic
 from llmpipe.core.errors import UserError
-from llmpipe.core.workers import resolve
+from llmpipe.core.workers import die_with_parent, resolve
 from llmpipe.data.dedup import EXACT, KEPT, NEAR, band_keys, components
 from llmpipe.data.minhash import mix64
 
@@ -505,7 +505,7 @@ class _Runner:
         if self.jobs > 1 and self.pool is None:       # started at the first task list
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload([__name__])
-            self.pool = ProcessPoolExecutor(self.jobs, mp_context=ctx)
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=die_with_parent)
         if self.pool is None:
             for args in tasks:
                 out, rss = _call(fn, args)

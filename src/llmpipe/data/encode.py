@@ -84,6 +84,7 @@ WRITE_DOCS = 256  # documents per SplitWriter.add, aligned to row groups: fixes 
 def _init(spm_path: str, eos: int, dtype: str, chat: bool = False) -> None:
     # only SentencePiece: the Tokenizer wrapper's checks already ran in the parent
     import sentencepiece as spm
+    workers.die_with_parent()
     _W.update(sp=spm.SentencePieceProcessor(model_file=spm_path), eos=eos, dtype=np.dtype(dtype), chat=chat)
 
 
@@ -408,30 +409,33 @@ def tokenize_source(clean_dir: str | Path, dedup_dir: str | Path, tokenizer_path
                     todo.append(p)
         # whole shards as tasks: a cluster's, or local processes when the shards are many or too
         # small to split over the workers (a book per shard is one task: one busy core)
-        tasks = shard_tasks(executor, jobs, len(todo), sum(p["kept"] for p in todo) / max(1, len(todo)), 2 * jobs)
-        if tasks is not None:
-            calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source, dtype.name,
-                      (val_fraction, seed, forced, group_by, tail if p["kept"] else None), tasks.task_jobs())
-                     for p in todo]
-            built.update(zip([p["name"] for p in todo], tasks.map(encode_shard_task, calls,
-                                                                  desc=f"tokenize {source}")))
+        busy = [p["kept"] for p in todo if p["kept"]]  # a shard dedup emptied is no work
+        tasks = shard_tasks(executor, jobs, len(todo), sum(busy) / max(1, len(busy)), 2 * jobs)
         with contextlib.ExitStack() as stack:
+            results, todo_set = iter(()), set()
+            if tasks is not None:  # each shard is recorded as its task returns (in plan order): a Ctrl-C keeps them
+                calls = [(initargs, clean_dir / f"{p['name']}.parquet", p["keep"], d.tmp, p["name"], source,
+                          dtype.name, (val_fraction, seed, forced, group_by, tail if p["kept"] else None),
+                          tasks.task_jobs()) for p in todo]
+                results = stack.enter_context(contextlib.closing(
+                    tasks.each(encode_shard_task, calls, desc=f"tokenize {source}")))
+                todo_set = {p["name"] for p in todo}
             ex, ready = None, False
             for p in plan:
                 name, fp = p["name"], p["fp"]
                 if name in built:
                     splits = built[name]
+                elif name in todo_set:
+                    splits = next(results)
                 elif d.reuse(name, fp) is not None:
                     continue
                 else:
-                    splits = None
-                    if splits is None:
-                        if not ready:
-                            ex = stack.enter_context(_executor(jobs, initargs))
-                            ready = True
-                        splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
-                                               dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex,
-                                               group_by, chat, tail if p["kept"] else None)
+                    if not ready:
+                        ex = stack.enter_context(_executor(jobs, initargs))
+                        ready = True
+                    splits = _encode_shard(clean_dir / f"{name}.parquet", p["keep"], d.tmp, name, source,
+                                           dtype, lambda i: is_val(i, val_fraction, seed, forced), jobs, ex,
+                                           group_by, chat, tail if p["kept"] else None)
                 d.add(name, fp, [f["name"] for sp in splits.values() for f in sp["files"].values()],
                       shards=[{"name": name, "docs": p["kept"]}],
                       stats={"input": p["input"], "text_fp": p["text_fp"], "lowest": p["lowest"],

@@ -28,6 +28,7 @@ else, so one huge document cannot blow a worker's memory (~60 bytes per characte
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing as mp
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def make_pool(jobs: int):
     new shard notices."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
-    return ctx.Pool(jobs)
+    return ctx.Pool(jobs, initializer=workers.die_with_parent)
 
 
 def clean_shard(src: str | Path, dst: str | Path, sig: str | Path, canon: str | Path, kind: str, params,
@@ -241,10 +242,9 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                   ngram, num_perm, seed)
     pool = None
     try:
-        with ShardedDir(out_dir, stage="clean", source=source) as d:
+        with ShardedDir(out_dir, stage="clean", source=source) as d, contextlib.ExitStack() as stack:
             plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"]))
                     for sh in shards(manifest)]
-            built = {}
             docs = {sh["name"]: sh["docs"] for sh in shards(manifest)}
             todo = [name for name, fp in plan if not d.has(name, fp)]
             tasks = shard_tasks(executor, jobs, len(todo), sum(docs[x] for x in todo) / max(1, len(todo)),
@@ -253,11 +253,13 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
                 calls = [(in_dir / f"{name}.parquet", d.tmp / f"{name}.parquet", d.tmp / f"{name}.minhash.npy",
                           d.tmp / f"{name}.canon.npy", kind, params, ngram, num_perm, seed, tasks.task_jobs())
                          for name in todo]
-                built = dict(zip(todo, tasks.map(clean_shard, calls, desc=f"clean {source}")))
+                # each shard is recorded as its task returns (in plan order), so an interrupted run keeps them
+                built = stack.enter_context(contextlib.closing(tasks.each(clean_shard, calls, desc=f"clean {source}")))
                 jobs = tasks.slots() if todo else jobs
+            todo_set = set(todo) if tasks is not None else set()
             for name, fp in plan:
-                if name in built:
-                    st = built[name]
+                if name in todo_set:
+                    st = next(built)
                 elif d.reuse(name, fp) is not None:
                     continue
                 else:

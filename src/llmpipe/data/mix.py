@@ -150,7 +150,8 @@ def gather(files: list[TokenFile], src: np.ndarray, doc: np.ndarray, writer: Spl
     lengths = ends - starts
     cum = np.cumsum(lengths)
     lo = 0
-    with tqdm(total=int(cum[-1]) if len(cum) else 0, desc=desc, unit="tok", unit_scale=True, leave=False) as bar:
+    with tqdm(total=int(cum[-1]) if len(cum) else 0, desc=desc, unit="tok", unit_scale=True, leave=False,
+              disable=None) as bar:
         while lo < len(src):
             hi = max(lo + 1, int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + GATHER_TOKENS)))
             s_, b_, e_ = src[lo:hi].tolist(), starts[lo:hi].tolist(), ends[lo:hi].tolist()

@@ -77,7 +77,7 @@ def doc_nll(model: Transformer, docs: Sequence[Sequence[int]], start_id: int, ba
     batches = range(0, len(order), batch_size)
     if progress:
         from tqdm import tqdm
-        batches = tqdm(batches, desc="eval", unit="batch", mininterval=5.0)
+        batches = tqdm(batches, desc="eval", unit="batch", mininterval=5.0, disable=None)
     for b in batches:
         chunk = [windows[i] for i in order[b:b + batch_size]]
         T = max(len(w[0]) for _, w in chunk)

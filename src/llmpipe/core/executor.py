@@ -149,7 +149,7 @@ class Executor:
 LOCAL = Executor()
 
 
-def shard_tasks(executor: "Executor | None", jobs: int, todo: int, per_shard: float, fill: float) -> "Executor | None":
+def shard_tasks(executor: Executor | None, jobs: int, todo: int, per_shard: float, fill: float) -> Executor | None:
     """Where a stage should run whole shards as tasks: the cluster `executor` always; locally a
     pool of `jobs` processes, one shard each, when that keeps more cores busy than splitting each
     shard over the pool in turn: at least two shards to build, and either 2 x jobs of them (the

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmpipe.core.errors import UserError
 from llmpipe.data.dedup import KEPT, NEAR
 from llmpipe.data.dedup_ext import (ROW_BITS, ROW_MASK, SORT_FACTOR, _load_partition, _Npy, _part_of, _pieces,
                                     _save, _shared, _sorted_run, read_pair_partition)
@@ -105,17 +106,9 @@ def _groups(rec: np.ndarray, max_docs: int, by_pref: bool = True):
     place in its hash group, the group's size and the record's group (source); and (C, 2) uint64
     (column 2 value, n) ascending: per document, its samples whose hash more than max_docs records
     hold (common phrasing: neither evidence for a copy nor against it, `edges`)."""
+    rec = _shared(rec, 0, by_value=not by_pref)   # most sampled shingles are in one document only
     if by_pref:
-        rec = _shared(rec, 0)                 # most sampled shingles are in one document only
         rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
-    else:  # by hash only, in one stable sort: the records that share their hash, in input order within it
-        order = np.argsort(rec[:, 0], kind="stable")
-        v = rec[order, 0]
-        same = v[1:] == v[:-1]
-        many = np.zeros(len(rec), bool)
-        many[1:] |= same
-        many[:-1] |= same
-        rec = rec[order[many]]
     h = rec[:, 0]
     head = np.ones(len(rec), bool)
     head[1:] = h[1:] != h[:-1]
@@ -275,7 +268,6 @@ def _task_offsets(sample_path: str, clean_rows: int, out: str) -> int:
         for lo in range(0, f.shape[0], step):
             rows = (f.flat(lo, min(step, f.shape[0] - lo)) >> np.uint64(32)).astype(np.int64)
             if len(rows) and rows[-1] >= clean_rows:
-                from llmpipe.core.errors import UserError
                 raise UserError(f"{sample_path}: a sample of row {rows[-1]}, the shard has {clean_rows} rows; "
                                 "rerun clean")
             counts += np.bincount(rows, minlength=clean_rows)
@@ -339,17 +331,17 @@ def _task_count(q: int, parts: int, cell_bits: int, pair_files: list[str], least
     return count_keys(read_pair_partition(q, parts, cell_bits, pair_files, 1)[:, 0], least)
 
 
-def _task_common(paths: list[str], locs_path: str) -> np.ndarray:
-    """(len(locs),) uint64: the common-sample counts of the documents in `locs_path` (ascending
+def _task_common(paths: list[str], ords_path: str) -> np.ndarray:
+    """(len(ords),) uint64: the common-sample counts of the documents in `ords_path` (ascending
     ordinals), summed over the partitions' common files (each read in slices)."""
-    with _Npy(locs_path) as f:
-        locs = f.rows(0, f.shape[0])
-    total = np.zeros(len(locs), np.uint64)
+    with _Npy(ords_path) as f:
+        ords = f.rows(0, f.shape[0])
+    total = np.zeros(len(ords), np.uint64)
     for path in paths:
         with _Npy(path) as f:
             step = 1 << 18
-            for lo in range(0, f.shape[0], step):     # each file is sorted by loc
-                total += common_of(locs, f.rows(lo, min(f.shape[0], lo + step)))
+            for lo in range(0, f.shape[0], step):     # each file is sorted by ordinal
+                total += common_of(ords, f.rows(lo, min(f.shape[0], lo + step)))
     return total
 
 
@@ -377,7 +369,6 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     # document ordinals: unit u's rows are base[u], base[u] + 1, ...; a pair is two of them in a uint64
     base = np.concatenate(([0], np.cumsum(ns, dtype=np.int64)))
     if base[-1] >= 1 << 32:
-        from llmpipe.core.errors import UserError
         raise UserError(f"dedup: {base[-1]:,} documents, the containment pass handles at most 2^32 in one run; "
                         "set dedup.containment: false")
     status_paths = []
@@ -414,9 +405,9 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     ord_a, ord_b = keys[:, 0] >> np.uint64(32), keys[:, 0] & _LOW32
     # the common-sample counts of the candidates' documents (a few), from every partition's file
     ords = np.unique(np.concatenate((ord_a, ord_b)))
-    _save(sub / "locs.npy", ords)
+    _save(sub / "ords.npy", ords)
     common_files = [str(Path(f).with_suffix(".common.npy")) for f in pair_files]
-    common = next(iter(runner.map(_task_common, [(common_files, str(sub / "locs.npy"))]))) if len(ords) \
+    common = next(iter(runner.map(_task_common, [(common_files, str(sub / "ords.npy"))]))) if len(ords) \
         else np.zeros(0, np.uint64)
     table = np.stack((ords, common), axis=1) if len(ords) else np.empty((0, 2), np.uint64)
     cand = _candidates(units, ords, base, rows_paths, offs, ord_a, ord_b, keys[:, 1])
@@ -435,13 +426,13 @@ def _candidates(units, ords: np.ndarray, base: np.ndarray, rows_paths, offs: lis
     shared), sorted by (pref_a, pref_b), plus column 7: each row's index in the inputs. `ords`:
     every ordinal of ord_a and ord_b, ascending; a document's samples come from its unit's
     offsets (`_task_offsets`), read once per unit that has a candidate."""
+    if not len(ord_a):
+        return np.empty((0, 8), np.uint64)
     unit = np.searchsorted(base, ords.astype(np.int64), side="right") - 1
     row = ords.astype(np.int64) - base[unit]
     pref, size = np.empty(len(ords), np.uint64), np.empty(len(ords), np.uint64)
     cut = np.flatnonzero(np.diff(unit)) + 1
     for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [len(ords)])).tolist()):
-        if a == b:  # no candidate at all
-            break
         u = int(unit[a])
         pref[a:b] = units[u].pref[row[a:b]]
         clean_row = row[a:b]

@@ -325,16 +325,17 @@ def _task_scatter_exact(pieces: list[tuple], parts: int, out: str) -> int:
     return len(rec)
 
 
-def _shared(rec: np.ndarray, col: int) -> np.ndarray:
+def _shared(rec: np.ndarray, col: int, by_value: bool = False) -> np.ndarray:
     """The records whose column `col` value occurs more than once (most keys are unique, so the
-    full (key, pref) sort then runs on a small remainder)."""
-    order = np.argsort(rec[:, col])
+    full (key, pref) sort then runs on a small remainder), in input order, or sorted by that value
+    (`by_value`: one stable sort, input order within a value)."""
+    order = np.argsort(rec[:, col], kind="stable" if by_value else None)
     values = rec[order, col]
     same = values[1:] == values[:-1]
     keep = np.zeros(len(rec), bool)
     keep[1:] |= same
     keep[:-1] |= same
-    return rec[np.sort(order[keep])]
+    return rec[order[keep]] if by_value else rec[np.sort(order[keep])]
 
 
 def _task_group_exact(p: int, runs: list[str], out: str) -> int:

@@ -243,9 +243,9 @@ def clean_source(in_dir: str | Path, out_dir: str | Path, *, source: str, kind: 
     pool = None
     try:
         with ShardedDir(out_dir, stage="clean", source=source) as d, contextlib.ExitStack() as stack:
-            plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"]))
-                    for sh in shards(manifest)]
-            docs = {sh["name"]: sh["docs"] for sh in shards(manifest)}
+            listed = shards(manifest)
+            plan = [(sh["name"], digest(base, sh["files"][f"{sh['name']}.parquet"]["sha256"])) for sh in listed]
+            docs = {sh["name"]: sh["docs"] for sh in listed}
             todo = [name for name, fp in plan if not d.has(name, fp)]
             tasks = shard_tasks(executor, jobs, len(todo), sum(docs[x] for x in todo) / max(1, len(todo)),
                                 jobs * params.batch_docs)

@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import dvc, git_commit, make_repo, stages_ran
+from conftest import dvc, git_commit, make_repo, run, stages_ran
 
 GOLDEN = Path(__file__).parent / "golden" / "sample_dedup_before_shards.json"
 
@@ -82,6 +83,16 @@ def test_a_new_file_reruns_only_its_shard_through_tokenize(local_repo: Path):
     for stage in ("ingest", "clean", "tokenize"):
         assert shard_line(p, stage) == "4 shard units: 1 built, 3 reused (dvc cache)", stage
     assert "reused (dvc cache): its pinned sample shards and params are unchanged" in p.stdout + p.stderr
+    # dedup checks the new shard against the last run's index instead of rebuilding it, and its
+    # masks are those of a run from nothing (no index, no band-key cache)
+    assert "index: incremental (1 new shard(s))" in p.stdout + p.stderr
+    out = repo.parent / "fresh"
+    fresh = run([sys.executable, "-m", "stages.dedup", "--out-dir", str(out / "dedup"), "--cache", str(out / "cache"),
+                 "--report", str(out / "dedup.json")], cwd=repo)
+    assert "index: full (no index from an earlier run)" in fresh.stderr, fresh.stderr[-2000:]
+    assert {k: v[0] for k, v in snapshot(out / "dedup/c4").items()} == \
+        {k: v[0] for k, v in snapshot(repo / "data/dedup/c4").items()}
+    assert (out / "dedup.json").read_bytes() == (repo / "reports/dedup.json").read_bytes()
     assert sha(repo / "artifacts/tokenizer/spm.model") == spm
     for f in folders:
         after = snapshot(repo / f)

@@ -67,6 +67,18 @@ class ContainPass:
     threshold: float           # dedup.contain_threshold
     min_samples: int           # dedup.contain_min_samples
     max_docs: int              # dedup.contain_max_docs
+    fingerprints: list[str] | None = None  # per unit: its sample file's sha256 (keys the dedup index,
+    #                                        `dedup_incr`); None: read from the file's bytes
+
+    def fingerprint(self, k: int) -> str:
+        if self.fingerprints is not None:
+            return self.fingerprints[k]
+        import hashlib
+        h = hashlib.blake2b(digest_size=16)
+        with open(self.sample_paths[k], "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- pure steps
@@ -211,13 +223,13 @@ def common_of(locs: np.ndarray, common: np.ndarray) -> np.ndarray:
 
 def edges(c: np.ndarray, common_a: np.ndarray, common_b: np.ndarray, threshold: float,
           min_samples: int) -> np.ndarray:
-    """(E, 6) uint64 (pref_removed, loc_removed, pref_container, samples_removed, shared,
-    samples_container) of the `counted` pairs `c`, sizes without each document's common samples
+    """(E, 7) uint64 (pref_removed, loc_removed, pref_container, samples_removed, shared,
+    samples_container, loc_container) of the `counted` pairs `c`, sizes without each document's common samples
     (`common_a`, `common_b`: theirs, from `pairs`): the smaller of two documents is removed when
     it has at least `threshold` of its samples in the other and the other has at least
     MIN_RATIO times its samples."""
     if not len(c):
-        return np.empty((0, 6), np.uint64)
+        return np.empty((0, 7), np.uint64)
     sa = c[:, 4].astype(np.int64) - common_a.astype(np.int64)
     sb = c[:, 5].astype(np.int64) - common_b.astype(np.int64)
     shared = c[:, 6].astype(np.int64)
@@ -228,11 +240,12 @@ def edges(c: np.ndarray, common_a: np.ndarray, common_b: np.ndarray, threshold: 
     # (a ratio test on noisy sample counts would otherwise flip a coin on which of two copies goes)
     hit = (small >= min_samples) & (shared >= threshold * small - 1e-9) & (large >= MIN_RATIO * small)
     a_first, u = a_first[hit], c[hit]
-    out = np.empty((len(u), 6), np.uint64)
+    out = np.empty((len(u), 7), np.uint64)
     out[:, 0] = np.where(a_first, u[:, 1], u[:, 0])
     out[:, 1] = np.where(a_first, u[:, 3], u[:, 2])
     out[:, 2] = np.where(a_first, u[:, 0], u[:, 1])
     out[:, 3], out[:, 4], out[:, 5] = small[hit], shared[hit], large[hit]
+    out[:, 6] = np.where(a_first, u[:, 2], u[:, 3])
     return out
 
 
@@ -348,11 +361,20 @@ def _task_common(paths: list[str], ords_path: str) -> np.ndarray:
 # --------------------------------------------------------------------------- the pass
 
 def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, run_dir: Path, stats: dict,
-                     rows_paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     rows_paths, prior=None, keep: bool = False):
     """The bounded pass over the survivors (status KEPT) of `units`: (pref, loc, root pref) of the
-    documents it removes, sorted by pref (`resolve`). stats["containment"]: its counts."""
+    documents it removes, sorted by pref (`resolve`), and, when `keep` or from a `prior` (the last
+    run's index, `dedup_incr.contain_pass`), this run's index: (the common-sample counts of the
+    counted pairs' documents as (loc, n), sorted by loc; the counted pairs as (loc_a, loc_b,
+    samples_a, samples_b, shared)), else None. stats["containment"]: its counts."""
     sub = Path(run_dir) / "contain"
     sub.mkdir()
+    if prior is not None:
+        from llmpipe.data import dedup_incr
+        done = dedup_incr.contain_pass(units, ns, staged, status, cp, runner, sub / "incr", stats, rows_paths, prior)
+        if done is not None:
+            return done
+        keep = True                                # it could not: the whole pass, leaving a new index
     cstats = {"samples": 0, "pairs": 0, "pair_partitions": 0, "contained": 0}
     clean_rows = []
     for u, unit in enumerate(units):
@@ -417,7 +439,13 @@ def containment_pass(units, ns, staged, status, cp: ContainPass, runner, share, 
     out = resolve(found)
     cstats["contained"] = int(len(out[0]))
     stats["containment"] = cstats
-    return out
+    state = None
+    if keep:    # the common counts of the counted pairs' documents, and those pairs, by loc
+        unit = np.searchsorted(base, ords.astype(np.int64), side="right") - 1
+        loc = (unit.astype(np.uint64) << np.uint64(ROW_BITS)) | (ords.astype(np.int64) - base[unit]).astype(np.uint64)
+        state = (np.stack((loc, common.astype(np.uint64)), axis=1) if len(ords) else np.empty((0, 2), np.uint64),
+                 cand[:, [2, 3, 4, 5, 6]].copy())
+    return out, state
 
 
 def _candidates(units, ords: np.ndarray, base: np.ndarray, rows_paths, offs: list[str], ord_a: np.ndarray,

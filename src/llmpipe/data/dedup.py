@@ -399,6 +399,7 @@ class SourceShard:
     canon_path: Path | None = None   # NAME.canon.npy: canonical signatures (clean rows x num_perm)
     canon_fingerprint: str = ""      # its sha256
     contain_path: Path | None = None  # NAME.contain.npy: containment samples (clean row << 32 | hash)
+    contain_fingerprint: str = ""    # its sha256
 
 
 def exact_words(hexes: list[str]) -> np.ndarray:
@@ -472,7 +473,8 @@ def load_shards(clean_root: Path, filtered_root: Path, sources: list[str], prior
             out.append(SourceShard(src, name, rows, pref, exact, table.num_rows, sig_path,
                                    digest_of(sh, fsh[name], name), (ranks[src], j),
                                    canon if canon_fp else None, canon_fp,
-                                   clean_root / src / f"{name}.contain.npy" if has_samples else None))
+                                   clean_root / src / f"{name}.contain.npy" if has_samples else None,
+                                   sh["files"][f"{name}.contain.npy"].get("sha256", "") if has_samples else ""))
     return out
 
 
@@ -698,13 +700,26 @@ def decide(units: list[SourceShard], params: DedupParams, bands: int, rows: int,
         params.cross_threshold, *xb)
     from llmpipe.data.contain import ContainPass
     contain = None if cs is None else ContainPass([u.contain_path for u in units], [u.position[0] for u in units],
-                                                  *cs)
+                                                  *cs, fingerprints=[u.contain_fingerprint for u in units]
+                                                  if all(u.contain_fingerprint for u in units) else None)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work or cache_dir, prefix=".run-") as tmp:
         dec = dedup_ext.deduplicate(ext_units, num_perm=params.num_perm, threshold=params.threshold, bands=bands,
                                     rows=rows, exact=params.exact, near=params.near, work_dir=Path(tmp),
                                     cache_dir=Path(cache_dir), memory_bytes=params.memory_mb << 20,
-                                    jobs=jobs, cross=cross, contain=contain, executor=executor if cluster else None)
+                                    jobs=jobs, cross=cross, contain=contain, executor=executor if cluster else None,
+                                    state_dir=Path(cache_dir) / "index")
+    idx = dec.stats.get("index")
+    if idx:   # which way the near passes went (stderr only: the report must not depend on the cache)
+        from llmpipe.core.log import get_logger
+        get_logger("dedup").info(
+            f"index: {idx['mode']} ({idx['why']})" + (
+                f": {n(idx['dirty_docs'])} dirty docs, {n(idx['pairs_recomputed'])} bucket pairs recomputed, "
+                f"{n(idx['pairs_reused'])} reused, {n(idx['pairs_verified_anew'])} verified anew"
+                if idx["mode"] == "incremental" else "")
+            + ("; containment: {changed_docs} changed docs, {turned_common} hashes turned common, {recounted_docs} "
+               "docs recounted on {scanned_records} records, {counted_reused} pairs reused".format(**dec.stats["containment"])
+               if "recounted_docs" in dec.stats.get("containment", {}) else ""))
     status = [dec.status[u.name] for u in ext_units]
     cluster = [dec.cluster(u.name) for u in ext_units]
     keep = {dedup_ext.band_key_path(Path(cache_dir), u, bands, rows).name for u in ext_units}

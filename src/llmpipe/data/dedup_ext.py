@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import multiprocessing as mp
 import os
@@ -397,10 +398,12 @@ def _task_scatter_band(pieces: list[tuple], bands: int, sub: int, out: str) -> i
     return m * bands
 
 
-def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int) -> int:
+def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int, band: int | None = None) -> int:
     """Band partition p: every bucket member paired with the bucket's best-ranked member, as rows
     (pref_u, pref_v, loc_u, loc_v) sorted by a hash of (pref_u, pref_v), and the offsets of the
-    2^cell_bits cells of that hash (its top bits): a pair partition is a range of cells."""
+    2^cell_bits cells of that hash (its top bits): a pair partition is a range of cells. With
+    `band` (the partition's), also OUT.bucket.npy: the pairs as (band, key, loc_u, loc_v), which
+    the incremental index keeps (`dedup_incr`)."""
     rec = _load_partition(p, runs, 3)
     r = _shared(rec, 0)
     del rec
@@ -413,6 +416,11 @@ def _task_group_band(p: int, runs: list[str], out: str, cell_bits: int) -> int:
     pairs = np.empty((len(member), 4), np.uint64)
     pairs[:, 0], pairs[:, 1] = r[hu, 1], r[member, 1]
     pairs[:, 2], pairs[:, 3] = r[hu, 2], r[member, 2]
+    if band is not None:
+        bucket = np.empty((len(member), 4), np.uint64)
+        bucket[:, 0], bucket[:, 1], bucket[:, 2:] = band, r[member, 0], pairs[:, 2:]
+        _save(Path(out).with_suffix(".bucket.npy"), bucket)
+        del bucket
     del r, first, member, hu
     cell = (_hash2(pairs[:, 0], pairs[:, 1]) >> np.uint64(64 - cell_bits)).astype(np.int64)
     order = np.argsort(cell, kind="stable")
@@ -461,27 +469,40 @@ def read_pair_partition(q: int, parts: int, cell_bits: int, pair_files: list[str
     return pr
 
 
+def match_slots(lu: np.ndarray, lv: np.ndarray, sig_paths: list[str], num_perm: int, chunk: int,
+                rows_paths=None) -> np.ndarray:
+    """(len(lu),) int64: equal signature slots of the documents at locs lu[i] and lv[i], read in
+    chunks of `chunk` pairs (each chunk's distinct documents gathered once, in row order)."""
+    match = np.empty(len(lu), np.int64)
+    for a in range(0, len(lu), chunk):
+        cu, cv = lu[a:a + chunk], lv[a:a + chunk]
+        locs = np.unique(np.concatenate((cu, cv)))
+        sig = _gather(locs, sig_paths, num_perm, rows_paths)
+        iu, iv = np.searchsorted(locs, cu), np.searchsorted(locs, cv)
+        step = max(1, min(_COMPARE, chunk // 4))
+        for c in range(0, len(iu), step):
+            match[a + c:a + c + step] = (sig[iu[c:c + step]] == sig[iv[c:c + step]]).sum(axis=1)
+    return match
+
+
 def _task_verify(q: int, parts: int, cell_bits: int, pair_files: list[str], sig_paths: list[str],
                  num_perm: int, threshold: float, chunk: int,
-                 rows_paths=None) -> tuple[int, np.ndarray, np.ndarray]:
+                 rows_paths=None, keep_all: bool = False):
     """Pair partition q (cells [q, q+1) * 2^cell_bits / parts of every pair file): the unique
-    candidate count and the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots."""
+    candidate count, the verified (pref_u, pref_v, loc_u, loc_v) with their matching slots, and
+    (`keep_all`) every candidate as (loc_u, loc_v, matching slots), else None."""
     pr = read_pair_partition(q, parts, cell_bits, pair_files, 4)
     pr = pr[np.lexsort((pr[:, 1], pr[:, 0]))]
     first = np.ones(len(pr), bool)
     first[1:] = (pr[1:, 0] != pr[:-1, 0]) | (pr[1:, 1] != pr[:-1, 1])
     pr = pr[first]
-    match = np.empty(len(pr), np.int64)
-    for a in range(0, len(pr), chunk):
-        lu, lv = pr[a:a + chunk, 2], pr[a:a + chunk, 3]
-        locs = np.unique(np.concatenate((lu, lv)))
-        sig = _gather(locs, sig_paths, num_perm, rows_paths)
-        iu, iv = np.searchsorted(locs, lu), np.searchsorted(locs, lv)
-        step = max(1, min(_COMPARE, chunk // 4))
-        for c in range(0, len(iu), step):
-            match[a + c:a + c + step] = (sig[iu[c:c + step]] == sig[iv[c:c + step]]).sum(axis=1)
+    match = match_slots(pr[:, 2], pr[:, 3], sig_paths, num_perm, chunk, rows_paths)
     ok = match >= threshold * num_perm - 1e-9
-    return len(pr), pr[ok], match[ok]
+    every = None
+    if keep_all:
+        every = np.empty((len(pr), 3), np.uint64)
+        every[:, :2], every[:, 2] = pr[:, 2:], match
+    return len(pr), pr[ok], match[ok], every
 
 
 # --------------------------------------------------------------------------- running tasks
@@ -630,7 +651,7 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
 def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: int, rows: int,
                 exact: bool = True, near: bool = True, work_dir: Path, cache_dir: Path,
                 memory_bytes: int, jobs: int, cross: CrossPass | None = None, contain=None,
-                executor=None) -> ExtDecision:
+                executor=None, state_dir: Path | None = None) -> ExtDecision:
     """Exact, then near (LSH + verification) dedup of `units`; see the module doc.
 
     Same decisions as `dedup.find_duplicates` on the concatenated units (rank = pref order),
@@ -639,7 +660,9 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     second near pass on other signatures, its pairs kept across groups only (`cross_pass`).
     `contain`: the containment pass on the survivors (`contain.ContainPass`, `contain.py`). With a
     cluster `executor` (`core.executor`) every task is one of its tasks, `jobs` its slots: both
-    folders must then be on a filesystem every node reaches.
+    folders must then be on a filesystem every node reaches. `state_dir`: the near passes start
+    from the index the last run left there when only units were added (`dedup_incr`), and leave
+    this run's; the decisions are the same either way. stats["index"] says which way it went.
     """
     ns = _check(units, num_perm, threshold, bands, rows, memory_bytes, jobs)
     jobs = resolve(jobs)
@@ -660,6 +683,18 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     runner = _Runner(jobs) if executor is None else _ClusterRunner(executor)
     temps: list[Path] = []
     contained: dict[str, np.ndarray] = {}
+    index = state_dir is not None and near
+    if index:   # the index of the last run (`dedup_incr`): its bucket pairs, if every old unit is unchanged
+        from llmpipe.data import dedup_incr
+        settings = {"num_perm": num_perm, "bands": bands, "rows": rows,
+                    "cross": None if cross is None else [cross.bands, cross.rows],
+                    "contain": None if contain is None else [contain.threshold, contain.min_samples,
+                                                             contain.max_docs]}
+        digests = [dedup_incr.digest(u, json.dumps(["" if cross is None else cross.fingerprints[k],
+                                                    "" if contain is None else contain.fingerprint(k)]))
+                   for k, u in enumerate(units)]
+        prior, why = dedup_incr.load(state_dir, units, digests, settings)
+        stats["index"] = {"mode": "incremental" if prior else "full", "why": why}
     try:
         staged = _stage(units, ns, run_dir, share) if (exact or near) else []
         dup_files: list[Path] = []
@@ -667,23 +702,35 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
             dup_files = _exact_pass(units, ns, staged, status, runner, share, run_dir, stats)
         verified = (np.empty((0, 4), np.uint64), np.empty(0, np.int64))
         candidates = 0
+        masks: dict = {}
+        tables: dict = {}
         if near and sum(ns):
+            masks["alive"] = {u.name: status[u.name] == KEPT for u in units}
+            dirty = dedup_incr.dirty_locs(units, status, prior) if index and prior else None
             keys = _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share,
                                    stats, temps)
-            candidates, verified = _near_pass(units, ns, staged, status, keys, sig_paths, num_perm,
-                                              threshold, bands, runner, share, run_dir, stats, rows_paths)
+            candidates, verified, tables["near"] = _near_pass(
+                units, ns, staged, status, keys, sig_paths, num_perm, threshold, bands, runner, share, run_dir,
+                stats, rows_paths, None if dirty is None else (prior.near, dirty), index)
             if cross is not None:
-                verified = cross_pass(units, ns, staged, status, verified, cross, num_perm, cache_dir,
-                                      runner, share, run_dir, stats, temps, rows_paths)
+                verified, tables["cross"] = cross_pass(units, ns, staged, status, verified, cross, num_perm, cache_dir,
+                                                   runner, share, run_dir, stats, temps, rows_paths,
+                                                   None if dirty is None else (prior.cross, dirty), index)
         removed, clusters, pairs = _clusters(units, ns, status, verified, dup_files, share)
         if contain is not None and near and sum(ns):
             from llmpipe.data import contain as containment
-            found = containment.containment_pass(units, ns, staged, status, contain, runner, share, run_dir,
-                                                 stats, rows_paths)
+            masks["alive2"] = {u.name: status[u.name] == KEPT for u in units}
+            found, state = containment.containment_pass(units, ns, staged, status, contain, runner, share, run_dir,
+                                                        stats, rows_paths, prior.contain if index and prior else None,
+                                                        index)
+            if state is not None:
+                tables["common"], tables["counted"] = state
             removed, clusters = _with_contained(units, status, removed, found)
             unit_of = (found[1] >> np.uint64(ROW_BITS)).astype(np.int64)
             contained = {u.name: np.sort((found[1][unit_of == k] & ROW_MASK).astype(np.int64))
                          for k, u in enumerate(units)}
+        if index and sum(ns):
+            dedup_incr.save(state_dir, units, digests, settings, masks, tables)
     finally:
         runner.close()
         for t in temps:
@@ -809,19 +856,31 @@ def _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share, 
     return paths
 
 
+def _status_files(units, status, run_dir: Path) -> list[str]:
+    """Each unit's status, one file each in the run folder (tasks read their rows)."""
+    paths = []
+    for u, unit in enumerate(units):
+        paths.append(str(run_dir / f"status-{u:06d}.npy"))
+        _save(Path(paths[-1]), status[unit.name])
+    return paths
+
+
 def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, bands, runner, share,
-               run_dir, stats, rows_paths=None):
-    """(unique candidate pairs, (verified (pref_u, pref_v, loc_u, loc_v), matching slots))."""
+               run_dir, stats, rows_paths=None, prior=None, keep: bool = False):
+    """(unique candidate pairs, (verified (pref_u, pref_v, loc_u, loc_v), matching slots), the
+    bucket pairs (`dedup_incr`) when `keep` or from a `prior` (old bucket pairs, dirty locs): then
+    from them (`dedup_incr.near_pass`), else None)."""
+    status_paths = _status_files(units, status, run_dir)
+    if prior is not None:
+        from llmpipe.data import dedup_incr
+        old, dirty = prior
+        return dedup_incr.near_pass(units, staged, status_paths, keys, sig_paths, num_perm, threshold, bands, old,
+                                    dirty, runner, share, run_dir, stats, rows_paths)
     alive = [int((status[u.name] == KEPT).sum()) for u in units]
     sub = max(1, math.ceil(sum(alive) * 24 * SORT_FACTOR / share))
     parts = bands * sub
     stats["partitions_band"] = parts
     per_task = max(1, share // (24 * SORT_FACTOR + 24))
-
-    status_paths = []
-    for u, unit in enumerate(units):
-        status_paths.append(str(run_dir / f"status-{u:06d}.npy"))
-        _save(Path(status_paths[-1]), status[unit.name])
 
     def scatter_tasks():
         for k, task in enumerate(_pieces(ns, per_task, [u for u in range(len(units)) if alive[u]])):
@@ -834,7 +893,7 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
     # cells of the pair hash: enough for the most pairs there can be (one per alive record)
     most = max(1, math.ceil(sum(alive) * bands * 32 * SORT_FACTOR / share))
     cell_bits = min(16, max(1, (most - 1).bit_length()))
-    n_pairs = sum(runner.map(_task_group_band, ((p, runs, pair_files[p], cell_bits)
+    n_pairs = sum(runner.map(_task_group_band, ((p, runs, pair_files[p], cell_bits, p // sub if keep else None)
                                                  for p in range(parts))))
     for r in runs:
         os.unlink(f"{r}.rec.npy")
@@ -842,14 +901,26 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
     q_parts = min(1 << cell_bits, max(1, math.ceil(n_pairs * 32 * SORT_FACTOR / share)))
     stats["partitions_pairs"] = q_parts
     chunk = max(1, share // (num_perm * 4 * 4))    # 2 signature rows per pair, + slack
-    candidates, found, match = 0, [], []
-    for cand, pr, m in runner.map(_task_verify, ((q, q_parts, cell_bits, pair_files, sig_paths,
-                                                  num_perm, threshold, chunk, rows_paths)
-                                                 for q in range(q_parts))):
+    candidates, found, match, every = 0, [], [], []
+    for cand, pr, m, e in runner.map(_task_verify, ((q, q_parts, cell_bits, pair_files, sig_paths,
+                                                     num_perm, threshold, chunk, rows_paths, keep)
+                                                    for q in range(q_parts))):
         candidates += cand
         found.append(pr)
         match.append(m)
-    return candidates, (np.concatenate(found), np.concatenate(match))
+        every.append(e)
+    table = None
+    if keep:   # every bucket pair with its matching slots: the index a later run starts from
+        from llmpipe.data import dedup_incr
+        bucket = [np.load(Path(f).with_suffix(".bucket.npy")) for f in pair_files]
+        bucket = np.concatenate(bucket) if bucket else np.empty((0, 4), np.uint64)
+        every = np.concatenate(every) if every else np.empty((0, 3), np.uint64)
+        seen, m = dedup_incr.lookup(np.concatenate((np.zeros((len(every), 2), np.uint64), every), axis=1),
+                                    bucket[:, 2], bucket[:, 3])
+        if not seen.all():
+            raise AssertionError("dedup: a bucket pair without its verification")
+        table = np.concatenate((bucket, m.astype(np.uint64)[:, None]), axis=1)
+    return candidates, (np.concatenate(found), np.concatenate(match)), table
 
 
 def cross_units(units: list[Unit], cross: CrossPass) -> list[Unit]:
@@ -859,10 +930,11 @@ def cross_units(units: list[Unit], cross: CrossPass) -> list[Unit]:
 
 
 def cross_pass(units, ns, staged, status, verified, cross: CrossPass, num_perm, cache_dir, runner, share,
-               run_dir, stats, temps, rows_paths):
+               run_dir, stats, temps, rows_paths, prior=None, keep: bool = False):
     """`verified` plus the pairs of a near pass over `cross.sig_paths` (on the same exact survivors)
     whose two documents lie in units of different groups; a pair both passes found is kept once,
-    with the first pass's matching slots. stats["cross"]: that pass's counts."""
+    with the first pass's matching slots; and that pass's bucket pairs (`_near_pass`: `prior`,
+    `keep`). stats["cross"]: that pass's counts."""
     if len(cross.sig_paths) != len(units) or len(cross.groups) != len(units):
         raise ValueError("cross pass: one signature file and one group per unit")
     cunits = cross_units(units, cross)
@@ -871,8 +943,9 @@ def cross_pass(units, ns, staged, status, verified, cross: CrossPass, num_perm, 
     sub = run_dir / "cross"
     sub.mkdir()
     keys = _band_key_files(cunits, ns, num_perm, cross.bands, cross.rows, cache_dir, runner, share, cstats, temps)
-    cand, (pr, match) = _near_pass(cunits, ns, staged, cstatus, keys, [str(p) for p in cross.sig_paths], num_perm,
-                                   cross.threshold, cross.bands, runner, share, sub, cstats, rows_paths)
+    cand, (pr, match), table = _near_pass(cunits, ns, staged, cstatus, keys, [str(p) for p in cross.sig_paths],
+                                          num_perm, cross.threshold, cross.bands, runner, share, sub, cstats,
+                                          rows_paths, prior, keep)
     groups = np.asarray(cross.groups, np.int64)
     across = groups[(pr[:, 2] >> np.uint64(ROW_BITS)).astype(np.int64)] != \
         groups[(pr[:, 3] >> np.uint64(ROW_BITS)).astype(np.int64)]
@@ -883,7 +956,7 @@ def cross_pass(units, ns, staged, status, verified, cross: CrossPass, num_perm, 
     added = int((first >= len(verified[0])).sum())
     cstats.update(candidates=int(cand), verified_across=int(len(pr)), added_pairs=added)
     stats["cross"] = cstats
-    return both[first], np.concatenate((verified[1], match))[first]
+    return (both[first], np.concatenate((verified[1], match))[first]), table
 
 
 def _with_contained(units, status, removed, found):

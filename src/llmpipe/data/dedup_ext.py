@@ -651,7 +651,7 @@ def _check(units: list[Unit], num_perm: int, threshold: float, bands: int, rows:
 def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: int, rows: int,
                 exact: bool = True, near: bool = True, work_dir: Path, cache_dir: Path,
                 memory_bytes: int, jobs: int, cross: CrossPass | None = None, contain=None,
-                executor=None, state_dir: Path | None = None) -> ExtDecision:
+                executor=None, state_dir: Path | None = None, incremental_jobs: int | None = None) -> ExtDecision:
     """Exact, then near (LSH + verification) dedup of `units`; see the module doc.
 
     Same decisions as `dedup.find_duplicates` on the concatenated units (rank = pref order),
@@ -662,7 +662,8 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
     cluster `executor` (`core.executor`) every task is one of its tasks, `jobs` its slots: both
     folders must then be on a filesystem every node reaches. `state_dir`: the near passes start
     from the index the last run left there when only units were added (`dedup_incr`), and leave
-    this run's; the decisions are the same either way. stats["index"] says which way it went.
+    this run's; the decisions are the same either way. stats["index"] says which way it went;
+    `incremental_jobs` (local runs only): the workers to use when it starts from the index.
     """
     ns = _check(units, num_perm, threshold, bands, rows, memory_bytes, jobs)
     jobs = resolve(jobs)
@@ -680,7 +681,6 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
         rows_paths.append(None if u.rows is None else str(run_dir / f"rows-{k:06d}.npy"))
         if u.rows is not None:
             _save(Path(rows_paths[-1]), np.ascontiguousarray(u.rows, dtype=np.int64))
-    runner = _Runner(jobs) if executor is None else _ClusterRunner(executor)
     temps: list[Path] = []
     contained: dict[str, np.ndarray] = {}
     index = state_dir is not None and near
@@ -695,6 +695,11 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
                    for k, u in enumerate(units)]
         prior, why = dedup_incr.load(state_dir, units, digests, settings)
         stats["index"] = {"mode": "incremental" if prior else "full", "why": why}
+        if prior is not None and executor is None and incremental_jobs is not None:
+            jobs = resolve(incremental_jobs)          # from the index: little work, often not worth a pool
+            share = max(1, memory_bytes // jobs)
+            stats["jobs"] = jobs
+    runner = _Runner(jobs) if executor is None else _ClusterRunner(executor)
     try:
         staged = _stage(units, ns, run_dir, share) if (exact or near) else []
         dup_files: list[Path] = []

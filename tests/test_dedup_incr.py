@@ -263,3 +263,16 @@ def test_containment_turned_common_and_back(tmp_path):
             assert inc.stats["containment"]["turned_common"] > 0, inc.stats["containment"]
         else:
             assert inc.stats.get("containment_index") == "full: a hash group turned small", inc.stats
+
+
+def test_a_malformed_state_json_runs_in_full(corpus, tmp_path):
+    units = ranked(corpus["units"], list(range(6)))
+    state = tmp_path / "index"
+    for text in ("[]", '{"version": 1}', json.dumps({"version": 1, "settings": None, "units": [{}]})):
+        run(units[:4], tmp_path, state)
+        meta = json.loads((state / "state.json").read_text())
+        bad = text if text != '{"version": 1}' else json.dumps({k: v for k, v in meta.items() if k != "order"})
+        (state / "state.json").write_text(bad)
+        got = run(units, tmp_path, state)
+        assert got.stats["index"]["mode"] == "full", got.stats["index"]
+        same(got, run(units, tmp_path, None, cache=tmp_path / "cache-ref"), units)

@@ -691,7 +691,8 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
                     "contain": None if contain is None else [contain.threshold, contain.min_samples,
                                                              contain.max_docs]}
         digests = [dedup_incr.digest(u, json.dumps(["" if cross is None else cross.fingerprints[k],
-                                                    "" if contain is None else contain.fingerprint(k)]))
+                                                    "" if contain is None else contain.fingerprint(k),
+                                                    None if contain is None else int(contain.groups[k])]))
                    for k, u in enumerate(units)]
         prior, why = dedup_incr.load(state_dir, units, digests, settings)
         stats["index"] = {"mode": "incremental" if prior else "full", "why": why}

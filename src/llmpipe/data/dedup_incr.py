@@ -114,7 +114,15 @@ def _ranges_ok(units) -> tuple[bool, list[str]]:
 
 
 def load(state_dir: Path, units, digests: list[str], settings: dict) -> tuple[Prior | None, str]:
-    """The state in `state_dir` remapped to `units`, or None and why not."""
+    """The state in `state_dir` remapped to `units`, or None and why not (a damaged state is
+    never trusted: the run is then a full one)."""
+    try:
+        return _load(state_dir, units, digests, settings)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, OSError) as e:
+        return None, f"the index is unreadable ({type(e).__name__}: {e})"
+
+
+def _load(state_dir: Path, units, digests: list[str], settings: dict) -> tuple[Prior | None, str]:
     state_dir = Path(state_dir)
     try:
         meta = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))

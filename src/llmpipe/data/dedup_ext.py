@@ -712,7 +712,7 @@ def deduplicate(units: list[Unit], *, num_perm: int, threshold: float, bands: in
         tables: dict = {}
         if near and sum(ns):
             masks["alive"] = {u.name: status[u.name] == KEPT for u in units}
-            dirty = dedup_incr.dirty_locs(units, status, prior) if index and prior else None
+            dirty = dedup_incr.changed_locs(units, status, prior.alive) if index and prior else None
             keys = _band_key_files(units, ns, num_perm, bands, rows, cache_dir, runner, share,
                                    stats, temps)
             candidates, verified, tables["near"] = _near_pass(
@@ -921,11 +921,10 @@ def _near_pass(units, ns, staged, status, keys, sig_paths, num_perm, threshold, 
         bucket = [np.load(Path(f).with_suffix(".bucket.npy")) for f in pair_files]
         bucket = np.concatenate(bucket) if bucket else np.empty((0, 4), np.uint64)
         every = np.concatenate(every) if every else np.empty((0, 3), np.uint64)
-        seen, m = dedup_incr.lookup(np.concatenate((np.zeros((len(every), 2), np.uint64), every), axis=1),
-                                    bucket[:, 2], bucket[:, 3])
-        if not seen.all():
+        at = dedup_incr.pair_find(every[:, :2], bucket[:, 2:4])
+        if (at < 0).any():
             raise AssertionError("dedup: a bucket pair without its verification")
-        table = np.concatenate((bucket, m.astype(np.uint64)[:, None]), axis=1)
+        table = np.concatenate((bucket, every[at, 2:3]), axis=1)
     return candidates, (np.concatenate(found), np.concatenate(match)), table
 
 

@@ -10,14 +10,18 @@ What a run of `dedup_ext.deduplicate` leaves in its `state_dir` (llmpipe's scrat
   near.npy     (P, 5) uint64: every bucket pair of the near pass, (band, key, loc of the bucket's
                best-ranked member, loc of the other member, matching slots); loc = unit index << 40 | row
   cross.npy    the same for the cross-source pass (on the canonical signatures)
+  alive2.npy   (N,) uint8: 1 if it was alive when the containment pass ran
+  counted.npy  (C, 5) uint64: the containment pairs sharing at least `contain.min_shared` samples,
+               (loc_a, loc_b, samples_a, samples_b, shared), a the better-ranked
+  common.npy   (D, 2) uint64: (loc, common samples) of those pairs' documents
 
 A later run starts from that state (`load`) when the settings are equal, every unit of the state is
 still there with the same digest, and every unit's keep ranks (prefs) lie in one range, the
 ranges disjoint and the old units' ranges in their old order: the order of any two old
 documents, and so the orientation of every old pair, is then unchanged. New units may come
 anywhere (a file inserted between two old ones shifts their prefs, not their order). Anything
-else (a shard changed or gone, another threshold, a filter change) runs in full and leaves a new
-state; the decisions never depend on which way a run went (tests compare both, byte for byte).
+else (a shard changed or gone, other bands x rows or containment settings, a filter change) runs in
+full and leaves a new state (a threshold change does not: the tables keep every candidate's slots); the decisions never depend on which way a run went (tests compare both, byte for byte).
 
 The near pass from a state (`near_pass`). A bucket (band, key) pairs its best-ranked alive member
 with every other alive member, so its pairs change only when its alive members change: a new
@@ -35,10 +39,14 @@ that outranks it). Those documents are `dirty`; per band, their keys are the dir
 Its cost is the scan (8 bytes per document and band, read) plus work in the size of the dirty
 buckets; the full pass writes and sorts ~24 bytes per document and band and verifies every pair.
 
-In full every time (cheap next to the near pass, or global by nature): staging, the exact pass (one
-sort of 32 bytes a document), the components over every verified pair, and the containment pass.
-The state costs 1 byte per document plus 40 bytes per bucket pair on disk; `load` and `save` read
-and write it whole (RAM: the same).
+The containment pass from a state (`contain_pass`, see its docstring) recounts the documents whose
+eligibility changed and applies the deltas of hash groups that turned common; a group that turned
+small runs the whole pass.
+
+In full every time (cheap, or global by nature): staging, the exact pass (one sort of 32 bytes a
+document), the components over every verified pair, and edges and `resolve` over every counted
+containment pair. The state costs 2 bytes per document plus 40 bytes per bucket or counted pair on
+disk; `load` and `save` read and write it whole (RAM: the same).
 """
 from __future__ import annotations
 
@@ -56,7 +64,7 @@ from llmpipe.data.dedup import KEPT
 from llmpipe.data.dedup_ext import (ROW_BITS, ROW_MASK, _hash2, _Npy, _save, match_slots)
 
 STATE_VERSION = 1
-_SLICE = 1 << 20      # documents hashed per step (digest) or scanned per read (scan)
+_SLICE = 1 << 20      # documents hashed per step (digest)
 
 
 def digest(unit, extra: str = "") -> str:
@@ -86,7 +94,6 @@ class Prior:
 
     masks: dict[str, dict[str, np.ndarray]]   # MASKS -> old unit name -> (n,) bool
     tables: dict[str, np.ndarray | None]      # TABLES -> the table (locs remapped), None if not kept
-    old_units: int
 
     @property
     def alive(self) -> dict[str, np.ndarray]:
@@ -148,32 +155,29 @@ def _load(state_dir: Path, units, digests: list[str], settings: dict) -> tuple[P
     ns = [o["n"] for o in old]
     cut = np.cumsum([0] + ns)
     masks, tables = {}, {}
-    try:
-        for name in MASKS:
-            with _Npy(state_dir / f"{name}.npy") as f:
-                flat = f.rows(0, f.shape[0]).astype(bool)
-            if len(flat) != cut[-1]:
-                return None, f"{name}.npy does not match state.json"
-            masks[name] = {o["name"]: flat[cut[k]:cut[k + 1]] for k, o in enumerate(old)}
-        for name, (width, loc_cols) in TABLES.items():
-            path = state_dir / f"{name}.npy"
-            if not path.exists():
-                tables[name] = None
-                continue
-            with _Npy(path) as f:
-                t = f.rows(0, f.shape[0])
-            if t.ndim != 2 or t.shape[1] != width:
-                return None, f"{path.name} is not an index table"
-            for col in loc_cols:
-                t[:, col] = (remap[(t[:, col] >> np.uint64(ROW_BITS)).astype(np.int64)] << np.uint64(ROW_BITS)) \
-                    | (t[:, col] & ROW_MASK)
-            tables[name] = t
-    except (OSError, ValueError, IndexError) as e:
-        return None, f"the index is unreadable ({e})"
+    for name in MASKS:
+        with _Npy(state_dir / f"{name}.npy") as f:
+            flat = f.rows(0, f.shape[0]).astype(bool)
+        if len(flat) != cut[-1]:
+            return None, f"{name}.npy does not match state.json"
+        masks[name] = {o["name"]: flat[cut[k]:cut[k + 1]] for k, o in enumerate(old)}
+    for name, (width, loc_cols) in TABLES.items():
+        path = state_dir / f"{name}.npy"
+        if not path.exists():
+            tables[name] = None
+            continue
+        with _Npy(path) as f:
+            t = f.rows(0, f.shape[0])
+        if t.ndim != 2 or t.shape[1] != width:
+            return None, f"{path.name} is not an index table"
+        for col in loc_cols:
+            t[:, col] = (remap[(t[:, col] >> np.uint64(ROW_BITS)).astype(np.int64)] << np.uint64(ROW_BITS)) \
+                | (t[:, col] & ROW_MASK)
+        tables[name] = t
     need = ["near"] + (["cross"] if settings.get("cross") else []) + (["common", "counted"] if settings.get("contain") else [])
     if any(tables[name] is None for name in need):
         return None, "the index is incomplete"
-    return Prior(masks, tables, len(old)), f"{len(units) - len(old)} new shard(s)"
+    return Prior(masks, tables), f"{len(units) - len(old)} new shard(s)"
 
 
 def save(state_dir: Path, units, digests: list[str], settings: dict, masks: dict[str, dict[str, np.ndarray]],
@@ -212,16 +216,16 @@ def save(state_dir: Path, units, digests: list[str], settings: dict, masks: dict
         raise
 
 
-def dirty_locs(units, status: dict[str, np.ndarray], prior: Prior) -> np.ndarray:
-    """(d,) uint64 locs, ascending: the alive documents of new units, and the documents of old
-    units alive now and not then, or then and not now."""
-    out = []
+def changed_locs(units, status: dict[str, np.ndarray], was: dict[str, np.ndarray]) -> np.ndarray:
+    """(d,) uint64 locs, ascending: the alive documents of units `was` does not name, and the
+    documents of those it names that are alive now and were not, or the reverse."""
+    out = [np.zeros(0, np.uint64)]
     for k, u in enumerate(units):
         now = status[u.name] == KEPT
-        was = prior.alive.get(u.name)
-        rows = np.flatnonzero(now if was is None else now != was)
+        before = was.get(u.name)
+        rows = np.flatnonzero(now if before is None else now != before)
         out.append((np.uint64(k) << np.uint64(ROW_BITS)) | rows.astype(np.uint64))
-    return np.concatenate(out) if out else np.zeros(0, np.uint64)
+    return np.concatenate(out)
 
 
 def _unit_rows(units, k: int, rows: np.ndarray, rows_paths) -> np.ndarray:
@@ -309,22 +313,6 @@ def _in_keys(table: np.ndarray, dkeys: np.ndarray) -> np.ndarray:
     return hit
 
 
-def lookup(table: np.ndarray, lu: np.ndarray, lv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(found, matching slots) of pairs (lu, lv) in `table` rows (.., .., loc_u, loc_v, match)."""
-    found = np.zeros(len(lu), bool)
-    match = np.zeros(len(lu), np.int64)
-    if not len(table) or not len(lu):
-        return found, match
-    h = _hash2(table[:, 2], table[:, 3])
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
-    q = _hash2(lu, lv)
-    j = order[np.minimum(np.searchsorted(hs, q), len(hs) - 1)]
-    found = (table[j, 2] == lu) & (table[j, 3] == lv)
-    match[found] = table[j[found], 4].astype(np.int64)
-    return found, match
-
-
 def pref_of(units, locs: np.ndarray) -> np.ndarray:
     """(len(locs),) uint64 prefs of documents at `locs` (any order)."""
     out = np.empty(len(locs), np.uint64)
@@ -357,8 +345,9 @@ def near_pass(units, staged, status_paths: list[str], keys: list[str | None], si
     fresh = np.empty((len(member), 5), np.uint64)
     fresh[:, 0], fresh[:, 1] = hits[member, 0], hits[member, 1]
     fresh[:, 2], fresh[:, 3] = hits[first[member], 3], hits[member, 3]
-    known, match = lookup(old, fresh[:, 2], fresh[:, 3])
-    todo = np.flatnonzero(~known)
+    at = pair_find(old[:, 2:4], fresh[:, 2:4])          # a pair's slots depend on its signatures only
+    match = np.where(at >= 0, old[np.maximum(at, 0), 4], 0).astype(np.int64) if len(old) else np.zeros(len(fresh), np.int64)
+    todo = np.flatnonzero(at < 0)
     # the new pairs, verified once each (a pair may be new in several bands)
     pu, inv = np.unique(fresh[todo, 2:4], axis=0, return_inverse=True) if len(todo) else \
         (np.empty((0, 2), np.uint64), np.zeros(0, np.int64))
@@ -510,9 +499,9 @@ def _value_of(x: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray
     return np.where(keys[j] == x, values[j], 0)
 
 
-def _pair_find(table: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """(len(query),) int64: the row of `table` ((m, 2) unique pairs) equal to each query pair, or -1
-    (exact: the pairs as dense ranks of their two columns, one int64 code each)."""
+def pair_find(table: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(len(query),) int64: a row of `table` ((m, 2) pairs) equal to each query pair, or -1 (exact:
+    the pairs as dense ranks of their two columns, one int64 code each)."""
     if not len(table) or not len(query):
         return np.full(len(query), -1, np.int64)
     ua, ia = np.unique(np.concatenate((table[:, 0], query[:, 0])), return_inverse=True)
@@ -548,13 +537,7 @@ def contain_pass(units, ns, staged, status, cp, runner, sub: Path, stats: dict, 
     sub.mkdir(parents=True, exist_ok=True)
     status_paths = _status_files(units, status, sub)
     m = cp.max_docs
-    changed = []
-    for k, u in enumerate(units):
-        now = status[u.name] == KEPT
-        was = was_alive.get(u.name)
-        rows = np.flatnonzero(now if was is None else now != was)
-        changed.append((np.uint64(k) << np.uint64(ROW_BITS)) | rows.astype(np.uint64))
-    changed = np.concatenate(changed) if changed else np.zeros(0, np.uint64)
+    changed = changed_locs(units, status, was_alive)
     _, cdocs = _scan(units, ns, staged, status_paths, cp, runner, rows_paths, sub, "c", docs=changed)
     cdocs = cdocs[cdocs[:, 2] >= np.uint64(cp.min_samples)]            # C: eligibility changed
     now = np.zeros(len(cdocs), bool)
@@ -596,7 +579,7 @@ def contain_pass(units, ns, staged, status, cp, runner, sub: Path, stats: dict, 
     kept = old_counted[~(_member(old_counted[:, 0], c_locs) | _member(old_counted[:, 1], c_locs))].copy()
     if len(dpairs) and len(kept):
         dp, dcount = np.unique(dpairs[:, 2:4], axis=0, return_counts=True)
-        hit = _pair_find(dp, kept[:, :2])
+        hit = pair_find(dp, kept[:, :2])
         kept[hit >= 0, 4] -= dcount[hit[hit >= 0]].astype(np.uint64)
         kept = kept[kept[:, 4] >= np.uint64(least)]
     new_rows = np.empty((len(fresh), 5), np.uint64)

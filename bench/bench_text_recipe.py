@@ -15,6 +15,11 @@ Corpora (under --corpus, default /work/shared/corpus):
     PYTHONPATH=src .venv/bin/python bench/bench_text_recipe.py --out bench/results/text_recipe.json \
         --runs shakespeare:default shakespeare:recipe gutenberg:recipe wikipedia:recipe
 
+`CORPUS:baseline` (shakespeare only) trains nanoGPT's architecture and baby-config step
+(`bench_vs_nanogpt.Gpt2Baseline`, character level) for as many seconds of loop as the llmpipe run
+before it in `--runs` took, and scores the same held-out text as a stream (windows of its
+context 64, stride 16): the two at the same wall-clock training budget, back to back.
+
 The runs of one invocation are back to back on the same machine; the JSON keeps the command, the
 load average before and after each run, train's wall time and the params of each recipe.
 """
@@ -123,6 +128,35 @@ def run(name: str, recipe: str, root: Path, tmp: Path) -> dict:
                                "stride": v["stride"]} for k, v in scores.items()}}
 
 
+def run_baseline(name: str, root: Path, tmp: Path, budget_s: float) -> dict:
+    """nanoGPT's architecture and step (bench_vs_nanogpt.Gpt2Baseline, its baby config: char
+    level, context 64, batch 12) trained for `budget_s` seconds of loop, then the held-out text
+    scored as a stream (windows of 64 sliding by 16)."""
+    if name != "shakespeare":
+        raise SystemExit("the baseline runs on shakespeare only (character ids of an ASCII text = bytes)")
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_vs_nanogpt import prepare_chars
+    text = (root / "shakespeare" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    ws = tmp / f"{name}-baseline"
+    prepare_chars(ws, text, int(len(text) * 0.9))
+    load0 = os.getloadavg()
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "bench_vs_nanogpt.py"), "--child", "baseline",
+                        "--work", str(ws), "--steps", "0", "--budget", str(budget_s)],
+                       cwd=ws, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"{name}:baseline failed:\n{p.stderr[-3000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return {"corpus": name, "recipe": "baseline", "budget_seconds": round(budget_s, 1),
+            "params": {"model": "Gpt2Baseline: d_model 128, 4 layers, 4 heads, context 64, GELU 4x, vocab "
+                                "65 characters", "train": "batch 12 x 64, lr 1e-3, warmup 100, cosine to 1e-4 "
+                                "over the steps the budget allows, AdamW (0.9, 0.99), wd 0.1, clip 1.0"},
+            "steps": r["steps"], "tokens": r["tokens"], "loop_seconds": round(r["loop_seconds"], 1),
+            "threads": r["threads"], "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+            "val_stream": {"stride_16": {"bits_per_byte": round(r["val_bits_per_byte_stream"], 4),
+                                         "stride": 16, "context": 64}}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus"))
@@ -135,7 +169,13 @@ def main() -> None:
     results = []
     for spec in a.runs:
         name, recipe = spec.split(":")
-        res = run(name, recipe, a.corpus, tmp)
+        if recipe == "baseline":  # the same loop seconds as the last llmpipe run on this corpus
+            prev = [x for x in results if x["corpus"] == name and x["recipe"] != "baseline"]
+            if not prev:
+                raise SystemExit(f"{spec}: put an llmpipe run of {name} before it (its loop time is the budget)")
+            res = run_baseline(name, a.corpus, tmp, prev[-1]["timing"]["loop_seconds"])
+        else:
+            res = run(name, recipe, a.corpus, tmp)
         print(json.dumps(res), flush=True)
         results.append(res)
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -144,11 +144,37 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        if dtype == torch.float32:  # one fused op, bitwise equal to the three-op form below
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        if dtype == torch.float32:
+            if torch.compiler.is_compiling():  # inductor fuses the plain form into one kernel
+                return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+            return _RMSNormFp32.apply(x, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
+
+
+class _RMSNormFp32(torch.autograd.Function):
+    """RMSNorm in float32 with a backward of five passes over x, in place of the ~15 small ops
+    autograd records for F.rms_norm (torch has no fused RMSNorm kernel on CPU; LayerNorm has one):
+    ~6% of an eager CPU step at nanoGPT's baby shape (issue 16, docs/training.md). Public ops only.
+    Forward: r = rsqrt(mean(x^2) + eps), y = (x r) w. Backward, with xh = x r and gw = g w:
+    dx = r (gw - xh mean(gw xh)), dw = sum over rows of g xh."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(torch.linalg.vecdot(x, x).unsqueeze(-1).div_(x.shape[-1]).add_(eps))
+        xh = x * r
+        ctx.save_for_backward(xh, r, w)
+        return xh * w
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        xh, r, w = ctx.saved_tensors
+        gw = g * w
+        dot = torch.linalg.vecdot(gw, xh).unsqueeze(-1)
+        dx = torch.addcmul(gw, xh, dot, value=-1.0 / xh.shape[-1]).mul_(r)
+        dw = (g * xh).sum(dim=tuple(range(g.dim() - 1))) if ctx.needs_input_grad[1] else None
+        return dx, dw, None
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,9 +256,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # gate and up in one matmul (two HF parameters, one concatenated weight)
-        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        # two matmuls, not one over the concatenated weights: the concatenation (forward) and the
+        # chunk's backward (a cat of both halves' gradients) cost more than a second matmul call
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):

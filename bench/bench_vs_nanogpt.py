@@ -329,6 +329,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=False)
     ap.add_argument("--work", type=Path, help="workspace (kept; prepared again only when empty)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every run (0: torch's default)")
+    ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=sorted(VARIANTS),
+                    help="the llmpipe rows to run (default: all)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--no-eval", action="store_true", help=argparse.SUPPRESS)
@@ -359,7 +361,7 @@ def main() -> None:
         work.mkdir(parents=True)
         info = {**prepare(work, a.corpus, a.vocab, a.steps), "steps": a.steps, "variants": sorted(VARIANTS)}
         info_path.write_text(json.dumps(info))
-    roles = ["baseline", *(["nanogpt-checkout"] if a.nanogpt else []), *VARIANTS]
+    roles = ["baseline", *(["nanogpt-checkout"] if a.nanogpt else []), *[v for v in VARIANTS if v in a.variants]]
     compared = [r for r in roles if r != "baseline"]
     rounds = []
     for r in range(a.rounds):

@@ -172,7 +172,8 @@ def main() -> None:
         if recipe == "baseline":  # the same loop seconds as the last llmpipe run on this corpus
             prev = [x for x in results if x["corpus"] == name and x["recipe"] != "baseline"]
             if not prev:
-                raise SystemExit(f"{spec}: put an llmpipe run of {name} before it (its loop time is the budget)")
+                print(f"{spec}: put an llmpipe run of {name} before it (its loop time is the budget)", file=sys.stderr)
+                raise SystemExit(2)
             res = run_baseline(name, a.corpus, tmp, prev[-1]["timing"]["loop_seconds"])
         else:
             res = run(name, recipe, a.corpus, tmp)

@@ -345,9 +345,9 @@ def main() -> None:
         print(json.dumps(r))
         return
     if a.nanogpt is not None and not (a.nanogpt / "model.py").exists():
-        raise SystemExit(f"--nanogpt {a.nanogpt}: no model.py there (a checkout of https://github.com/karpathy/nanoGPT)")
+        ap.error(f"--nanogpt {a.nanogpt}: no model.py there (a checkout of https://github.com/karpathy/nanoGPT)")
     if a.out is None:
-        raise SystemExit("--out FILE is needed")
+        ap.error("--out FILE is needed")
     import shutil
     import torch
     work = a.work or Path(tempfile.mkdtemp(prefix="vs-nanogpt-"))
